@@ -1,0 +1,56 @@
+# Herald. `make run` starts a dev agent; `make test` runs every test.
+GO        ?= go
+BIN       := bin
+GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/herald-sd/herald/cmd/herald/internal/version.Version=$(VERSION)
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+
+.PHONY: all build run test test-short bench lint proto fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+run: build
+	@echo "Starting a dev agent: DNS 127.0.0.1:8600, gRPC 127.0.0.1:8700, HTTP 127.0.0.1:8800"
+	@echo "In another shell:"
+	@echo "  $(BIN)/herald register -service api -id api-1 -address 10.0.0.5 -port 9000"
+	@echo "  dig @127.0.0.1 -p 8600 api.service.herald SRV"
+	@echo "  $(BIN)/herald watch api"
+	$(BIN)/herald agent -dev
+
+# Every test, with the race detector on the concurrent packages.
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./dnsserver/... ./cluster/... ./pushsvc/...
+	$(GO) run ./testenv/cmd/benchall
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzServeDNS -fuzztime 60s ./dnsserver/
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Regenerate the protobuf code (committed, so users need no protoc).
+# Needs Debian's protobuf-compiler: apt-get install protobuf-compiler
+proto:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	for f in $$(git ls-files '*.proto'); do \
+	  PATH="$(GOBIN_DIR):$$PATH" protoc -I . -I /usr/include \
+	    --go_out=. --go_opt=paths=source_relative \
+	    --go-grpc_out=. --go-grpc_opt=paths=source_relative $$f || exit 1; \
+	done
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,58 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. The servers map them in one place each: pushsvc to gRPC
+// status codes, dnsserver to RCODEs.
+var (
+	// ErrInvalid: a registration or request breaks a rule (InvalidArgument).
+	ErrInvalid = errors.New("invalid argument")
+	// ErrNotFound: no such service or instance (NotFound).
+	ErrNotFound = errors.New("not found")
+	// ErrNotOwner: the instance belongs to another node, which alone may
+	// change it (FailedPrecondition).
+	ErrNotOwner = errors.New("not the owner")
+	// ErrCompacted: the history no longer reaches back to the asked revision
+	// or sequence; the reader must start again from a snapshot or full state.
+	ErrCompacted = errors.New("history compacted")
+	// ErrClosed: the registry was closed (Unavailable).
+	ErrClosed = errors.New("registry closed")
+)
+
+// NotFoundError names what was not found. It wraps ErrNotFound.
+type NotFoundError struct{ Key Key }
+
+func (e *NotFoundError) Error() string {
+	return fmt.Sprintf("registry: instance %q of service %q not found", e.Key.ID, e.Key.Service)
+}
+
+// Unwrap makes errors.Is(err, ErrNotFound) true.
+func (e *NotFoundError) Unwrap() error { return ErrNotFound }
+
+// NotOwnerError names the owner of an instance. It wraps ErrNotOwner.
+type NotOwnerError struct {
+	Key   Key
+	Owner string
+}
+
+func (e *NotOwnerError) Error() string {
+	return fmt.Sprintf("registry: instance %q of service %q is owned by node %q; change it through that node", e.Key.ID, e.Key.Service, e.Owner)
+}
+
+// Unwrap makes errors.Is(err, ErrNotOwner) true.
+func (e *NotOwnerError) Unwrap() error { return ErrNotOwner }
+
+// GapError reports a delta that does not follow the version a peer holds for
+// its owner. The caller repairs it by pulling the owner's full state.
+type GapError struct {
+	Owner string
+	Have  Version
+	Got   Version
+}
+
+func (e *GapError) Error() string {
+	return fmt.Sprintf("registry: gap in deltas of owner %q: have %s, got %s", e.Owner, e.Have, e.Got)
+}

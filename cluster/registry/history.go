@@ -1,0 +1,68 @@
+package registry
+
+import "sync"
+
+// history is a bounded log of items numbered 1, 2, 3, ... Old items fall off
+// the front; a reader that asks for them gets ErrCompacted and must restart
+// from full state. Appends never wait for readers.
+type history[T any] struct {
+	mu    sync.RWMutex
+	buf   []T
+	first uint64 // number of buf[head]; 0 while empty
+	next  uint64 // number the next append gets
+	head  int
+	n     int
+}
+
+func newHistory[T any](capacity int) *history[T] {
+	return &history[T]{buf: make([]T, capacity), next: 1}
+}
+
+// reset empties the log so that the next append is numbered next.
+func (h *history[T]) reset(next uint64) {
+	h.mu.Lock()
+	clear(h.buf)
+	h.head, h.n, h.first, h.next = 0, 0, 0, next
+	h.mu.Unlock()
+}
+
+func (h *history[T]) append(items ...T) {
+	h.mu.Lock()
+	for _, it := range items {
+		if h.n == len(h.buf) {
+			h.head = (h.head + 1) % len(h.buf)
+			h.n--
+			h.first++
+		}
+		if h.n == 0 {
+			h.first = h.next
+		}
+		h.buf[(h.head+h.n)%len(h.buf)] = it
+		h.n++
+		h.next++
+	}
+	h.mu.Unlock()
+}
+
+// since returns up to max items numbered after `after`, and ErrCompacted if
+// some of them are no longer held. max <= 0 means no limit.
+func (h *history[T]) since(after uint64, max int) ([]T, error) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if after+1 >= h.next {
+		return nil, nil
+	}
+	if h.n == 0 || after+1 < h.first {
+		return nil, ErrCompacted
+	}
+	count := int(h.next - after - 1)
+	if max > 0 && count > max {
+		count = max
+	}
+	out := make([]T, count)
+	off := int(after + 1 - h.first)
+	for i := range out {
+		out[i] = h.buf[(h.head+off+i)%len(h.buf)]
+	}
+	return out, nil
+}

@@ -1,0 +1,110 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// persister writes the node's plain registrations to the Store with group
+// commit: writers mark keys dirty and wait; one goroutine writes the current
+// state of all dirty keys in one transaction. Writes are ordered by
+// construction, because it always writes the latest state.
+type persister struct {
+	store Store
+
+	mu      sync.Mutex
+	dirty   map[Key]struct{}
+	gen     uint64 // last generation marked
+	done    uint64 // last generation durable
+	err     error  // error of the last failed commit
+	errGen  uint64 // generation that error covers
+	kick    chan struct{}
+	flushed chan struct{} // closed and replaced after each commit
+}
+
+func newPersister(s Store) *persister {
+	return &persister{store: s, dirty: map[Key]struct{}{}, kick: make(chan struct{}, 1), flushed: make(chan struct{})}
+}
+
+// mark records dirty keys and returns the generation to wait for.
+func (p *persister) mark(keys []Key) uint64 {
+	p.mu.Lock()
+	for _, k := range keys {
+		p.dirty[k] = struct{}{}
+	}
+	p.gen++
+	g := p.gen
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+	return g
+}
+
+func (p *persister) wait(ctx context.Context, gen uint64) error {
+	for {
+		p.mu.Lock()
+		done, err, errGen, ch := p.done, p.err, p.errGen, p.flushed
+		p.mu.Unlock()
+		if done >= gen {
+			if err != nil && errGen >= gen {
+				return fmt.Errorf("%w: %w", errPersist, err)
+			}
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("registry: waiting for the registration to be persisted: %w", ctx.Err())
+		}
+	}
+}
+
+func (p *persister) run(r *Registry, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			p.flush(r) // last writes before shutdown
+			return
+		case <-p.kick:
+			p.flush(r)
+		}
+	}
+}
+
+func (p *persister) flush(r *Registry) {
+	p.mu.Lock()
+	keys, gen := p.dirty, p.gen
+	p.dirty = map[Key]struct{}{}
+	p.mu.Unlock()
+	if len(keys) == 0 {
+		return
+	}
+	var puts []*Instance
+	var dels []Key
+	r.mu.Lock()
+	set := r.owners[r.cfg.Node]
+	for k := range keys {
+		if in := set.inst[k]; in != nil && in.Check.Kind == CheckNone {
+			puts = append(puts, in)
+		} else {
+			dels = append(dels, k)
+		}
+	}
+	r.mu.Unlock()
+	err := p.store.Commit(puts, dels)
+	p.mu.Lock()
+	p.done = gen
+	if err != nil {
+		p.err, p.errGen = err, gen
+		// Keep the keys dirty so that the next commit retries them.
+		for k := range keys {
+			p.dirty[k] = struct{}{}
+		}
+	}
+	close(p.flushed)
+	p.flushed = make(chan struct{})
+	p.mu.Unlock()
+}
