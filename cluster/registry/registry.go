@@ -670,7 +670,7 @@ func (r *Registry) commit(tx *txn) uint64 {
 	old := r.snap.Load()
 	next := old.successor()
 	var events []Event
-	changed := map[string]bool{}
+	changed := map[string][]string{} // service -> ids whose winner changed
 	for k := range tx.touched {
 		prev := r.view[k.Service][k.ID]
 		win := r.winner(k)
@@ -692,7 +692,7 @@ func (r *Registry) commit(tx *txn) uint64 {
 			svc[k.ID] = win
 			events = append(events, Event{Op: OpUpsert, Instance: win})
 		}
-		changed[k.Service] = true
+		changed[k.Service] = append(changed[k.Service], k.ID)
 	}
 	// Events in a stable order, so that every watcher sees the same sequence.
 	slices.SortFunc(events, func(a, b Event) int {
@@ -703,22 +703,18 @@ func (r *Registry) commit(tx *txn) uint64 {
 		events[i].Rev = next.rev
 	}
 	namesChanged := false
-	for name := range changed {
+	for name, ids := range changed {
 		svc := r.view[name]
 		if len(svc) == 0 {
 			delete(next.services, name)
 			namesChanged = true
 			continue
 		}
-		if old.services[name] == nil {
+		prev := old.services[name]
+		if prev == nil {
 			namesChanged = true
 		}
-		insts := make([]*Instance, 0, len(svc))
-		for _, in := range svc {
-			insts = append(insts, in)
-		}
-		slices.SortFunc(insts, func(a, b *Instance) int { return strings.Compare(a.ID, b.ID) })
-		next.services[name] = &Service{Name: name, Rev: next.rev, Instances: insts}
+		next.services[name] = &Service{Name: name, Rev: next.rev, Instances: serviceInstances(prev, svc, ids)}
 	}
 	if namesChanged {
 		names := make([]string, 0, len(next.services))
@@ -771,3 +767,32 @@ func (r *Registry) waitDurable(ctx context.Context, gen uint64) error {
 
 // errPersist wraps store failures.
 var errPersist = errors.New("registry: registration applied in memory but not persisted")
+
+// serviceInstances returns the sorted instance list of a service whose view
+// is svc, given its previous state and the ids that changed. A few changes to
+// a large service patch a copy of the previous list, so that a burst of
+// registrations into one service costs O(n) each rather than O(n log n).
+func serviceInstances(prev *Service, svc map[string]*Instance, ids []string) []*Instance {
+	if prev == nil || len(ids) > len(prev.Instances)/4+1 {
+		insts := make([]*Instance, 0, len(svc))
+		for _, in := range svc {
+			insts = append(insts, in)
+		}
+		slices.SortFunc(insts, func(a, b *Instance) int { return strings.Compare(a.ID, b.ID) })
+		return insts
+	}
+	insts := make([]*Instance, len(prev.Instances), len(prev.Instances)+len(ids))
+	copy(insts, prev.Instances)
+	for _, id := range ids {
+		i, found := slices.BinarySearchFunc(insts, id, func(in *Instance, id string) int { return strings.Compare(in.ID, id) })
+		switch in := svc[id]; {
+		case in == nil && found:
+			insts = slices.Delete(insts, i, i+1)
+		case in != nil && found:
+			insts[i] = in
+		case in != nil:
+			insts = slices.Insert(insts, i, in)
+		}
+	}
+	return insts
+}

@@ -1,0 +1,441 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeClock is a manually advanced clock.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func newReg(t *testing.T, node string, mod ...func(*Config)) *Registry {
+	t.Helper()
+	cfg := Config{Node: node, CheckInterval: time.Hour}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func inst(svc, id, addr string) *Instance {
+	return &Instance{Service: svc, ID: id, Address: netip.MustParseAddr(addr), Port: 80, Weight: 1}
+}
+
+func ids(s *Service) []string {
+	if s == nil {
+		return nil
+	}
+	var out []string
+	for _, in := range s.Instances {
+		out = append(out, in.ID+"="+in.Status.String())
+	}
+	return out
+}
+
+func TestRegisterUpdateDeregister(t *testing.T) {
+	ctx := context.Background()
+	r := newReg(t, "n1")
+	s0 := r.Snapshot()
+	got, err := r.Register(ctx, inst("API", "a1", "10.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Owner != "n1" || got.Service != "api" {
+		t.Fatalf("stored %+v", got)
+	}
+	select {
+	case <-s0.Changed():
+	default:
+		t.Fatal("old snapshot not marked changed")
+	}
+	s1 := r.Snapshot()
+	if s1.Revision() != 1 || fmt.Sprint(ids(s1.Service("api"))) != "[a1=passing]" {
+		t.Fatalf("rev %d, service %v", s1.Revision(), ids(s1.Service("api")))
+	}
+	// Idempotent: the same registration changes nothing.
+	if _, err := r.Register(ctx, inst("api", "a1", "10.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	if r.Snapshot() != s1 || r.LocalVersion().Seq != 1 {
+		t.Fatalf("idempotent register published a change: seq %d", r.LocalVersion().Seq)
+	}
+	// Update in place.
+	if _, err := r.Register(ctx, inst("api", "a1", "10.0.0.2")); err != nil {
+		t.Fatal(err)
+	}
+	s2 := r.Snapshot()
+	if n := len(s2.Service("api").Instances); n != 1 || s2.Service("api").Instances[0].Address.String() != "10.0.0.2" {
+		t.Fatalf("update: %d instances", n)
+	}
+	if s1.Service("api").Instances[0].Address.String() != "10.0.0.1" {
+		t.Fatal("old snapshot was mutated")
+	}
+	if err := r.Deregister(ctx, Key{"api", "a1"}); err != nil {
+		t.Fatal(err)
+	}
+	if r.Snapshot().Service("api") != nil {
+		t.Fatal("service still present after its last instance left")
+	}
+	var nf *NotFoundError
+	if err := r.Deregister(ctx, Key{"api", "a1"}); !errors.As(err, &nf) || nf.Key.ID != "a1" {
+		t.Fatalf("second deregister = %v, want NotFoundError naming a1", err)
+	}
+	evs, err := r.EventsSince(0, 0)
+	if err != nil || len(evs) != 3 || evs[2].Op != OpRemove || evs[2].Rev != 3 {
+		t.Fatalf("events = %+v, %v", evs, err)
+	}
+}
+
+func TestSetStatus(t *testing.T) {
+	ctx := context.Background()
+	r := newReg(t, "n1")
+	for i := range 3 {
+		r.Register(ctx, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
+	}
+	r.Register(ctx, inst("web", "w0", "10.0.0.1"))
+	if n, err := r.SetStatus(ctx, "api", "a1", StatusDraining); n != 1 || err != nil {
+		t.Fatalf("drain one = %d, %v", n, err)
+	}
+	if fmt.Sprint(ids(r.Snapshot().Service("api"))) != "[a0=passing a1=draining a2=passing]" {
+		t.Fatal(ids(r.Snapshot().Service("api")))
+	}
+	if n, err := r.SetStatus(ctx, "", "", StatusDraining); n != 4 || err != nil {
+		t.Fatalf("drain node = %d, %v", n, err)
+	}
+	if n, _ := r.SetStatus(ctx, "api", "", StatusPassing); n != 3 {
+		t.Fatalf("undrain service matched %d", n)
+	}
+	if fmt.Sprint(ids(r.Snapshot().Service("web"))) != "[w0=draining]" {
+		t.Fatal(ids(r.Snapshot().Service("web")))
+	}
+	if _, err := r.SetStatus(ctx, "nope", "", StatusDraining); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown service: %v", err)
+	}
+	if _, err := r.SetStatus(ctx, "api", "", StatusUnknown); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad status: %v", err)
+	}
+}
+
+func TestTTLCheck(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	r := newReg(t, "n1", func(c *Config) { c.Now = clk.Now })
+	in := inst("api", "t1", "10.0.0.1")
+	in.Check = Check{Kind: CheckTTL, TTL: 10 * time.Second}
+	if _, err := r.Register(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	status := func() string { return fmt.Sprint(ids(r.Snapshot().Service("api"))) }
+	clk.Add(9 * time.Second)
+	r.expireTTLs()
+	if status() != "[t1=passing]" {
+		t.Fatal("expired early:", status())
+	}
+	if err := r.Heartbeat(ctx, Key{"api", "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(9 * time.Second)
+	r.expireTTLs()
+	if status() != "[t1=passing]" {
+		t.Fatal("heartbeat did not renew:", status())
+	}
+	clk.Add(2 * time.Second)
+	r.expireTTLs()
+	if status() != "[t1=critical]" {
+		t.Fatal("not critical after TTL:", status())
+	}
+	// A heartbeat brings it back.
+	r.Heartbeat(ctx, Key{"api", "t1"})
+	if status() != "[t1=passing]" {
+		t.Fatal("heartbeat did not restore:", status())
+	}
+	clk.Add(11 * time.Second) // 1s past the deadline: critical, removal due 9s later
+	r.expireTTLs()
+	clk.Add(8 * time.Second)
+	r.expireTTLs()
+	if status() != "[t1=critical]" {
+		t.Fatal("removed too early:", status())
+	}
+	clk.Add(2 * time.Second)
+	r.expireTTLs()
+	if status() != "[]" {
+		t.Fatal("not removed after a second TTL:", status())
+	}
+	plain := inst("api", "p1", "10.0.0.1")
+	r.Register(ctx, plain)
+	if err := r.Heartbeat(ctx, Key{"api", "p1"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("heartbeat on plain instance = %v", err)
+	}
+}
+
+func TestRemoveSession(t *testing.T) {
+	ctx := context.Background()
+	r := newReg(t, "n1")
+	for i, sess := range []string{"s1", "s1", "s2"} {
+		in := inst("api", fmt.Sprint("a", i), "10.0.0.1")
+		in.Check = Check{Kind: CheckSession, Session: sess}
+		r.Register(ctx, in)
+	}
+	if n := r.RemoveSession("s1"); n != 2 {
+		t.Fatalf("removed %d", n)
+	}
+	if fmt.Sprint(ids(r.Snapshot().Service("api"))) != "[a2=passing]" {
+		t.Fatal(ids(r.Snapshot().Service("api")))
+	}
+}
+
+// replicate copies every local delta of src into dst.
+func replicate(t *testing.T, src, dst *Registry, after uint64) {
+	t.Helper()
+	ds, err := src.LocalDeltasSince(after, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gaps := dst.Apply(ds); len(gaps) != 0 {
+		t.Fatalf("gaps: %v", gaps)
+	}
+}
+
+func TestApplyDeltasGapsAndEpochs(t *testing.T) {
+	ctx := context.Background()
+	a := newReg(t, "a", func(c *Config) { c.Epoch = 10 })
+	b := newReg(t, "b")
+	for i := range 5 {
+		a.Register(ctx, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
+	}
+	replicate(t, a, b, 0)
+	if got := len(b.Snapshot().Service("api").Instances); got != 5 {
+		t.Fatalf("b holds %d", got)
+	}
+	// Duplicates are dropped.
+	replicate(t, a, b, 2)
+	a.Deregister(ctx, Key{"api", "a0"})
+	a.Deregister(ctx, Key{"api", "a1"})
+	// Deliver only the second: a gap.
+	ds, _ := a.LocalDeltasSince(6, 0)
+	gaps := b.Apply(ds)
+	if len(gaps) != 1 || gaps[0].Owner != "a" || gaps[0].Have.Seq != 5 || gaps[0].Got.Seq != 7 {
+		t.Fatalf("gaps = %+v", gaps)
+	}
+	st, _ := a.OwnerState("a")
+	if !b.ReplaceOwner(st) {
+		t.Fatal("ReplaceOwner refused newer state")
+	}
+	if b.ReplaceOwner(st) {
+		t.Fatal("ReplaceOwner accepted the same version twice")
+	}
+	if fmt.Sprint(ids(b.Snapshot().Service("api"))) != fmt.Sprint(ids(a.Snapshot().Service("api"))) {
+		t.Fatalf("b %v != a %v", ids(b.Snapshot().Service("api")), ids(a.Snapshot().Service("api")))
+	}
+	// The owner restarts with a new epoch and one registration: its first
+	// delta replaces everything b held for it, leaving no ghosts.
+	a2 := newReg(t, "a", func(c *Config) { c.Epoch = 11 })
+	a2.Register(ctx, inst("api", "fresh", "10.0.0.9"))
+	replicate(t, a2, b, 0)
+	if fmt.Sprint(ids(b.Snapshot().Service("api"))) != "[fresh=passing]" {
+		t.Fatal("ghosts after restart:", ids(b.Snapshot().Service("api")))
+	}
+	// Old-epoch deltas are ignored.
+	if gaps := b.Apply([]Delta{{Owner: "a", Version: Version{10, 99}, Op: OpUpsert, Instance: inst("api", "old", "10.0.0.1")}}); len(gaps) != 0 {
+		t.Fatal(gaps)
+	}
+	if b.Snapshot().Service("api").Instance("old") != nil {
+		t.Fatal("old epoch delta applied")
+	}
+	// A new epoch that starts mid-way is a gap.
+	if gaps := b.Apply([]Delta{{Owner: "a", Version: Version{12, 3}, Op: OpUpsert, Instance: inst("api", "x", "10.0.0.1")}}); len(gaps) != 1 {
+		t.Fatal("expected a gap for a new epoch at seq 3")
+	}
+	if n := b.RemoveOwner("a"); n != 1 || b.Snapshot().Service("api") != nil {
+		t.Fatalf("RemoveOwner removed %d", n)
+	}
+	if d := b.Digest(); len(d) != 1 {
+		t.Fatalf("digest after reap: %v", d)
+	}
+}
+
+func TestDuplicateKeyAcrossOwners(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	a := newReg(t, "a", func(c *Config) { c.Now = clk.Now })
+	b := newReg(t, "b", func(c *Config) { c.Now = clk.Now })
+	a.Register(ctx, inst("api", "x", "10.0.0.1"))
+	clk.Add(time.Second)
+	b.Register(ctx, inst("api", "x", "10.0.0.2"))
+	replicate(t, a, b, 0)
+	replicate(t, b, a, 0)
+	for _, r := range []*Registry{a, b} {
+		got := r.Snapshot().Service("api").Instances
+		if len(got) != 1 || got[0].Owner != "b" {
+			t.Fatalf("%s: winner %+v", r.NodeName(), got[0])
+		}
+	}
+	// Only the owner may change it.
+	var no *NotOwnerError
+	if err := a.Deregister(ctx, Key{"api", "y"}); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	if err := b.Deregister(ctx, Key{"api", "x"}); err != nil {
+		t.Fatal(err)
+	}
+	replicate(t, b, a, 1)
+	if got := a.Snapshot().Service("api").Instances; len(got) != 1 || got[0].Owner != "a" {
+		t.Fatal("a's own registration should win again")
+	}
+	if err := b.Heartbeat(ctx, Key{"api", "x"}); !errors.As(err, &no) || no.Owner != "a" {
+		t.Fatalf("heartbeat on foreign instance = %v", err)
+	}
+}
+
+func TestEventsCompaction(t *testing.T) {
+	ctx := context.Background()
+	r := newReg(t, "n1", func(c *Config) { c.History = 4; c.DeltaLog = 4 })
+	for i := range 10 {
+		r.Register(ctx, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
+	}
+	if _, err := r.EventsSince(2, 0); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("EventsSince(2) = %v", err)
+	}
+	evs, err := r.EventsSince(6, 0)
+	if err != nil || len(evs) != 4 || evs[0].Rev != 7 {
+		t.Fatalf("EventsSince(6) = %v, %v", evs, err)
+	}
+	if evs, _ := r.EventsSince(6, 2); len(evs) != 2 {
+		t.Fatal("max not honoured")
+	}
+	if evs, err := r.EventsSince(10, 0); err != nil || len(evs) != 0 {
+		t.Fatal("EventsSince(current) should be empty")
+	}
+	if _, err := r.LocalDeltasSince(1, 0); !errors.Is(err, ErrCompacted) {
+		t.Fatal("delta log not compacted")
+	}
+}
+
+func TestLargeServicePatching(t *testing.T) {
+	ctx := context.Background()
+	r := newReg(t, "n1")
+	for i := range 1000 {
+		r.Register(ctx, inst("big", fmt.Sprintf("i%04d", i), "10.0.0.1"))
+	}
+	for i := 0; i < 1000; i += 3 {
+		r.Deregister(ctx, Key{"big", fmt.Sprintf("i%04d", i)})
+	}
+	svc := r.Snapshot().Service("big")
+	if len(svc.Instances) != 666 {
+		t.Fatalf("%d instances", len(svc.Instances))
+	}
+	for i := 1; i < len(svc.Instances); i++ {
+		if svc.Instances[i-1].ID >= svc.Instances[i].ID {
+			t.Fatal("not sorted at", i)
+		}
+	}
+}
+
+func TestConcurrentReadersNeverBlockWriters(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := newReg(t, "n1")
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := r.Snapshot()
+			for s.Revision() < 500 {
+				select {
+				case <-s.Changed():
+					s = r.Snapshot()
+				case <-ctx.Done():
+					t.Error("reader timed out")
+					return
+				}
+			}
+		}()
+	}
+	for i := range 500 {
+		if _, err := r.Register(ctx, inst("api", fmt.Sprint("a", i), "10.0.0.1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+}
+
+// memStore is an in-memory Store for tests.
+type memStore struct {
+	mu   sync.Mutex
+	data map[Key]*Instance
+	fail error
+}
+
+func (m *memStore) Load() ([]*Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*Instance
+	for _, in := range m.data {
+		out = append(out, in.Clone())
+	}
+	return out, nil
+}
+
+func (m *memStore) Commit(puts []*Instance, dels []Key) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	for _, in := range puts {
+		m.data[in.Key()] = in.Clone()
+	}
+	for _, k := range dels {
+		delete(m.data, k)
+	}
+	return nil
+}
+
+func TestPersistence(t *testing.T) {
+	ctx := context.Background()
+	st := &memStore{data: map[Key]*Instance{}}
+	r := newReg(t, "n1", func(c *Config) { c.Store = st; c.Epoch = 1 })
+	r.Register(ctx, inst("api", "plain", "10.0.0.1"))
+	r.Register(ctx, inst("api", "gone", "10.0.0.1"))
+	r.Deregister(ctx, Key{"api", "gone"})
+	ttl := inst("api", "ttl", "10.0.0.1")
+	ttl.Check = Check{Kind: CheckTTL, TTL: time.Minute}
+	r.Register(ctx, ttl)
+	r.SetStatus(ctx, "api", "plain", StatusDraining)
+	if len(st.data) != 1 || st.data[Key{"api", "plain"}].Status != StatusDraining {
+		t.Fatalf("store holds %v", st.data)
+	}
+	r.Close()
+	r2 := newReg(t, "n1", func(c *Config) { c.Store = st; c.Epoch = 2 })
+	if got := fmt.Sprint(ids(r2.Snapshot().Service("api"))); got != "[plain=draining]" {
+		t.Fatal("reloaded:", got)
+	}
+	if v := r2.LocalVersion(); v.Epoch != 2 || v.Seq != 1 {
+		t.Fatalf("reloaded version %v", v)
+	}
+	st.fail = errors.New("disk full")
+	if _, err := r2.Register(ctx, inst("api", "p2", "10.0.0.1")); err == nil {
+		t.Fatal("a failed commit must be reported")
+	}
+}
