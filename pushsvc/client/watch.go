@@ -1,0 +1,266 @@
+package client
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/herald-sd/herald/pushsvc/heraldpb"
+)
+
+// Update is the complete, consistent state of the watched services after one
+// change: every instance in any status, sorted by ID per service. Each
+// Update is independent of the ones before it, so a consumer that skipped
+// some has lost nothing.
+type Update struct {
+	// Revision and Origin identify the agent's view this state matches.
+	Revision uint64
+	Origin   string
+	// Reset is set when the state was rebuilt from a fresh snapshot because
+	// the agent could not resume from the last revision (or on the first
+	// snapshot of another agent).
+	Reset bool
+	// Agent is the address of the agent that sent it.
+	Agent string
+	// Services maps each watched service to its instances. With an explicit
+	// service list every listed service is present, possibly empty; when
+	// watching everything only services with instances are.
+	Services map[string][]Instance
+}
+
+// WatchOption configures one Watch call.
+type WatchOption func(*Watcher)
+
+// WithResumeFrom starts the watch from a revision and origin saved earlier:
+// the agent then sends only what changed since, or a reset snapshot.
+func WithResumeFrom(revision uint64, origin string) WatchOption {
+	return func(w *Watcher) { w.st.rev, w.st.origin = revision, origin }
+}
+
+// Watcher follows services through a Watch stream, reconnecting and failing
+// over between agents with automatic resume. It delivers state on a channel
+// of capacity one: a consumer that falls behind gets the latest state, never
+// a backlog.
+type Watcher struct {
+	c        *Client
+	services []string
+	updates  chan Update
+	wake     chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	st       watchState
+
+	mu        sync.Mutex
+	agent     string
+	connected bool
+}
+
+// Watch starts watching services (all services when empty). It returns at
+// once; the watcher connects in the background and keeps going until ctx
+// ends or Close is called.
+func (c *Client) Watch(ctx context.Context, services []string, opts ...WatchOption) (*Watcher, error) {
+	w := &Watcher{
+		c:        c,
+		services: lower(services),
+		updates:  make(chan Update, 1),
+		wake:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		st:       watchState{byService: map[string]map[string]Instance{}},
+	}
+	for _, o := range opts {
+		o(w)
+	}
+	w.ctx, w.cancel = context.WithCancel(ctx)
+	stop := context.AfterFunc(c.ctx, w.cancel)
+	if err := c.start(func() { defer stop(); w.run() }); err != nil {
+		w.cancel()
+		return nil, err
+	}
+	return w, nil
+}
+
+// Updates delivers the latest state. It is closed when the watcher stops.
+func (w *Watcher) Updates() <-chan Update { return w.updates }
+
+// Reconnect asks the watcher to retry at once if its stream is down, instead
+// of waiting out the backoff. It never blocks; many calls merge into one.
+func (w *Watcher) Reconnect() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Connected reports whether the current stream has delivered a message, and
+// from which agent.
+func (w *Watcher) Connected() (agent string, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.agent, w.connected
+}
+
+// Done is closed when the watcher has stopped.
+func (w *Watcher) Done() <-chan struct{} { return w.done }
+
+// Close stops the watcher and waits for its goroutine. It is idempotent.
+func (w *Watcher) Close() error {
+	w.cancel()
+	<-w.done
+	return nil
+}
+
+func (w *Watcher) setConnected(agent string, ok bool) {
+	w.mu.Lock()
+	w.agent, w.connected = agent, ok
+	w.mu.Unlock()
+}
+
+func (w *Watcher) run() {
+	defer close(w.done)
+	defer close(w.updates)
+	log := w.c.opts.logger.With("services", w.services)
+	for fails := 0; ; fails++ {
+		i, addr := w.c.pick()
+		got, err := w.stream(i, addr)
+		w.setConnected(addr, false)
+		if w.ctx.Err() != nil {
+			return
+		}
+		if got {
+			fails = 0
+		}
+		w.c.failover(i)
+		log.Warn("client: watch stream ended, reconnecting", "agent", addr, "err", err, "revision", w.st.rev)
+		if !sleep(w.ctx, w.c.opts.backoff.Delay(fails), w.wake) {
+			return
+		}
+	}
+}
+
+// stream runs one Watch stream until it breaks or goes silent for longer
+// than the idle timeout. It reports whether the stream delivered anything.
+func (w *Watcher) stream(i int, addr string) (got bool, err error) {
+	select { // a trigger from before this attempt is spent
+	case <-w.wake:
+	default:
+	}
+	ctx, cancel := context.WithCancel(w.ctx)
+	defer cancel()
+	idle := time.AfterFunc(w.c.opts.watchIdle, cancel)
+	defer idle.Stop()
+	req := &heraldpb.WatchRequest{Services: w.services, Revision: w.st.rev, Origin: w.st.origin}
+	stream, err := heraldpb.NewHeraldClient(w.c.conns[i]).Watch(ctx, req)
+	if err != nil {
+		return false, err
+	}
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return got, err
+		}
+		idle.Reset(w.c.opts.watchIdle)
+		if !got {
+			got = true
+			w.setConnected(addr, true)
+		}
+		switch m.GetKind() {
+		case heraldpb.WatchResponse_KIND_SNAPSHOT:
+			reset := m.GetReset_() || (w.st.origin != "" && w.st.origin != m.GetOrigin())
+			w.st.replace(m.GetEvents())
+			w.st.rev, w.st.origin = m.GetRevision(), m.GetOrigin()
+			w.publish(addr, reset)
+		case heraldpb.WatchResponse_KIND_DELTA:
+			w.st.apply(m.GetEvents())
+			w.st.rev, w.st.origin = m.GetRevision(), m.GetOrigin()
+			w.publish(addr, false)
+		case heraldpb.WatchResponse_KIND_PROGRESS:
+			if m.GetOrigin() == w.st.origin && m.GetRevision() > w.st.rev {
+				w.st.rev = m.GetRevision()
+			}
+		}
+	}
+}
+
+// publish replaces any undelivered update with the current state.
+func (w *Watcher) publish(agent string, reset bool) {
+	u := Update{Revision: w.st.rev, Origin: w.st.origin, Reset: reset, Agent: agent, Services: w.st.lists(w.services)}
+	select {
+	case old := <-w.updates:
+		u.Reset = u.Reset || old.Reset
+	default:
+	}
+	w.updates <- u // the only sender, and the buffer is now empty
+}
+
+// watchState is the client's copy of the watched services.
+type watchState struct {
+	rev       uint64
+	origin    string
+	byService map[string]map[string]Instance
+	cache     map[string][]Instance // sorted lists; dropped for services that change
+}
+
+func (s *watchState) replace(events []*heraldpb.Event) {
+	s.byService = map[string]map[string]Instance{}
+	s.cache = nil
+	s.apply(events)
+}
+
+func (s *watchState) apply(events []*heraldpb.Event) {
+	for _, e := range events {
+		in := fromProto(e.GetInstance())
+		m := s.byService[in.Service]
+		delete(s.cache, in.Service)
+		if e.GetOp() == heraldpb.Event_OP_REMOVE {
+			delete(m, in.ID)
+			if len(m) == 0 {
+				delete(s.byService, in.Service)
+			}
+			continue
+		}
+		if m == nil {
+			m = map[string]Instance{}
+			s.byService[in.Service] = m
+		}
+		m[in.ID] = in
+	}
+}
+
+// lists returns a fresh map of sorted instance lists; unchanged services
+// share their slice with earlier updates.
+func (s *watchState) lists(watched []string) map[string][]Instance {
+	if s.cache == nil {
+		s.cache = map[string][]Instance{}
+	}
+	out := make(map[string][]Instance, max(len(watched), len(s.byService)))
+	for _, name := range watched {
+		out[name] = nil
+	}
+	for name, m := range s.byService {
+		l, ok := s.cache[name]
+		if !ok {
+			l = make([]Instance, 0, len(m))
+			for _, in := range m {
+				l = append(l, in)
+			}
+			slices.SortFunc(l, func(a, b Instance) int { return cmp.Compare(a.ID, b.ID) })
+			s.cache[name] = l
+		}
+		if _, want := out[name]; want || len(watched) == 0 {
+			out[name] = l
+		}
+	}
+	return out
+}
+
+func lower(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = strings.ToLower(n)
+	}
+	return out
+}
