@@ -1,0 +1,137 @@
+package pushsvc
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/pushsvc/heraldpb"
+)
+
+// Register adds or updates a plain or TTL registration owned by this node.
+func (s *service) Register(ctx context.Context, req *heraldpb.RegisterRequest) (*heraldpb.RegisterResponse, error) {
+	in, err := instanceFromProto(req.GetInstance())
+	if err == nil && in.Check.Kind == registry.CheckSession {
+		err = invalidField("check.kind", "session registrations must be made on the Session stream")
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	stored, err := s.reg.Register(ctx, in)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &heraldpb.RegisterResponse{Instance: instanceToProto(stored)}, nil
+}
+
+// Deregister removes an instance owned by this node.
+func (s *service) Deregister(ctx context.Context, req *heraldpb.DeregisterRequest) (*heraldpb.DeregisterResponse, error) {
+	key, err := keyFromProto(req.GetKey())
+	if err == nil {
+		err = s.reg.Deregister(ctx, key)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &heraldpb.DeregisterResponse{}, nil
+}
+
+// SetStatus drains or undrains one instance, a service or the whole node.
+func (s *service) SetStatus(ctx context.Context, req *heraldpb.SetStatusRequest) (*heraldpb.SetStatusResponse, error) {
+	n, err := s.setStatus(ctx, req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &heraldpb.SetStatusResponse{Matched: uint32(n)}, nil
+}
+
+func (s *service) setStatus(ctx context.Context, req *heraldpb.SetStatusRequest) (int, error) {
+	st, err := statusFromProto(req.GetStatus(), false)
+	if err != nil {
+		return 0, err
+	}
+	if req.GetId() != "" && req.GetService() == "" {
+		return 0, invalidField("service", "is required when id is set")
+	}
+	return s.reg.SetStatus(ctx, req.GetService(), req.GetId(), st)
+}
+
+// Heartbeat renews a TTL registration.
+func (s *service) Heartbeat(ctx context.Context, req *heraldpb.HeartbeatRequest) (*heraldpb.HeartbeatResponse, error) {
+	key, err := keyFromProto(req.GetKey())
+	if err == nil {
+		err = s.reg.Heartbeat(ctx, key)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &heraldpb.HeartbeatResponse{}, nil
+}
+
+// ListServices summarizes every service in this node's view.
+func (s *service) ListServices(ctx context.Context, _ *heraldpb.ListServicesRequest) (*heraldpb.ListServicesResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, toStatus(err)
+	}
+	snap := s.reg.Snapshot()
+	names := snap.ServiceNames()
+	out := &heraldpb.ListServicesResponse{Revision: snap.Revision(), Services: make([]*heraldpb.ServiceSummary, 0, len(names))}
+	for _, name := range names {
+		svc := snap.Service(name)
+		if svc == nil {
+			continue
+		}
+		sum := &heraldpb.ServiceSummary{Name: name, Instances: uint32(len(svc.Instances))}
+		for _, in := range svc.Instances {
+			if in.Serving() {
+				sum.Serving++
+			}
+			sum.Tags = append(sum.Tags, in.Tags...)
+		}
+		slices.Sort(sum.Tags)
+		sum.Tags = slices.Compact(sum.Tags)
+		out.Services = append(out.Services, sum)
+	}
+	return out, nil
+}
+
+// ListInstances lists a service's instances in every status, optionally
+// only those with a tag. An unknown service has no instances.
+func (s *service) ListInstances(ctx context.Context, req *heraldpb.ListInstancesRequest) (*heraldpb.ListInstancesResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, toStatus(err)
+	}
+	if !registry.ValidName(req.GetService()) {
+		return nil, toStatus(invalidField("service", "%q must be a DNS label: letters, digits and inner hyphens", req.GetService()))
+	}
+	tag := strings.ToLower(req.GetTag())
+	if tag != "" && !registry.ValidName(tag) {
+		return nil, toStatus(invalidField("tag", "%q must be a DNS label: letters, digits and inner hyphens", req.GetTag()))
+	}
+	snap := s.reg.Snapshot()
+	out := &heraldpb.ListInstancesResponse{Revision: snap.Revision()}
+	if svc := snap.Service(strings.ToLower(req.GetService())); svc != nil {
+		for _, in := range svc.Instances {
+			if tag == "" || in.HasTag(tag) {
+				out.Instances = append(out.Instances, instanceToProto(in))
+			}
+		}
+	}
+	return out, nil
+}
+
+// Members lists the cluster members, from Config.Members.
+func (s *service) Members(ctx context.Context, _ *heraldpb.MembersRequest) (*heraldpb.MembersResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, toStatus(err)
+	}
+	if s.cfg.Members != nil {
+		return &heraldpb.MembersResponse{Members: s.cfg.Members()}, nil
+	}
+	m := &heraldpb.Member{Name: s.reg.NodeName(), Status: "alive"}
+	if n, ok := s.reg.Snapshot().Node(s.reg.NodeName()); ok && n.Addr.IsValid() {
+		m.Address = n.Addr.String()
+	}
+	return &heraldpb.MembersResponse{Members: []*heraldpb.Member{m}}, nil
+}

@@ -1,0 +1,53 @@
+package pushsvc
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/herald-sd/herald/cluster/registry"
+)
+
+// codeOf maps an error to its gRPC code. It is the one place where registry
+// sentinels become status codes.
+func codeOf(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code()
+	}
+	switch {
+	case errors.Is(err, registry.ErrInvalid):
+		return codes.InvalidArgument
+	case errors.Is(err, registry.ErrNotFound):
+		return codes.NotFound
+	case errors.Is(err, registry.ErrNotOwner):
+		return codes.FailedPrecondition
+	case errors.Is(err, registry.ErrClosed), errors.Is(err, errServerClosed):
+		return codes.Unavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	}
+	return codes.Internal
+}
+
+// toStatus converts an error into a gRPC status error. The registry's
+// messages already name the field (InvalidArgument), the id (NotFound) and
+// the owner (FailedPrecondition).
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(codeOf(err), err.Error())
+}
+
+// errServerClosed ends watches and sessions when the server is closed.
+var errServerClosed = errors.New("pushsvc: server closed")

@@ -1,0 +1,311 @@
+// Package pushsvc owns Herald's public gRPC API: registration (unary and
+// session-bound), listing, members and the Watch push stream. It writes into
+// and reads from the registry seam (cluster/registry) only.
+//
+// It must never import Serf, miekg/dns or the cluster package: membership
+// comes in through Config.Members, and the caller owns the *grpc.Server
+// (Serve, GracefulStop) so that other services can share it.
+package pushsvc
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/pushsvc/heraldpb"
+)
+
+// Config configures a Server. Zero fields take the defaults of
+// DefaultConfig; the config may not change after New.
+type Config struct {
+	// Registry is the node's registry. Required.
+	Registry *registry.Registry
+	// Logger receives the server's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Metrics registers the gRPC server metrics (grpc_server_*) and Herald's
+	// watch and session metrics. Default nil: no metrics.
+	Metrics prometheus.Registerer
+	// ProgressInterval is how long a Watch stream may stay idle before it
+	// gets a KIND_PROGRESS message. Default 10s: both ends notice a dead
+	// stream well before a watcher misses much.
+	ProgressInterval time.Duration
+	// Members answers the Members RPC. Default nil: the local node alone,
+	// alive (a single node without Serf).
+	Members func() []*heraldpb.Member
+	// WatchHistory is how many encoded events the server keeps for watchers
+	// to read and resume from. Default 16384, the registry's default history.
+	WatchHistory int
+	// WatchMaxLag is how many events a watcher may be behind before it gets
+	// a fresh snapshot (reset) instead of the deltas. Default 1024: catching
+	// up with more deltas than that costs more than a snapshot.
+	WatchMaxLag int
+	// MaxWatchServices bounds the services one Watch may name. Default 256.
+	MaxWatchServices int
+	// KeepaliveTime is how long a connection may be idle before the server
+	// pings it. Default 5s: half-open connections (a peer that vanished
+	// without a TCP reset) end their sessions within Time+Timeout.
+	KeepaliveTime time.Duration
+	// KeepaliveTimeout is how long the server waits for a ping's answer.
+	// Default 3s.
+	KeepaliveTimeout time.Duration
+	// KeepaliveMinPing is the shortest client ping interval the server
+	// tolerates, also without active streams. Default 1s.
+	KeepaliveMinPing time.Duration
+}
+
+// DefaultConfig returns the defaults; set Registry before calling New.
+func DefaultConfig() Config {
+	return Config{
+		Logger:           slog.Default(),
+		ProgressInterval: 10 * time.Second,
+		WatchHistory:     16384,
+		WatchMaxLag:      1024,
+		MaxWatchServices: 256,
+		KeepaliveTime:    5 * time.Second,
+		KeepaliveTimeout: 3 * time.Second,
+		KeepaliveMinPing: time.Second,
+	}
+}
+
+func (c *Config) setDefaults() error {
+	if c.Registry == nil {
+		return errors.New("pushsvc: config: Registry is required")
+	}
+	d := DefaultConfig()
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	for _, f := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"ProgressInterval", &c.ProgressInterval, d.ProgressInterval},
+		{"KeepaliveTime", &c.KeepaliveTime, d.KeepaliveTime},
+		{"KeepaliveTimeout", &c.KeepaliveTimeout, d.KeepaliveTimeout},
+		{"KeepaliveMinPing", &c.KeepaliveMinPing, d.KeepaliveMinPing},
+	} {
+		if *f.v < 0 {
+			return fmt.Errorf("pushsvc: config: %s %s must not be negative", f.name, *f.v)
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"WatchHistory", &c.WatchHistory, d.WatchHistory},
+		{"WatchMaxLag", &c.WatchMaxLag, d.WatchMaxLag},
+		{"MaxWatchServices", &c.MaxWatchServices, d.MaxWatchServices},
+	} {
+		if *f.v < 0 {
+			return fmt.Errorf("pushsvc: config: %s %d must not be negative", f.name, *f.v)
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	if c.WatchMaxLag > c.WatchHistory {
+		c.WatchMaxLag = c.WatchHistory
+	}
+	if c.ProgressInterval < 10*time.Millisecond {
+		return fmt.Errorf("pushsvc: config: ProgressInterval %s is below 10ms", c.ProgressInterval)
+	}
+	return nil
+}
+
+// Server serves the Herald gRPC API. Register it on a *grpc.Server with
+// Register, or build one with NewGRPCServer.
+type Server struct {
+	heraldpb.UnimplementedHeraldServer
+
+	cfg      Config
+	reg      *registry.Registry
+	log      *slog.Logger
+	feed     *feed
+	services serviceCache
+
+	// progress is closed and replaced every ProgressInterval/2; tick counts
+	// those closes. All watchers share it instead of one timer each.
+	progress atomic.Pointer[chan struct{}]
+	tick     atomic.Uint64
+
+	sessionSeq atomic.Uint64
+	watchers   atomic.Int64
+	sessions   atomic.Int64
+	resets     atomic.Uint64
+
+	grpcMetrics *grpcprom.ServerMetrics
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+// New validates cfg and starts the server's two goroutines: the encoder that
+// turns registry events into shared, pre-encoded watch entries, and the
+// progress ticker. Close stops them.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		reg:     cfg.Registry,
+		log:     cfg.Logger.With("component", "pushsvc"),
+		feed:    newFeed(cfg.WatchHistory, cfg.Registry.Snapshot().Revision()),
+		closing: make(chan struct{}),
+	}
+	ch := make(chan struct{})
+	s.progress.Store(&ch)
+	if cfg.Metrics != nil {
+		if err := s.registerMetrics(cfg.Metrics); err != nil {
+			return nil, err
+		}
+	}
+	s.wg.Add(2)
+	go s.encodeLoop()
+	go s.progressLoop()
+	return s, nil
+}
+
+// Close ends every Watch and Session stream (sessions' instances are
+// removed) and stops the server's goroutines. It does not stop the
+// *grpc.Server: call Close, then GracefulStop. Close is idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.wg.Wait()
+	})
+	return nil
+}
+
+// Register registers the Herald service on r.
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	heraldpb.RegisterHeraldServer(r, (*service)(s))
+}
+
+// service implements heraldpb.HeraldServer. It is a distinct type so that
+// the RPC Register does not clash with Server.Register.
+type service Server
+
+// ServerOptions returns the options a *grpc.Server serving Herald needs: the
+// codec that sends pre-encoded watch frames (it handles every other message
+// with protobuf as usual), keepalive, and the metrics interceptors.
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	opts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(newCodec()),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.KeepaliveTime, Timeout: s.cfg.KeepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.KeepaliveMinPing, PermitWithoutStream: true}),
+	}
+	if s.grpcMetrics != nil {
+		opts = append(opts,
+			grpc.ChainUnaryInterceptor(s.grpcMetrics.UnaryServerInterceptor()),
+			grpc.ChainStreamInterceptor(s.grpcMetrics.StreamServerInterceptor()))
+	}
+	return opts
+}
+
+// NewGRPCServer builds a *grpc.Server with ServerOptions (then opts) and the
+// Herald service registered. The caller may register more services on it
+// and owns Serve and GracefulStop.
+func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	gs := grpc.NewServer(append(s.ServerOptions(), opts...)...)
+	s.Register(gs)
+	if s.grpcMetrics != nil {
+		s.grpcMetrics.InitializeMetrics(gs)
+	}
+	return gs
+}
+
+// encodeLoop encodes every registry event once, into the shared feed.
+func (s *Server) encodeLoop() {
+	defer s.wg.Done()
+	for {
+		snap := s.reg.Snapshot()
+		s.catchUp()
+		select {
+		case <-snap.Changed():
+		case <-s.closing:
+			return
+		}
+	}
+}
+
+// catchUp moves the feed up to the registry's history, in bounded batches.
+func (s *Server) catchUp() {
+	const batch = 1024
+	for range 1 << 20 {
+		events, err := s.reg.EventsSince(s.feed.newest(), batch)
+		if errors.Is(err, registry.ErrCompacted) {
+			base := s.reg.Snapshot().Revision()
+			s.log.Warn("watch feed fell behind the registry history; watchers get a fresh snapshot", "revision", base)
+			s.feed.restart(base)
+			continue
+		}
+		if err != nil || len(events) == 0 {
+			return
+		}
+		s.feed.append(events)
+		s.services.forget(s.reg.Snapshot(), events)
+		if len(events) < batch {
+			return
+		}
+	}
+}
+
+func (s *Server) progressLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.ProgressInterval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+			ch := make(chan struct{})
+			s.tick.Add(1)
+			close(*s.progress.Swap(&ch))
+		}
+	}
+}
+
+func (s *Server) registerMetrics(r prometheus.Registerer) error {
+	s.grpcMetrics = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	cs := []prometheus.Collector{
+		s.grpcMetrics,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_watch_streams", Help: "Open Watch streams."},
+			func() float64 { return float64(s.watchers.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_sessions", Help: "Open registration Session streams."},
+			func() float64 { return float64(s.sessions.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_watch_events_encoded_total", Help: "Registry events encoded for watchers (once per event, shared by all streams)."},
+			func() float64 { return float64(s.feed.encoded.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_watch_resets_total", Help: "Snapshots sent because a watcher could not resume or fell behind."},
+			func() float64 { return float64(s.resets.Load()) }),
+	}
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			return fmt.Errorf("pushsvc: register metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// EncodeStats reports how many registry events and service snapshots the
+// server has marshalled. With N watchers and K changes, events grow by K,
+// not N*K.
+func (s *Server) EncodeStats() (events, services uint64) {
+	return s.feed.encoded.Load(), s.services.encoded.Load()
+}
