@@ -1,0 +1,191 @@
+package cluster
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Cluster. DefaultConfig fills every field but Registry;
+// New validates it, and it may not change afterwards.
+//
+// Failure detection is memberlist's SWIM with Lifeguard. The time from a
+// kill -9 to the owner's instances being gone everywhere is about
+//
+//	ProbeInterval (someone probes the dead node) + ProbeTimeout (+ indirect probes)
+//	+ suspicion (SuspicionMult * ProbeInterval once one other node confirms,
+//	  up to SuspicionMaxTimeoutMult times that without confirmation)
+//	+ GossipInterval rounds (the dead message spreads) + ReapFailed
+//
+// which the defaults put near 3.5 s on a LAN of 3 to 10 nodes. Every knob that
+// makes it faster also makes false positives more likely under load: a
+// shorter ProbeTimeout declares a slow (CPU-starved, GC-paused) node suspect,
+// and a lower SuspicionMult gives it less time to refute. A false positive
+// costs little here: the node refutes, and its instances come back through
+// sync. Raise ProbeTimeout and SuspicionMult for WANs or overloaded hosts.
+type Config struct {
+	// NodeName is this node's unique name in the cluster. Default: the
+	// registry's node name. It must equal it.
+	NodeName string
+	// BindAddr is the Serf (memberlist) address, TCP and UDP. Default
+	// 127.0.0.1:7946. Port 0 picks a free port.
+	BindAddr string
+	// AdvertiseAddr is the address peers use to reach Serf. Default: BindAddr
+	// (with the port actually bound).
+	AdvertiseAddr string
+	// Join lists Serf addresses of existing members. Default none: start a
+	// new cluster.
+	Join []string
+	// JoinTimeout bounds the join retries (with backoff) in Start. Default 30s.
+	JoinTimeout time.Duration
+	// GRPCAddr is this node's gRPC address, advertised in the Serf tag "grpc";
+	// peers replicate to it. Required to receive replication. An unspecified
+	// host (0.0.0.0, ::) is replaced by the node's Serf address.
+	GRPCAddr string
+	// DNSAddr is advertised in the Serf tag "dns". Optional.
+	DNSAddr string
+	// EncryptKey is a base64 key of 16, 24 or 32 bytes that turns on Serf's
+	// keyring encryption. Default empty: no encryption.
+	EncryptKey string
+	// SyncInterval is the anti-entropy period: compare digests with a random
+	// peer and pull what is newer. Default 30s.
+	SyncInterval time.Duration
+	// ReapFailed is how long a node that Serf marks failed keeps its instances
+	// before they are removed everywhere. Default 1s: the failure detector has
+	// already waited out the suspicion period, so this only absorbs a refute.
+	ReapFailed time.Duration
+
+	// ProbeInterval: 500ms (memberlist LAN: 1s) halves the time until some
+	// node probes a dead one; it costs one small UDP packet per node per round.
+	ProbeInterval time.Duration
+	// ProbeTimeout: 200ms (LAN: 500ms); LAN round trips are well under 1ms,
+	// but a CPU-starved node needs slack before it is suspected.
+	ProbeTimeout time.Duration
+	// SuspicionMult: 3 (LAN: 4); a suspect has 3 probe intervals (1.5s) to
+	// refute once another node confirms the suspicion.
+	SuspicionMult int
+	// SuspicionMaxTimeoutMult: 4 (LAN: 6); without confirmations (two-node
+	// clusters) suspicion lasts at most 4x the minimum (6s).
+	SuspicionMaxTimeoutMult int
+	// GossipInterval: 100ms (LAN: 200ms); suspect and dead messages reach
+	// every node in fewer rounds, for twice the gossip packets.
+	GossipInterval time.Duration
+
+	// MaxBatch bounds the deltas in one replication message. Default 4096.
+	MaxBatch int
+	// Registry is this node's registry. Required.
+	Registry *registry.Registry
+	// Logger receives the cluster's logs and Serf's. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the cluster metrics. Default: a private registry
+	// (metrics not exported).
+	Registerer prometheus.Registerer
+	// DropDelta is a test hook: when it returns true, the delta is not sent to
+	// that peer (the sender moves past it, as if it was lost). Default nil.
+	DropDelta func(peer string, d registry.Delta) bool
+}
+
+// DefaultConfig returns the documented defaults for a node using reg.
+func DefaultConfig(reg *registry.Registry) Config {
+	c := Config{Registry: reg}
+	c.setDefaults()
+	return c
+}
+
+func (c *Config) setDefaults() {
+	if c.NodeName == "" && c.Registry != nil {
+		c.NodeName = c.Registry.NodeName()
+	}
+	if c.BindAddr == "" {
+		c.BindAddr = "127.0.0.1:7946"
+	}
+	if c.JoinTimeout <= 0 {
+		c.JoinTimeout = 30 * time.Second
+	}
+	if c.SyncInterval <= 0 {
+		c.SyncInterval = 30 * time.Second
+	}
+	if c.ReapFailed <= 0 {
+		c.ReapFailed = time.Second
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = 500 * time.Millisecond
+	}
+	if c.ProbeTimeout <= 0 {
+		c.ProbeTimeout = 200 * time.Millisecond
+	}
+	if c.SuspicionMult <= 0 {
+		c.SuspicionMult = 3
+	}
+	if c.SuspicionMaxTimeoutMult <= 0 {
+		c.SuspicionMaxTimeoutMult = 4
+	}
+	if c.GossipInterval <= 0 {
+		c.GossipInterval = 100 * time.Millisecond
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 4096
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// validate checks the config after defaults; it returns the decoded key.
+func (c *Config) validate() (key []byte, err error) {
+	if c.Registry == nil {
+		return nil, errors.New("cluster: config: Registry is required")
+	}
+	if c.NodeName != c.Registry.NodeName() {
+		return nil, fmt.Errorf("cluster: config: node name %q differs from the registry's %q", c.NodeName, c.Registry.NodeName())
+	}
+	if _, _, err := splitHostPort(c.BindAddr); err != nil {
+		return nil, fmt.Errorf("cluster: config: bind address: %w", err)
+	}
+	if c.AdvertiseAddr != "" {
+		if _, _, err := splitHostPort(c.AdvertiseAddr); err != nil {
+			return nil, fmt.Errorf("cluster: config: advertise address: %w", err)
+		}
+	}
+	if c.GRPCAddr != "" {
+		if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
+			return nil, fmt.Errorf("cluster: config: gRPC address: %w", err)
+		}
+	}
+	if c.ProbeTimeout >= c.ProbeInterval {
+		return nil, fmt.Errorf("cluster: config: probe timeout %s must be shorter than the probe interval %s", c.ProbeTimeout, c.ProbeInterval)
+	}
+	if c.EncryptKey != "" {
+		key, err = base64.StdEncoding.DecodeString(c.EncryptKey)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: config: encrypt key is not base64: %w", err)
+		}
+		if n := len(key); n != 16 && n != 24 && n != 32 {
+			return nil, fmt.Errorf("cluster: config: encrypt key is %d bytes; it must be 16, 24 or 32", n)
+		}
+	}
+	return key, nil
+}
+
+// splitHostPort splits an IP:port address.
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("invalid port in %q", addr)
+	}
+	if net.ParseIP(host) == nil {
+		return "", 0, fmt.Errorf("%q: the host must be an IP address", addr)
+	}
+	return host, port, nil
+}

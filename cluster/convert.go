@@ -1,0 +1,147 @@
+package cluster
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/herald-sd/herald/cluster/clusterpb"
+	"github.com/herald-sd/herald/cluster/registry"
+)
+
+// chunkSize bounds the instances in one full-state message, so that a large
+// owner stays far below gRPC's 4 MB message limit.
+const chunkSize = 2000
+
+func versionToPB(v registry.Version) *clusterpb.Version {
+	return &clusterpb.Version{Epoch: v.Epoch, Seq: v.Seq}
+}
+
+func versionFromPB(v *clusterpb.Version) registry.Version {
+	return registry.Version{Epoch: v.GetEpoch(), Seq: v.GetSeq()}
+}
+
+func instanceToPB(in *registry.Instance) *clusterpb.Instance {
+	return &clusterpb.Instance{
+		Service:          in.Service,
+		Id:               in.ID,
+		Address:          in.Address.AsSlice(),
+		Port:             uint32(in.Port),
+		Tags:             in.Tags,
+		Meta:             in.Meta,
+		Weight:           in.Weight,
+		Status:           uint32(in.Status),
+		CheckKind:        uint32(in.Check.Kind),
+		CheckTtlNanos:    int64(in.Check.TTL),
+		Owner:            in.Owner,
+		UpdatedUnixNanos: in.Updated.UnixNano(),
+	}
+}
+
+// instanceFromPB converts a peer's instance and checks what the readers rely
+// on; the owner already validated the rest.
+func instanceFromPB(p *clusterpb.Instance, owner string) (*registry.Instance, error) {
+	addr, ok := netip.AddrFromSlice(p.GetAddress())
+	if !ok || p.GetPort() == 0 || p.GetPort() > 65535 || p.GetService() == "" || p.GetId() == "" {
+		return nil, fmt.Errorf("cluster: malformed instance %q/%q from %q", p.GetService(), p.GetId(), owner)
+	}
+	if p.GetStatus() > uint32(registry.StatusDraining) {
+		return nil, fmt.Errorf("cluster: instance %q/%q from %q has unknown status %d", p.GetService(), p.GetId(), owner, p.GetStatus())
+	}
+	in := &registry.Instance{
+		Service: p.GetService(),
+		ID:      p.GetId(),
+		Address: addr.Unmap(),
+		Port:    uint16(p.GetPort()),
+		Tags:    p.GetTags(),
+		Meta:    p.GetMeta(),
+		Weight:  p.GetWeight(),
+		Status:  registry.Status(p.GetStatus()),
+		Check:   registry.Check{Kind: registry.CheckKind(p.GetCheckKind()), TTL: time.Duration(p.GetCheckTtlNanos())},
+		Owner:   owner,
+		Updated: time.Unix(0, p.GetUpdatedUnixNanos()),
+	}
+	if len(in.Tags) == 0 {
+		in.Tags = nil
+	}
+	if len(in.Meta) == 0 {
+		in.Meta = nil
+	}
+	return in, nil
+}
+
+func deltaToPB(d registry.Delta) *clusterpb.Delta {
+	return &clusterpb.Delta{
+		Version:       versionToPB(d.Version),
+		Op:            uint32(d.Op),
+		Instance:      instanceToPB(d.Instance),
+		TimeUnixNanos: d.Time.UnixNano(),
+	}
+}
+
+func deltaFromPB(p *clusterpb.Delta, owner string) (registry.Delta, error) {
+	in, err := instanceFromPB(p.GetInstance(), owner)
+	if err != nil {
+		return registry.Delta{}, err
+	}
+	op := registry.Op(p.GetOp())
+	if op != registry.OpUpsert && op != registry.OpRemove {
+		return registry.Delta{}, fmt.Errorf("cluster: delta from %q has unknown op %d", owner, p.GetOp())
+	}
+	return registry.Delta{
+		Owner:    owner,
+		Version:  versionFromPB(p.GetVersion()),
+		Op:       op,
+		Instance: in,
+		Time:     time.Unix(0, p.GetTimeUnixNanos()),
+	}, nil
+}
+
+// stateChunks splits an owner state into messages of at most chunkSize
+// instances; the last one has Last set. An empty state is one empty chunk.
+func stateChunks(st registry.OwnerState) []*clusterpb.OwnerStateChunk {
+	var out []*clusterpb.OwnerStateChunk
+	for i := 0; i == 0 || i < len(st.Instances); i += chunkSize {
+		end := min(i+chunkSize, len(st.Instances))
+		c := &clusterpb.OwnerStateChunk{Owner: st.Owner, Version: versionToPB(st.Version)}
+		for _, in := range st.Instances[i:end] {
+			c.Instances = append(c.Instances, instanceToPB(in))
+		}
+		out = append(out, c)
+	}
+	out[len(out)-1].Last = true
+	return out
+}
+
+// stateAssembler rebuilds an owner state from its chunks.
+type stateAssembler struct {
+	st      registry.OwnerState
+	started bool
+}
+
+// add adds a chunk; it returns the state when the last chunk arrived.
+func (a *stateAssembler) add(c *clusterpb.OwnerStateChunk, owner string) (*registry.OwnerState, error) {
+	v := versionFromPB(c.GetVersion())
+	if c.GetOwner() != owner {
+		return nil, fmt.Errorf("cluster: full state of %q arrived for owner %q", c.GetOwner(), owner)
+	}
+	if !a.started {
+		a.st = registry.OwnerState{Owner: owner, Version: v}
+		a.started = true
+	} else if v != a.st.Version {
+		return nil, fmt.Errorf("cluster: full state of %q changed version mid-stream (%s, then %s)", owner, a.st.Version, v)
+	}
+	for _, p := range c.GetInstances() {
+		in, err := instanceFromPB(p, owner)
+		if err != nil {
+			return nil, err
+		}
+		a.st.Instances = append(a.st.Instances, in)
+	}
+	if !c.GetLast() {
+		return nil, nil
+	}
+	st := a.st
+	*a = stateAssembler{}
+	return &st, nil
+}

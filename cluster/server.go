@@ -1,0 +1,128 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/herald-sd/herald/cluster/clusterpb"
+	"github.com/herald-sd/herald/cluster/registry"
+)
+
+// peerServer serves the Peer service: it receives owners' deltas and full
+// states, and answers digests and pulls.
+type peerServer struct {
+	clusterpb.UnimplementedPeerServer
+	c *Cluster
+}
+
+// Replicate receives one owner's stream.
+func (s *peerServer) Replicate(stream clusterpb.Peer_ReplicateServer) error {
+	c := s.c
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	owner := first.GetHello().GetOwner()
+	if owner == "" || owner == c.cfg.NodeName {
+		return status.Errorf(codes.InvalidArgument, "cluster: replicate: the stream must start with hello from another owner (got %q)", owner)
+	}
+	if err := stream.Send(&clusterpb.ReplicateAck{Have: versionToPB(c.reg.Digest()[owner])}); err != nil {
+		return err
+	}
+	var full stateAssembler
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		switch msg := req.GetMsg().(type) {
+		case *clusterpb.ReplicateRequest_Deltas:
+			if err := c.applyDeltas(owner, msg.Deltas.GetDeltas()); err != nil {
+				return status.Error(codes.InvalidArgument, err.Error())
+			}
+		case *clusterpb.ReplicateRequest_Full:
+			st, err := full.add(msg.Full, owner)
+			if err != nil {
+				return status.Error(codes.InvalidArgument, err.Error())
+			}
+			if st != nil {
+				c.installState(*st)
+			}
+		default:
+			return status.Error(codes.InvalidArgument, "cluster: replicate: expected deltas or full state")
+		}
+		if err := stream.Send(&clusterpb.ReplicateAck{Have: versionToPB(c.reg.Digest()[owner])}); err != nil {
+			return err
+		}
+	}
+}
+
+// applyDeltas applies one owner's batch and queues a repair on a gap.
+func (c *Cluster) applyDeltas(owner string, pbs []*clusterpb.Delta) error {
+	ds := make([]registry.Delta, 0, len(pbs))
+	for _, p := range pbs {
+		d, err := deltaFromPB(p, owner)
+		if err != nil {
+			return err
+		}
+		ds = append(ds, d)
+	}
+	c.gate.RLock()
+	if !c.ownerAllowed(owner) {
+		c.gate.RUnlock()
+		return nil // failed or left: its state returns through sync if it comes back
+	}
+	gaps := c.reg.Apply(ds)
+	c.gate.RUnlock()
+	now := time.Now()
+	c.metrics.deltasReceived.Add(float64(len(ds)))
+	for _, d := range ds {
+		c.metrics.lag.Observe(max(now.Sub(d.Time), 0).Seconds())
+	}
+	for _, g := range gaps {
+		c.log.Debug("gap in deltas; pulling full state", "owner", g.Owner, "have", g.Have, "got", g.Got)
+		c.repairs.add(g.Owner, g.Got)
+	}
+	return nil
+}
+
+// installState installs a remote owner's full state if it may be applied
+// and is newer than what this node holds.
+func (c *Cluster) installState(st registry.OwnerState) bool {
+	c.gate.RLock()
+	defer c.gate.RUnlock()
+	if st.Owner == c.cfg.NodeName || !c.ownerAllowed(st.Owner) {
+		return false
+	}
+	return c.reg.ReplaceOwner(st)
+}
+
+// Digest returns the version held for every owner.
+func (s *peerServer) Digest(_ context.Context, _ *clusterpb.DigestRequest) (*clusterpb.DigestResponse, error) {
+	d := s.c.reg.Digest()
+	resp := &clusterpb.DigestResponse{Owners: make(map[string]*clusterpb.Version, len(d))}
+	for owner, v := range d {
+		resp.Owners[owner] = versionToPB(v)
+	}
+	return resp, nil
+}
+
+// PullOwner streams the full state held for one owner.
+func (s *peerServer) PullOwner(req *clusterpb.PullOwnerRequest, stream clusterpb.Peer_PullOwnerServer) error {
+	st, ok := s.c.reg.OwnerState(req.GetOwner())
+	if !ok {
+		return status.Errorf(codes.NotFound, "cluster: no state of owner %q on node %q", req.GetOwner(), s.c.cfg.NodeName)
+	}
+	for _, chunk := range stateChunks(st) {
+		if err := stream.Send(chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var errNoSource = errors.New("cluster: no peer could provide the state")
