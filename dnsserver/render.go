@@ -1,0 +1,202 @@
+package dnsserver
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/miekg/dns"
+
+	"github.com/herald-sd/herald/cluster/registry"
+)
+
+// srvPriority is the priority of every SRV record: all instances are equal,
+// and weights spread the load between them.
+const srvPriority = 1
+
+// Sizes of the pre-rendered address records: a pointer to the question
+// name, type, class, TTL, rdlength and the address.
+const (
+	aRecLen    = 2 + 10 + 4
+	aaaaRecLen = 2 + 10 + 16
+)
+
+// answerSet is the rendered answer for one service, optionally filtered by
+// a tag: every record that a query can return, in wire format, with owner
+// names compressed to the question name. It is built once per version of
+// the service and is immutable.
+type answerSet struct {
+	a    []byte // A records, aRecLen bytes each, one per distinct IPv4
+	aaaa []byte // AAAA records, aaaaRecLen bytes each
+	srv  []srvRec
+	// targets are the distinct SRV target names: one per address.
+	targets []srvTarget
+}
+
+type srvRec struct {
+	rdata  [6]byte // priority, weight, port
+	target int     // index into targets
+}
+
+type srvTarget struct {
+	label []byte // the length-prefixed hex label of <hex>.addr.<domain>
+	rr    []byte // the target's A or AAAA record after its owner name
+}
+
+// renderSet builds the answer set of the serving instances of svc that
+// carry tag (any instance if tag is empty).
+func renderSet(svc *registry.Service, tag string, ttl uint32) *answerSet {
+	s := &answerSet{}
+	targetOf := make(map[netip.Addr]int)
+	for _, in := range svc.Instances {
+		if !in.Serving() || (tag != "" && !in.HasTag(tag)) {
+			continue
+		}
+		t, seen := targetOf[in.Address]
+		if !seen {
+			t = len(s.targets)
+			targetOf[in.Address] = t
+			s.targets = append(s.targets, newTarget(in.Address, ttl))
+			rr := s.targets[t].rr
+			if in.Address.Is4() {
+				s.a = append(append(s.a, 0xC0, 12), rr...)
+			} else {
+				s.aaaa = append(append(s.aaaa, 0xC0, 12), rr...)
+			}
+		}
+		var r srvRec
+		binary.BigEndian.PutUint16(r.rdata[0:], srvPriority)
+		binary.BigEndian.PutUint16(r.rdata[2:], uint16(in.Weight))
+		binary.BigEndian.PutUint16(r.rdata[4:], in.Port)
+		r.target = t
+		s.srv = append(s.srv, r)
+	}
+	return s
+}
+
+func newTarget(a netip.Addr, ttl uint32) srvTarget {
+	label := hexLabel(a)
+	t := srvTarget{label: append([]byte{byte(len(label))}, label...)}
+	t.rr = appendAddrRR(nil, a, ttl)
+	return t
+}
+
+// appendAddrRR appends an A or AAAA record without its owner name.
+func appendAddrRR(b []byte, a netip.Addr, ttl uint32) []byte {
+	typ, ip := dns.TypeAAAA, a.AsSlice()
+	if a.Is4() {
+		typ = dns.TypeA
+	}
+	b = binary.BigEndian.AppendUint16(b, typ)
+	b = binary.BigEndian.AppendUint16(b, dns.ClassINET)
+	b = binary.BigEndian.AppendUint32(b, ttl)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(ip)))
+	return append(b, ip...)
+}
+
+// renderCache holds the answer sets of each service keyed on the
+// *registry.Service they were rendered from: a new version of a service is
+// a new pointer, so a stale entry is detected with one comparison, and the
+// answers are rendered once per version, not once per query.
+//
+// Readers never lock: the service map is copy-on-write and only grows when
+// a service is first queried; it drops services that are gone then.
+type renderCache struct {
+	ttl      uint32
+	mu       sync.Mutex // serialises writers of services
+	services atomic.Pointer[map[string]*serviceEntry]
+}
+
+type serviceEntry struct {
+	cur atomic.Pointer[serviceRender]
+}
+
+// serviceRender is the rendered state of one version of a service.
+type serviceRender struct {
+	svc *registry.Service
+	all *answerSet
+	mu  sync.Mutex // serialises writers of tags
+	// tags holds the answer sets of the tags that some instance carries;
+	// copy-on-write, filled on first query.
+	tags atomic.Pointer[map[string]*answerSet]
+}
+
+func newRenderCache(ttl uint32) *renderCache {
+	c := &renderCache{ttl: ttl}
+	m := map[string]*serviceEntry{}
+	c.services.Store(&m)
+	return c
+}
+
+// get returns the answer set of svc for tag, or nil if no instance of svc
+// has the tag (the name does not exist). snap is the snapshot svc is from.
+func (c *renderCache) get(snap *registry.Snapshot, svc *registry.Service, tag string) *answerSet {
+	e := (*c.services.Load())[svc.Name]
+	if e == nil {
+		e = c.add(snap, svc.Name)
+	}
+	r := e.cur.Load()
+	if r == nil || r.svc != svc {
+		r = &serviceRender{svc: svc, all: renderSet(svc, "", c.ttl)}
+		e.cur.Store(r) // racing renders of one version are equal
+	}
+	if tag == "" {
+		return r.all
+	}
+	if tags := r.tags.Load(); tags != nil {
+		if s, ok := (*tags)[tag]; ok {
+			return s
+		}
+	}
+	return r.addTag(tag, c.ttl)
+}
+
+func (c *renderCache) add(snap *registry.Snapshot, name string) *serviceEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.services.Load()
+	if e := old[name]; e != nil {
+		return e
+	}
+	m := make(map[string]*serviceEntry, len(old)+1)
+	for k, v := range old {
+		if snap.Service(k) != nil {
+			m[k] = v
+		}
+	}
+	e := &serviceEntry{}
+	m[name] = e
+	c.services.Store(&m)
+	return e
+}
+
+func (r *serviceRender) addTag(tag string, ttl uint32) *answerSet {
+	known := false
+	for _, in := range r.svc.Instances {
+		if in.HasTag(tag) {
+			known = true
+			break
+		}
+	}
+	if !known {
+		return nil // never cached: the tag set of a version is bounded
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var old map[string]*answerSet
+	if p := r.tags.Load(); p != nil {
+		old = *p
+	}
+	if s, ok := old[tag]; ok {
+		return s
+	}
+	s := renderSet(r.svc, tag, ttl)
+	m := make(map[string]*answerSet, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[tag] = s
+	r.tags.Store(&m)
+	return s
+}
