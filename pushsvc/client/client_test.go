@@ -15,6 +15,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
 func newTestClient(t *testing.T, addrs []string, opts ...Option) *Client {
 	t.Helper()
 	base := []Option{
