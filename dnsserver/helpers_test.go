@@ -2,6 +2,7 @@ package dnsserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -161,3 +162,5 @@ func rrStrings(rrs []dns.RR) []string {
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 func itoa(v uint64) string { return fmt.Sprint(v) }
+
+func asDNSError(err error, target **net.DNSError) bool { return errors.As(err, target) }

@@ -58,14 +58,17 @@ func (w *msgWriter) start(q *dns.Question, domainWireLen, limit int, edns bool, 
 	if cap(w.b) < 1024 {
 		w.b = make([]byte, 0, 1024)
 	}
-	b := w.b[:cap(w.b)]
-	clear(b[:headerLen])
-	end, err := dns.PackDomainName(q.Name, b, qnameOff, nil, false)
-	if err != nil {
-		return err
+	w.b = append(w.b[:0], make([]byte, headerLen)...)
+	var ok bool
+	if w.b, ok = appendName(w.b, q.Name); !ok {
+		b := w.b[:cap(w.b)]
+		end, err := dns.PackDomainName(q.Name, b, qnameOff, nil, false)
+		if err != nil {
+			return err
+		}
+		w.b = b[:end]
 	}
-	w.domOff = uint16(end - domainWireLen)
-	w.b = b[:end]
+	w.domOff = uint16(len(w.b) - domainWireLen)
 	w.b = binary.BigEndian.AppendUint16(w.b, q.Qtype)
 	w.b = binary.BigEndian.AppendUint16(w.b, q.Qclass)
 	return nil
@@ -260,3 +263,31 @@ func (w *msgWriter) finish(id uint16, rd, aa bool, rcode int, optSize int) []byt
 // scratchRR returns an empty slice for building one address record
 // without allocating.
 func (w *msgWriter) scratchRR() []byte { return w.rr[:0] }
+
+// appendName appends the wire form of a plain fully qualified name. It
+// reports false for names it leaves to dns.PackDomainName: escapes, empty
+// or long labels, names over 255 bytes.
+func appendName(b []byte, name string) ([]byte, bool) {
+	start, n := 0, len(b)
+	if name == "." {
+		return append(b, 0), true
+	}
+	if len(name) > 254 || len(name) == 0 || name[len(name)-1] != '.' {
+		return b, false
+	}
+	for i := 0; i < len(name); i++ {
+		switch name[i] {
+		case '\\':
+			return b[:n], false
+		case '.':
+			l := i - start
+			if l == 0 || l > 63 {
+				return b[:n], false
+			}
+			b = append(b, byte(l))
+			b = append(b, name[start:i]...)
+			start = i + 1
+		}
+	}
+	return append(b, 0), true
+}
