@@ -77,6 +77,7 @@ func (c *Client) Watch(ctx context.Context, services []string, opts ...WatchOpti
 	w.ctx, w.cancel = context.WithCancel(ctx)
 	stop := context.AfterFunc(c.ctx, w.cancel)
 	if err := c.start(func() { defer stop(); w.run() }); err != nil {
+		stop()
 		w.cancel()
 		return nil, err
 	}
