@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +34,10 @@ import (
 	"github.com/herald-sd/herald/pushsvc"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
+
+// dnsPollGap spaces the DNS polls for one name, so that the poller does not
+// starve the nodes of CPU; it is the resolution of the DNS figures.
+const dnsPollGap = 100 * time.Microsecond
 
 func init() {
 	register("cluster/propagation", benchClusterPropagation)
@@ -313,6 +319,7 @@ func benchClusterPropagation(ctx context.Context, _ *benchEnv) error {
 					dnsDone <- time.Since(start)
 					return
 				}
+				time.Sleep(dnsPollGap)
 			}
 			dnsDone <- -1
 		}()
@@ -335,7 +342,7 @@ func benchClusterPropagation(ctx context.Context, _ *benchEnv) error {
 		}
 		regLat, dnsLat, watchLat = append(regLat, rl), append(dnsLat, dl), append(watchLat, wt.Sub(start))
 	}
-	fmt.Printf("5 in-process nodes on loopback (default cluster config), %d registrations via gRPC on A, one at a time\n", count)
+	fmt.Printf("5 in-process nodes on loopback (default cluster config), %d registrations via gRPC on A, one at a time; %s\n", count, clLoad())
 	fmt.Printf("%-28s %10s %10s %10s %10s\n", "arrival on E", "p50", "p99", "max", "target p99")
 	for _, row := range []struct {
 		name   string
@@ -407,7 +414,7 @@ func benchClusterFailure(ctx context.Context, _ *benchEnv) error {
 		worst = max(worst, last)
 		fmt.Printf("%-8d %14s %14s\n", trial, clFmtDur(first), clFmtDur(last))
 	}
-	fmt.Printf("worst: %s (target <= 5s)\n", clFmtDur(worst))
+	fmt.Printf("worst: %s (target <= 5s); %s\n", clFmtDur(worst), clLoad())
 	return nil
 }
 
@@ -416,7 +423,7 @@ func benchClusterFailure(ctx context.Context, _ *benchEnv) error {
 func benchClusterStorm(ctx context.Context, _ *benchEnv) error {
 	const (
 		total   = 10000
-		clients = 48
+		clients = 256
 	)
 	nodes, err := startClCluster(ctx, 3)
 	if err != nil {
@@ -431,6 +438,7 @@ func benchClusterStorm(ctx context.Context, _ *benchEnv) error {
 	pctx, stopProbe := context.WithCancel(ctx)
 	var probes, probeFails atomic.Int64
 	var pwg sync.WaitGroup
+	defer func() { stopProbe(); pwg.Wait() }()
 	for _, n := range nodes {
 		pwg.Add(1)
 		go func() {
@@ -456,6 +464,17 @@ func benchClusterStorm(ctx context.Context, _ *benchEnv) error {
 	}
 	var next, failed atomic.Int64
 	var firstErr atomic.Pointer[error]
+	if path := os.Getenv("HERALD_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for c := range clients {
@@ -505,7 +524,7 @@ func benchClusterStorm(ctx context.Context, _ *benchEnv) error {
 			}
 		}
 	}
-	fmt.Printf("3 in-process nodes, %d registrations via gRPC from %d concurrent clients\n", total, clients)
+	fmt.Printf("3 in-process nodes, %d registrations via gRPC from %d concurrent clients; %s\n", total, clients, clLoad())
 	fmt.Printf("%-34s %s\n", "burst duration", clFmtDur(elapsed))
 	fmt.Printf("%-34s %.0f registrations/s (target 10000/s)\n", "rate", float64(total)/elapsed.Seconds())
 	fmt.Printf("%-34s %d\n", "failed registrations", failed.Load())
@@ -543,4 +562,17 @@ func clPeakRSS() string {
 		}
 	}
 	return "unknown"
+}
+
+// clLoad describes the machine's load, which the tail latencies depend on.
+func clLoad() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "load unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "load unknown"
+	}
+	return fmt.Sprintf("load average %s %s %s on %d CPUs", f[0], f[1], f[2], runtime.NumCPU())
 }
