@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/pushsvc"
+)
+
+// TestDemo builds echo-server and echo-client, runs two servers against an
+// in-process agent, calls them through herald:// and stops one with SIGTERM:
+// it drains, deregisters and exits cleanly.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds binaries")
+	}
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin, "github.com/herald-sd/herald/cmd/echo-server", "github.com/herald-sd/herald/cmd/echo-client")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	reg, err := registry.New(registry.Config{Node: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	ps, err := pushsvc.New(pushsvc.Config{Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := ps.NewGRPCServer()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(lis)
+	defer func() { ps.Close(); gs.Stop() }()
+	agent := lis.Addr().String()
+
+	status := func(id string) string {
+		if s := reg.Snapshot().Service("echo"); s != nil {
+			if in := s.Instance(id); in != nil {
+				return in.Status.String()
+			}
+		}
+		return "absent"
+	}
+	waitStatus := func(id, want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for status(id) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: status %s, want %s", id, status(id), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	servers := map[string]*exec.Cmd{}
+	for _, id := range []string{"echo-a", "echo-b"} {
+		cmd := exec.Command(filepath.Join(bin, "echo-server"), "-id", id, "-herald", agent, "-grace", "300ms")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		servers[id] = cmd
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		waitStatus(id, "passing")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(bin, "echo-client"), "-target", "herald://"+agent+"/echo", "-n", "20", "-interval", "5ms").CombinedOutput()
+	if err != nil {
+		t.Fatalf("echo-client: %v\n%s", err, out)
+	}
+	for _, id := range []string{"echo-a", "echo-b"} {
+		if !bytes.Contains(out, []byte(id+": call")) {
+			t.Fatalf("no answer from %s:\n%s", id, out)
+		}
+	}
+	t.Logf("echo-client output:\n%s", strings.TrimSpace(string(out)))
+
+	a := servers["echo-a"]
+	if err := a.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus("echo-a", "draining")
+	waitStatus("echo-a", "absent")
+	exited := make(chan error, 1)
+	go func() { exited <- a.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("echo-server exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("echo-server did not exit after SIGTERM")
+	}
+	if status("echo-b") != "passing" {
+		t.Fatalf("echo-b: %s", status("echo-b"))
+	}
+}
