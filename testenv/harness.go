@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -362,6 +363,9 @@ func (c *Cluster) Client(nodes []int, opts ...client.Option) *client.Client {
 	for _, i := range nodes {
 		addrs = append(addrs, c.nodes[i].GRPCAddr)
 	}
+	// Quiet unless the test asks for a logger: reconnect warnings are
+	// expected in fault scenarios.
+	opts = append([]client.Option{client.WithLogger(slog.New(slog.DiscardHandler))}, opts...)
 	cl, err := client.New(addrs, opts...)
 	if err != nil {
 		c.t.Fatalf("testenv: client: %v", err)

@@ -139,8 +139,8 @@ type streamView struct {
 	updates int
 	at      time.Time
 	// vanished collects every "service/id" that was present in one update
-	// and absent from the next.
-	vanished map[string]bool
+	// and absent from the next; appeared every one absent, then present.
+	vanished, appeared map[string]bool
 }
 
 // watchNode starts a watch of every service on node i (without failover),
@@ -152,7 +152,7 @@ func watchNode(t testing.TB, c *Cluster, i int) *streamView {
 	if err != nil {
 		t.Fatalf("watch %s: %v", c.Node(i).Name, err)
 	}
-	v := &streamView{node: c.Node(i).Name, w: w, vanished: map[string]bool{}}
+	v := &streamView{node: c.Node(i).Name, w: w, vanished: map[string]bool{}, appeared: map[string]bool{}}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -183,6 +183,13 @@ func (v *streamView) apply(u client.Update) {
 			}
 		}
 	}
+	for svc, ids := range next {
+		for id := range ids {
+			if _, ok := v.last[svc][id]; !ok {
+				v.appeared[svc+"/"+id] = true
+			}
+		}
+	}
 	v.last = next
 	v.updates++
 	v.at = time.Now()
@@ -196,11 +203,18 @@ func (v *streamView) instance(svc, id string) (client.Instance, bool) {
 	return in, ok
 }
 
-// resetVanished forgets what vanished so far.
+// resetVanished forgets what vanished and appeared so far.
 func (v *streamView) resetVanished() {
 	v.mu.Lock()
 	v.vanished = map[string]bool{}
+	v.appeared = map[string]bool{}
 	v.mu.Unlock()
+}
+
+func (v *streamView) appearedKeys() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Sorted(maps.Keys(v.appeared))
 }
 
 func (v *streamView) vanishedKeys() []string {
