@@ -24,7 +24,7 @@ import (
 //	  up to SuspicionMaxTimeoutMult times that without confirmation)
 //	+ GossipInterval rounds (the dead message spreads) + ReapFailed
 //
-// which the defaults put near 3.5 s on a LAN of 3 to 10 nodes. Every knob that
+// which the defaults put at 3 to 4.5 s on a LAN of 3 to 10 nodes. Every knob that
 // makes it faster also makes false positives more likely under load: a
 // shorter ProbeTimeout declares a slow (CPU-starved, GC-paused) node suspect,
 // and a lower SuspicionMult gives it less time to refute. A false positive
@@ -58,8 +58,9 @@ type Config struct {
 	// peer and pull what is newer. Default 30s.
 	SyncInterval time.Duration
 	// ReapFailed is how long a node that Serf marks failed keeps its instances
-	// before they are removed everywhere. Default 1s: the failure detector has
-	// already waited out the suspicion period, so this only absorbs a refute.
+	// before they are removed everywhere. Default 500ms: the failure detector
+	// has already waited out the suspicion period, so this only absorbs a
+	// late refute.
 	ReapFailed time.Duration
 
 	// ProbeInterval: 500ms (memberlist LAN: 1s) halves the time until some
@@ -113,7 +114,7 @@ func (c *Config) setDefaults() {
 		c.SyncInterval = 30 * time.Second
 	}
 	if c.ReapFailed <= 0 {
-		c.ReapFailed = time.Second
+		c.ReapFailed = 500 * time.Millisecond
 	}
 	if c.ProbeInterval <= 0 {
 		c.ProbeInterval = 500 * time.Millisecond

@@ -79,7 +79,7 @@ func fastConfig(reg *registry.Registry, o nodeOpts) cluster.Config {
 }
 
 // startNode starts a node; it fails the test on error.
-func startNode(t *testing.T, name string, o nodeOpts) *testNode {
+func startNode(t testing.TB, name string, o nodeOpts) *testNode {
 	t.Helper()
 	n, err := tryStartNode(t, name, o)
 	if err != nil {
@@ -88,7 +88,7 @@ func startNode(t *testing.T, name string, o nodeOpts) *testNode {
 	return n
 }
 
-func tryStartNode(t *testing.T, name string, o nodeOpts) (*testNode, error) {
+func tryStartNode(t testing.TB, name string, o nodeOpts) (*testNode, error) {
 	t.Helper()
 	reg := o.reg
 	if reg == nil {
@@ -140,7 +140,7 @@ func (n *testNode) kill(closeRegistry bool) {
 func (n *testNode) addr() string { return n.cl.LocalAddr() }
 
 // startCluster starts size nodes n1..n<size>, each joining the first.
-func startCluster(t *testing.T, size int, o nodeOpts) []*testNode {
+func startCluster(t testing.TB, size int, o nodeOpts) []*testNode {
 	t.Helper()
 	nodes := []*testNode{startNode(t, "n1", o)}
 	for i := 2; i <= size; i++ {
@@ -166,7 +166,7 @@ func startCluster(t *testing.T, size int, o nodeOpts) []*testNode {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -177,7 +177,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-func register(t *testing.T, n *testNode, service, id string) {
+func register(t testing.TB, n *testNode, service, id string) {
 	t.Helper()
 	in := &registry.Instance{Service: service, ID: id, Address: netip.MustParseAddr("10.0.0.1"), Port: 80}
 	if _, err := n.reg.Register(context.Background(), in); err != nil {
@@ -209,7 +209,7 @@ func sameIDs(got map[string]string, want ...string) bool {
 }
 
 // metric returns the value of a counter or gauge (summed over labels).
-func metric(t *testing.T, n *testNode, name string) float64 {
+func metric(t testing.TB, n *testNode, name string) float64 {
 	t.Helper()
 	mfs, err := n.metrics.Gather()
 	if err != nil {

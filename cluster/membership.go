@@ -20,6 +20,9 @@ type memberState struct {
 	tags   map[string]string
 	since  time.Time // when status last changed
 	reaped bool      // its instances were removed from the registry
+	// resync: it came back from failed or left; its deltas may have been
+	// refused meanwhile, so sync with it.
+	resync bool
 }
 
 // eventLoop is the only reader of Serf's event channel. It never blocks: it
@@ -45,6 +48,9 @@ func (c *Cluster) eventLoop(ch <-chan serf.Event) {
 				}
 				if st.status != m.Status {
 					st.since = now
+					if (st.status == serf.StatusFailed || st.status == serf.StatusLeft) && m.Status == serf.StatusAlive {
+						st.resync = true
+					}
 				}
 				st.status = m.Status
 				if me.Type == serf.EventMemberReap && m.Status != serf.StatusFailed {
@@ -136,8 +142,8 @@ func (c *Cluster) reconcile(now time.Time) time.Time {
 			if name == c.cfg.NodeName {
 				continue
 			}
-			if st.reaped {
-				st.reaped = false
+			if st.reaped || st.resync {
+				st.reaped, st.resync = false, false
 				revive = append(revive, name)
 			}
 			if addr := grpcTarget(st); addr != "" {

@@ -362,8 +362,8 @@ func benchClusterPropagation(ctx context.Context, _ *benchEnv) error {
 // benchClusterFailure kills an owner hard and times until its instances are
 // gone from every other node, with the default config.
 func benchClusterFailure(ctx context.Context, _ *benchEnv) error {
-	const trials = 3
-	fmt.Printf("5 in-process nodes, default config (probe 500ms/200ms, suspicion x3, gossip 100ms, reap-failed 1s); owner killed without leave\n")
+	const trials = 5
+	fmt.Printf("5 in-process nodes, default config (probe 500ms/200ms, suspicion x3, gossip 100ms, reap-failed 500ms); owner killed without leave\n")
 	fmt.Printf("%-8s %14s %14s\n", "trial", "first node", "last node")
 	var worst time.Duration
 	for trial := 1; trial <= trials; trial++ {
