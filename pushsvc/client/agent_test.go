@@ -32,13 +32,23 @@ func startReal(t *testing.T, reg *registry.Registry, addr string) *realAgent {
 		}
 		t.Cleanup(func() { reg.Close() })
 	}
-	ps, err := pushsvc.New(pushsvc.Config{Registry: reg, Logger: quietLog(), ProgressInterval: 200 * time.Millisecond})
+	return startRealWith(t, reg, pushsvc.Config{Registry: reg, Logger: quietLog(), ProgressInterval: 200 * time.Millisecond}, addr)
+}
+
+// startRealWith serves cfg.Registry with cfg on addr (default 127.0.0.1:0).
+func startRealWith(t *testing.T, reg *registry.Registry, cfg pushsvc.Config, addr ...string) *realAgent {
+	t.Helper()
+	listen := "127.0.0.1:0"
+	if len(addr) > 0 {
+		listen = addr[0]
+	}
+	ps, err := pushsvc.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var lis net.Listener
 	for i := 0; ; i++ { // a restarted agent may wait for its port
-		if lis, err = net.Listen("tcp", addr); err == nil || i == 50 {
+		if lis, err = net.Listen("tcp", listen); err == nil || i == 50 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -149,4 +159,8 @@ func TestCloseDrainsBeforeDeregister(t *testing.T) {
 	if d := goneAt.Sub(drainedAt); d < grace-20*time.Millisecond {
 		t.Fatalf("removed %s after draining, want about %s", d, grace)
 	}
+}
+
+func (in Instance) toRegistry() *registry.Instance {
+	return &registry.Instance{Service: in.Service, ID: in.ID, Address: in.Address, Port: in.Port, Weight: 1}
 }

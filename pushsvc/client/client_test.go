@@ -240,3 +240,36 @@ func TestParseAddrs(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchStateLists pins which services and instances an Update holds.
+func TestWatchStateLists(t *testing.T) {
+	drain := upsert("api", "d", 3)
+	drain.Instance.Status = heraldpb.Status_STATUS_DRAINING
+	events := []*heraldpb.Event{upsert("api", "b", 1), upsert("api", "a", 2), drain, upsert("web", "w", 4)}
+	tests := []struct {
+		name        string
+		watched     []string
+		servingOnly bool
+		want        map[string]string
+	}{
+		{"explicit list includes empty services", []string{"api", "db"}, false, map[string]string{"api": "a,b,d", "db": ""}},
+		{"all services", nil, false, map[string]string{"api": "a,b,d", "web": "w"}},
+		{"serving only", nil, true, map[string]string{"api": "a,b", "web": "w"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := watchState{servingOnly: tc.servingOnly}
+			st.replace(events)
+			got := st.lists(tc.watched)
+			if len(got) != len(tc.want) {
+				t.Fatalf("services %v, want %v", got, tc.want)
+			}
+			for name, want := range tc.want {
+				l, ok := got[name]
+				if !ok || ids(l) != want {
+					t.Errorf("%s: %q (present %v), want %q", name, ids(l), ok, want)
+				}
+			}
+		})
+	}
+}

@@ -34,11 +34,9 @@ type Update struct {
 // WatchOption configures one Watch call.
 type WatchOption func(*Watcher)
 
-// WithResumeFrom starts the watch from a revision and origin saved earlier:
-// the agent then sends only what changed since, or a reset snapshot.
-func WithResumeFrom(revision uint64, origin string) WatchOption {
-	return func(w *Watcher) { w.st.rev, w.st.origin = revision, origin }
-}
+// WithServingOnly keeps only serving instances (passing or warning, weight
+// above zero) in each Update, which is what a load balancer wants.
+func WithServingOnly() WatchOption { return func(w *Watcher) { w.st.servingOnly = true } }
 
 // Watcher follows services through a Watch stream, reconnecting and failing
 // over between agents with automatic resume. It delivers state on a channel
@@ -203,11 +201,13 @@ type watchState struct {
 	origin    string
 	byService map[string]map[string]Instance
 	cache     map[string][]Instance // sorted lists; dropped for services that change
+	// servingOnly leaves instances that get no traffic out of the lists.
+	servingOnly bool
 }
 
 func (s *watchState) replace(events []*heraldpb.Event) {
 	s.byService = map[string]map[string]Instance{}
-	s.cache = nil
+	clear(s.cache)
 	s.apply(events)
 }
 
@@ -246,12 +246,14 @@ func (s *watchState) lists(watched []string) map[string][]Instance {
 		if !ok {
 			l = make([]Instance, 0, len(m))
 			for _, in := range m {
-				l = append(l, in)
+				if !s.servingOnly || in.Serving() {
+					l = append(l, in)
+				}
 			}
 			slices.SortFunc(l, func(a, b Instance) int { return cmp.Compare(a.ID, b.ID) })
 			s.cache[name] = l
 		}
-		if _, want := out[name]; want || len(watched) == 0 {
+		if _, want := out[name]; (want || len(watched) == 0) && len(l) > 0 {
 			out[name] = l
 		}
 	}
