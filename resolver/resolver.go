@@ -49,9 +49,9 @@ import (
 // Scheme is the target scheme this package resolves.
 const Scheme = "herald"
 
-// ErrNoServingInstances is reported to the ClientConn while the service has
-// never had a serving instance (or always, with the protection off, when it
-// has none).
+// ErrNoServingInstances is reported to the ClientConn (ReportError) for
+// every update before the first non-empty list, while the service has no
+// serving instance; RPCs then fail fast with Unavailable.
 var ErrNoServingInstances = errors.New("resolver: no serving instance")
 
 type builderOptions struct {
