@@ -297,3 +297,48 @@ func TestMalformed(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentQueriesDuringChanges runs queries from several goroutines
+// while the registry changes, for the race detector and the render cache.
+func TestConcurrentQueriesDuringChanges(t *testing.T) {
+	f := newFixture(t)
+	f.many(t, "api", 20)
+	h := newTestHandler(t, f.reg)
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			names := []string{"api.service.herald.", "_api._tcp.service.herald.", "v1.api.service.herald."}
+			for i := range 2000 {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				q := new(dns.Msg)
+				q.SetQuestion(names[(g+i)%len(names)], []uint16{dns.TypeA, dns.TypeSRV}[i%2])
+				rec := &recorder{tcp: i%3 == 0}
+				h.ServeDNS(rec, q)
+				if len(rec.errs) > 0 || rec.msg == nil {
+					errs <- fmt.Errorf("query %d: %v", i, rec.errs)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := range 200 {
+		if i%2 == 0 {
+			f.add(t, "api", fmt.Sprint("x", i), "10.9.0.1", uint16(1000+i), withTags("v1"))
+		} else {
+			_ = f.reg.Deregister(context.Background(), registry.Key{Service: "api", ID: fmt.Sprint("x", i-1)})
+		}
+	}
+	close(done)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
