@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/herald-sd/herald/cmd/herald/internal/agent"
+)
+
+func runAgent(args []string, _, stderr io.Writer) error {
+	cfg := agent.DefaultConfig()
+	fs := flag.NewFlagSet("herald agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var join multiFlag
+	fs.BoolVar(&cfg.Dev, "dev", false, "run a single in-memory dev node with everything on 127.0.0.1")
+	fs.StringVar(&cfg.Node, "node", cfg.Node, "node name, a DNS label unique in the cluster")
+	fs.StringVar(&cfg.Bind, "bind", cfg.Bind, "Serf gossip address (UDP and TCP)")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "Serf address peers should use (default: -bind)")
+	fs.Var(&join, "join", "Serf address of a node to join (repeatable, or comma separated)")
+	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", cfg.JoinTimeout, "keep retrying -join with backoff for this long")
+	fs.StringVar(&cfg.Encrypt, "encrypt", "", "base64 gossip encryption key (16, 24 or 32 bytes)")
+	fs.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "anti-entropy period")
+	fs.DurationVar(&cfg.ReapFailed, "reap-failed", 0, "how long a failed node's instances stay before removal (default: the cluster default, 1s)")
+	fs.StringVar(&cfg.DNSAddr, "dns-addr", cfg.DNSAddr, "DNS address (UDP and TCP)")
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "gRPC API, Watch and replication address")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP address for /metrics, /healthz and /readyz")
+	fs.StringVar(&cfg.Domain, "domain", cfg.Domain, "DNS zone this agent is authoritative for")
+	fs.DurationVar(&cfg.DNSTTL, "dns-ttl", cfg.DNSTTL, "TTL of DNS answers (0 allowed)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory that keeps this node's plain registrations across restarts")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	for _, j := range join {
+		for _, a := range strings.Split(j, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				cfg.Join = append(cfg.Join, a)
+			}
+		}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usagef("-log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch *logFormat {
+	case "text":
+		cfg.Logger = slog.New(slog.NewTextHandler(stderr, opts))
+	case "json":
+		cfg.Logger = slog.New(slog.NewJSONHandler(stderr, opts))
+	default:
+		return usagef("-log-format %q: want text or json", *logFormat)
+	}
+	slog.SetDefault(cfg.Logger)
+	if cfg.Dev {
+		cfg.Logger.Info("dev mode: one in-memory node on 127.0.0.1",
+			"try", fmt.Sprintf("herald register -service api -id api-1 -address 10.0.0.5 -port 9000 && dig @127.0.0.1 -p %s api.service.herald SRV", portOf(cfg.DNSAddr)))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return agent.Run(ctx, cfg)
+}
+
+func portOf(addr string) string {
+	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
+		return addr[i+1:]
+	}
+	return addr
+}

@@ -1,0 +1,387 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/herald-sd/herald/pushsvc/heraldpb"
+)
+
+const defaultAgentAddr = "127.0.0.1:8700"
+
+// clientFlags are the flags every client command shares.
+type clientFlags struct {
+	addr    string
+	timeout time.Duration
+}
+
+func newClientFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *clientFlags) {
+	fs := flag.NewFlagSet("herald "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := &clientFlags{}
+	def := os.Getenv("HERALD_ADDR")
+	if def == "" {
+		def = defaultAgentAddr
+	}
+	fs.StringVar(&cf.addr, "addr", def, "agent gRPC address (env HERALD_ADDR)")
+	fs.DurationVar(&cf.timeout, "timeout", 5*time.Second, "time limit for the request")
+	return fs, cf
+}
+
+// parse parses args and maps flag errors to usage errors.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+// dial connects to the agent. The connection is lazy; errors surface on the
+// first call and are explained by callErr.
+func (cf *clientFlags) dial() (pb.HeraldClient, func(), error) {
+	conn, err := grpc.NewClient("passthrough:///"+cf.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, usagef("bad -addr %q: %v", cf.addr, err)
+	}
+	return pb.NewHeraldClient(conn), func() { conn.Close() }, nil
+}
+
+// callErr turns a gRPC error into a message a person can act on.
+func (cf *clientFlags) callErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, _ := status.FromError(err)
+	switch st.Code() {
+	case codes.Unavailable:
+		return fmt.Errorf("cannot reach the agent at %s: %s (is `herald agent` running? set -addr or HERALD_ADDR)", cf.addr, st.Message())
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("the agent at %s did not answer within -timeout %s", cf.addr, cf.timeout)
+	default:
+		return fmt.Errorf("%s: %s", strings.ToLower(strings.ReplaceAll(codeName(st.Code()), "_", " ")), st.Message())
+	}
+}
+
+func codeName(c codes.Code) string {
+	s := c.String()
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// multiFlag collects a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func runRegister(args []string, stdout, stderr io.Writer) error {
+	fs, cf := newClientFlagSet("register", stderr)
+	service := fs.String("service", "", "service name (a DNS label)")
+	id := fs.String("id", "", "instance id, unique within the service")
+	address := fs.String("address", "", "IPv4 or IPv6 address")
+	port := fs.Uint("port", 0, "port, 1 to 65535")
+	weight := fs.Int("weight", -1, "weight 0 to 65535; 0 means no new traffic (default 1)")
+	st := fs.String("status", "passing", "initial status: passing, warning, critical or draining")
+	check := fs.String("check", "", "lifetime: empty (until deregistered), ttl=<duration> (renew with `herald heartbeat`), or session (lives while this command runs)")
+	var tags, meta multiFlag
+	fs.Var(&tags, "tag", "tag (repeatable)")
+	fs.Var(&meta, "meta", "metadata key=value (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q: flags come before arguments, and register takes none", fs.Args())
+	}
+	if *port > 65535 {
+		return usagef("-port %d is out of range 1 to 65535", *port)
+	}
+	in := &pb.Instance{Service: *service, Id: *id, Address: *address, Port: uint32(*port), Tags: tags, Meta: map[string]string{}}
+	if *weight >= 0 {
+		w := uint32(*weight)
+		in.Weight = &w
+	}
+	s, ok := statusByName[strings.ToLower(*st)]
+	if !ok {
+		return usagef("-status %q: must be passing, warning, critical or draining", *st)
+	}
+	in.Status = s
+	for _, kv := range meta {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return usagef("-meta %q: want key=value", kv)
+		}
+		in.Meta[k] = v
+	}
+	session := false
+	switch {
+	case *check == "":
+	case *check == "session":
+		session = true
+		in.Check = &pb.Check{Kind: pb.Check_KIND_SESSION}
+	case strings.HasPrefix(*check, "ttl="):
+		d, err := time.ParseDuration(strings.TrimPrefix(*check, "ttl="))
+		if err != nil {
+			return usagef("-check %q: %v", *check, err)
+		}
+		in.Check = &pb.Check{Kind: pb.Check_KIND_TTL, Ttl: durationpb.New(d)}
+	default:
+		return usagef("-check %q: want ttl=<duration> or session", *check)
+	}
+	c, done, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	if session {
+		return registerSession(c, cf, in, stdout)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
+	defer cancel()
+	resp, err := c.Register(ctx, &pb.RegisterRequest{Instance: in})
+	if err != nil {
+		return cf.callErr(err)
+	}
+	fmt.Fprintf(stdout, "registered %s/%s on node %s\n", resp.GetInstance().GetService(), resp.GetInstance().GetId(), resp.GetInstance().GetNode())
+	return nil
+}
+
+// registerSession registers on a Session stream and holds it until the
+// process is interrupted or the stream breaks; the agent then removes the
+// instance.
+func registerSession(c pb.HeraldClient, cf *clientFlags, in *pb.Instance, stdout io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	stream, err := c.Session(ctx)
+	if err != nil {
+		return cf.callErr(err)
+	}
+	if err := stream.Send(&pb.SessionRequest{RequestId: 1, Op: &pb.SessionRequest_Register{Register: in}}); err != nil {
+		return cf.callErr(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		return cf.callErr(err)
+	}
+	if resp.GetCode() != 0 {
+		return cf.callErr(status.Error(codes.Code(resp.GetCode()), resp.GetMessage()))
+	}
+	fmt.Fprintf(stdout, "registered %s/%s on node %s for this session; interrupt to deregister\n", in.GetService(), in.GetId(), resp.GetInstance().GetNode())
+	for {
+		if _, err := stream.Recv(); err != nil {
+			if ctx.Err() != nil {
+				return nil // interrupted: closing the stream deregisters
+			}
+			return fmt.Errorf("session to %s ended, so the agent removed the instance: %w", cf.addr, cf.callErr(err))
+		}
+	}
+}
+
+var statusByName = map[string]pb.Status{
+	"passing":  pb.Status_STATUS_PASSING,
+	"warning":  pb.Status_STATUS_WARNING,
+	"critical": pb.Status_STATUS_CRITICAL,
+	"draining": pb.Status_STATUS_DRAINING,
+}
+
+func statusName(s pb.Status) string {
+	for n, v := range statusByName {
+		if v == s {
+			return n
+		}
+	}
+	return "unknown"
+}
+
+// keyFlags parses -service and -id, both required.
+func keyFlags(name string, args []string, stderr io.Writer) (*pb.InstanceKey, *clientFlags, error) {
+	fs, cf := newClientFlagSet(name, stderr)
+	service := fs.String("service", "", "service name")
+	id := fs.String("id", "", "instance id")
+	if err := parse(fs, args); err != nil {
+		return nil, nil, err
+	}
+	if *service == "" || *id == "" || fs.NArg() > 0 {
+		return nil, nil, usagef("want -service NAME -id ID and no arguments")
+	}
+	return &pb.InstanceKey{Service: *service, Id: *id}, cf, nil
+}
+
+func runDeregister(args []string, stdout, stderr io.Writer) error {
+	key, cf, err := keyFlags("deregister", args, stderr)
+	if err != nil {
+		return err
+	}
+	c, done, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
+	defer cancel()
+	if _, err := c.Deregister(ctx, &pb.DeregisterRequest{Key: key}); err != nil {
+		return cf.callErr(err)
+	}
+	fmt.Fprintf(stdout, "deregistered %s/%s\n", key.Service, key.Id)
+	return nil
+}
+
+func runHeartbeat(args []string, stdout, stderr io.Writer) error {
+	key, cf, err := keyFlags("heartbeat", args, stderr)
+	if err != nil {
+		return err
+	}
+	c, done, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
+	defer cancel()
+	if _, err := c.Heartbeat(ctx, &pb.HeartbeatRequest{Key: key}); err != nil {
+		return cf.callErr(err)
+	}
+	fmt.Fprintf(stdout, "renewed %s/%s\n", key.Service, key.Id)
+	return nil
+}
+
+func runDrain(args []string, stdout, stderr io.Writer) error {
+	return setStatus("drain", pb.Status_STATUS_DRAINING, args, stdout, stderr)
+}
+
+func runUndrain(args []string, stdout, stderr io.Writer) error {
+	return setStatus("undrain", pb.Status_STATUS_PASSING, args, stdout, stderr)
+}
+
+func setStatus(name string, st pb.Status, args []string, stdout, stderr io.Writer) error {
+	fs, cf := newClientFlagSet(name, stderr)
+	service := fs.String("service", "", "only this service (default: every instance the agent owns)")
+	id := fs.String("id", "", "only this instance (needs -service)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	if *id != "" && *service == "" {
+		return usagef("-id needs -service")
+	}
+	c, done, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
+	defer cancel()
+	resp, err := c.SetStatus(ctx, &pb.SetStatusRequest{Service: *service, Id: *id, Status: st})
+	if err != nil {
+		return cf.callErr(err)
+	}
+	fmt.Fprintf(stdout, "%s: %d instance(s) now %s\n", name, resp.GetMatched(), statusName(st))
+	return nil
+}
+
+func runServices(args []string, stdout, stderr io.Writer) error {
+	fs, cf := newClientFlagSet("services", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	c, done, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
+	defer cancel()
+	resp, err := c.ListServices(ctx, &pb.ListServicesRequest{})
+	if err != nil {
+		return cf.callErr(err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tINSTANCES\tSERVING\tTAGS")
+	for _, s := range resp.GetServices() {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", s.GetName(), s.GetInstances(), s.GetServing(), strings.Join(s.GetTags(), ","))
+	}
+	return tw.Flush()
+}
+
+func runInstances(args []string, stdout, stderr io.Writer) error {
+	fs, cf := newClientFlagSet("instances", stderr)
+	tag := fs.String("tag", "", "only instances with this tag")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want exactly one service name, after the flags: herald instances [-tag T] SERVICE")
+	}
+	c, done, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
+	defer cancel()
+	resp, err := c.ListInstances(ctx, &pb.ListInstancesRequest{Service: fs.Arg(0), Tag: *tag})
+	if err != nil {
+		return cf.callErr(err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tPORT\tSTATUS\tWEIGHT\tTAGS\tNODE")
+	for _, in := range resp.GetInstances() {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", in.GetId(), in.GetAddress(), in.GetPort(), statusName(in.GetStatus()), in.GetWeight(), strings.Join(in.GetTags(), ","), in.GetNode())
+	}
+	return tw.Flush()
+}
+
+func runMembers(args []string, stdout, stderr io.Writer) error {
+	fs, cf := newClientFlagSet("members", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	c, done, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
+	defer cancel()
+	resp, err := c.Members(ctx, &pb.MembersRequest{})
+	if err != nil {
+		return cf.callErr(err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATUS\tTAGS")
+	for _, m := range resp.GetMembers() {
+		var tags []string
+		for k, v := range m.GetTags() {
+			tags = append(tags, k+"="+v)
+		}
+		sort.Strings(tags)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.GetName(), m.GetAddress(), m.GetStatus(), strings.Join(tags, ","))
+	}
+	return tw.Flush()
+}
