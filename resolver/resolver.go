@@ -17,9 +17,13 @@
 // weight > 0) as an address "ip:port" whose attributes carry the instance id,
 // weight, tags and owner node (see InfoFromAddress, WeightFromAddress).
 //
-// A transient disconnect pushes nothing: the last list stays until the agent
-// (or the next one) sends a complete snapshot or the deltas since the last
-// revision. Empty-push protection (on by default, WithEmptyPushProtection)
+// Until the first list is pushed, every failed stream attempt is reported
+// with ReportError, so RPCs fail fast with Unavailable while no agent
+// answers. A transient disconnect after that pushes nothing: the last list
+// stays until the agent (or the next one) sends a complete snapshot or the
+// deltas since the last revision.
+//
+// Empty-push protection (on by default, WithEmptyPushProtection)
 // applies this rule: once a non-empty list has been pushed, an update that
 // leaves no serving instance is not pushed and the last non-empty list stays
 // until at least one instance serves again. Before any non-empty list was
@@ -40,6 +44,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	grpcresolver "google.golang.org/grpc/resolver"
 
@@ -127,13 +132,13 @@ func (b *builder) Build(target grpcresolver.Target, cc grpcresolver.ClientConn, 
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w, err := cl.Watch(ctx, []string{t.Service})
+	r := &heraldResolver{target: t, cc: cc, protect: b.opts.protect, log: log, cl: cl, ctx: ctx, cancel: cancel}
+	r.w, err = cl.Watch(ctx, []string{t.Service}, client.WithStreamErrors(r.streamError))
 	if err != nil {
 		cancel()
 		cl.Close()
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
-	r := &heraldResolver{target: t, cc: cc, protect: b.opts.protect, log: log, cl: cl, w: w, ctx: ctx, cancel: cancel}
 	r.wg.Add(1)
 	go r.run()
 	return r, nil
@@ -153,6 +158,8 @@ type heraldResolver struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	everPushed atomic.Bool // a list was given to cc; stream errors are no longer reported
 
 	// owned by run
 	pushed   []grpcresolver.Address // last list given to cc
@@ -210,12 +217,23 @@ func (r *heraldResolver) update(u client.Update) {
 		return
 	}
 	r.pushed = addrs
+	r.everPushed.Store(true)
 	eps := make([]grpcresolver.Endpoint, len(addrs))
 	for i, a := range addrs {
 		eps[i] = grpcresolver.Endpoint{Addresses: []grpcresolver.Address{a}, Attributes: a.Attributes}
 	}
 	if err := r.cc.UpdateState(grpcresolver.State{Addresses: addrs, Endpoints: eps}); err != nil {
 		r.log.Debug("resolver: update rejected by the balancer", "err", err, "addresses", len(addrs))
+	}
+}
+
+// streamError runs on the watcher's goroutine. Before the first list it
+// tells the ClientConn that no agent answers, so RPCs fail fast instead of
+// waiting for their deadline; afterwards the last list stays and nothing is
+// reported.
+func (r *heraldResolver) streamError(agent string, err error) {
+	if !r.everPushed.Load() && r.ctx.Err() == nil {
+		r.cc.ReportError(fmt.Errorf("resolver: watching %q on agent %s: %w", r.target.Service, agent, err))
 	}
 }
 

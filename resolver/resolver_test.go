@@ -12,7 +12,9 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	grpcresolver "google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/status"
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/client"
@@ -321,5 +323,18 @@ func TestClose(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("watcher still running after Close")
 		}
+	}
+}
+
+// TestUnreachableAgentFailsFast: with no agent answering, RPCs fail with
+// Unavailable at once instead of waiting for their deadline.
+func TestUnreachableAgentFailsFast(t *testing.T) {
+	cc, _ := dial(t, "herald://127.0.0.1:1/echo")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := echo(ctx, cc)
+	if status.Code(err) != codes.Unavailable || time.Since(start) > time.Second {
+		t.Fatalf("err %v after %s, want Unavailable within 1s", err, time.Since(start))
 	}
 }

@@ -38,6 +38,12 @@ type WatchOption func(*Watcher)
 // above zero) in each Update, which is what a load balancer wants.
 func WithServingOnly() WatchOption { return func(w *Watcher) { w.st.servingOnly = true } }
 
+// WithStreamErrors calls fn, on the watcher's goroutine, each time a stream
+// attempt ends with an error (the watcher then retries). fn must not block.
+func WithStreamErrors(fn func(agent string, err error)) WatchOption {
+	return func(w *Watcher) { w.onErr = fn }
+}
+
 // Watcher follows services through a Watch stream, reconnecting and failing
 // over between agents with automatic resume. It delivers state on a channel
 // of capacity one: a consumer that falls behind gets the latest state, never
@@ -51,6 +57,7 @@ type Watcher struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	st       watchState
+	onErr    func(agent string, err error)
 
 	mu        sync.Mutex
 	agent     string
@@ -134,6 +141,9 @@ func (w *Watcher) run() {
 		}
 		w.c.failover(i)
 		log.Warn("client: watch stream ended, reconnecting", "agent", addr, "err", err, "revision", w.st.rev)
+		if w.onErr != nil {
+			w.onErr(addr, err)
+		}
 		if !sleep(w.ctx, w.c.opts.backoff.Delay(fails), w.wake) {
 			return
 		}
