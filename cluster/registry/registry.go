@@ -306,6 +306,28 @@ func (r *Registry) SetStatus(ctx context.Context, service, id string, st Status)
 	return n, r.waitDurable(ctx, gen)
 }
 
+// DrainForShutdown marks every local instance draining without persisting
+// that status, so that clients stop sending new traffic before the node
+// leaves, while a restart serves the stored instances again. It returns how
+// many instances it drained.
+func (r *Registry) DrainForShutdown() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tx := r.begin()
+	n := 0
+	for _, in := range r.owners[r.cfg.Node].inst {
+		if in.Status != StatusDraining {
+			c := in.Clone()
+			c.Status = StatusDraining
+			r.putLocal(tx, c)
+			n++
+		}
+	}
+	tx.dirty = nil
+	r.commit(tx)
+	return n
+}
+
 // Heartbeat renews a TTL instance. An instance that its TTL had turned
 // critical becomes passing again.
 func (r *Registry) Heartbeat(ctx context.Context, key Key) error {

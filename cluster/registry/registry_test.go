@@ -434,6 +434,13 @@ func TestPersistence(t *testing.T) {
 	if v := r2.LocalVersion(); v.Epoch != 2 || v.Seq != 1 {
 		t.Fatalf("reloaded version %v", v)
 	}
+	if n := r2.DrainForShutdown(); n != 0 {
+		t.Fatalf("drained %d already-draining instances", n)
+	}
+	r2.SetStatus(ctx, "api", "plain", StatusPassing)
+	if n := r2.DrainForShutdown(); n != 1 || st.data[Key{"api", "plain"}].Status != StatusPassing {
+		t.Fatalf("DrainForShutdown drained %d and persisted %s", n, st.data[Key{"api", "plain"}].Status)
+	}
 	st.fail = errors.New("disk full")
 	if _, err := r2.Register(ctx, inst("api", "p2", "10.0.0.1")); err == nil {
 		t.Fatal("a failed commit must be reported")

@@ -70,7 +70,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ReapFailed > 0 {
 		clCfg.ReapFailed = cfg.ReapFailed
 	}
-	clCfg.Logger = log.With("component", "cluster")
+	clCfg.Logger = cfg.Logger.With("component", "cluster") // the cluster adds the node itself
 	clCfg.Registerer = metrics
 	cl, err := cluster.New(clCfg)
 	if err != nil {
@@ -155,13 +155,22 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Error("agent failed; shutting down", "err", err)
 		return err
 	}
-	log.Info("shutting down: leaving the cluster")
 	ready.notReady("shutdown")
+	if n := reg.DrainForShutdown(); n > 0 && cfg.DrainGrace > 0 {
+		log.Info("shutting down: drained the instances this node owns", "count", n, "grace", cfg.DrainGrace)
+		select {
+		case <-time.After(cfg.DrainGrace):
+		case err := <-errc:
+			log.Error("agent failed while draining", "err", err)
+		}
+	}
+	log.Info("shutting down: leaving the cluster")
 	lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := cl.Leave(lctx); err != nil {
 		log.Warn("leave failed; peers will reap this node after failure detection", "err", err)
 	}
+	defer log.Info("agent stopped")
 	return nil
 }
 

@@ -46,6 +46,10 @@ type Config struct {
 	DNSTTL time.Duration
 	// DataDir persists the node's plain registrations. Default none (memory).
 	DataDir string
+	// DrainGrace is how long a shutting-down node keeps serving its
+	// instances as draining before it leaves the cluster, so that watchers
+	// move new traffic away before the instances disappear. Default 1s.
+	DrainGrace time.Duration
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -62,6 +66,7 @@ func DefaultConfig() Config {
 		HTTPAddr:     "127.0.0.1:8800",
 		Domain:       "herald.",
 		DNSTTL:       5 * time.Second,
+		DrainGrace:   time.Second,
 	}
 }
 
