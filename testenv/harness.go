@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -474,4 +475,27 @@ func (c *Cluster) cleanup() {
 	if c.net != nil {
 		c.net.teardown()
 	}
+}
+
+// PeakRSS returns the peak resident set size (VmHWM) of node i's running
+// process, in bytes.
+func (c *Cluster) PeakRSS(i int) (int64, error) {
+	n := c.nodes[i]
+	if !c.Running(i) {
+		return 0, fmt.Errorf("testenv: %s is not running", n.Name)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.proc.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("testenv: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("testenv: VmHWM %q: %w", rest, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("testenv: no VmHWM for %s", n.Name)
 }
