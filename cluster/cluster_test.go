@@ -106,15 +106,15 @@ func TestDroppedDeltaRepaired(t *testing.T) {
 			nodes := startCluster(t, 3, nodeOpts{syncInterval: tt.syncInterval, drop: drop})
 			n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 			register(t, n1, "api", "first")
-			waitFor(t, 5*time.Second, "first everywhere", func() bool { return sameIDs(ids(n2, "api"), "first") && sameIDs(ids(n3, "api"), "first") })
+			waitFor(t, 10*time.Second, "first everywhere", func() bool { return sameIDs(ids(n2, "api"), "first") && sameIDs(ids(n3, "api"), "first") })
 			register(t, n1, "api", "lost")
 			want := []string{"first", "lost"}
 			if tt.followUp {
 				register(t, n1, "api", "after")
 				want = append(want, "after")
 			}
-			waitFor(t, 5*time.Second, "n3 gets everything", func() bool { return sameIDs(ids(n3, "api"), want...) })
-			waitFor(t, 5*time.Second, "n2 repairs the dropped delta", func() bool { return sameIDs(ids(n2, "api"), want...) })
+			waitFor(t, 10*time.Second, "n3 gets everything", func() bool { return sameIDs(ids(n3, "api"), want...) })
+			waitFor(t, 10*time.Second, "n2 repairs the dropped delta", func() bool { return sameIDs(ids(n2, "api"), want...) })
 			if got := metric(t, n2, tt.metric); got == 0 {
 				t.Errorf("%s = 0 on n2", tt.metric)
 			}
@@ -137,7 +137,7 @@ func TestRestartedOwnerLeavesNoGhosts(t *testing.T) {
 			register(t, n3, "api", "a")
 			register(t, n3, "api", "b")
 			for _, n := range nodes[:2] {
-				waitFor(t, 5*time.Second, n.name+" holds a and b", func() bool { return sameIDs(ids(n, "api"), "a", "b") })
+				waitFor(t, 10*time.Second, n.name+" holds a and b", func() bool { return sameIDs(ids(n, "api"), "a", "b") })
 			}
 			oldEpoch := n3.reg.Epoch()
 			bind := n3.addr()
@@ -217,7 +217,7 @@ func TestLeaveReapsAtOnce(t *testing.T) {
 	nodes := startCluster(t, 3, nodeOpts{reapFailed: time.Hour})
 	register(t, nodes[2], "api", "x")
 	for _, n := range nodes[:2] {
-		waitFor(t, 5*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
+		waitFor(t, 10*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -226,8 +226,8 @@ func TestLeaveReapsAtOnce(t *testing.T) {
 	}
 	nodes[2].kill(true)
 	for _, n := range nodes[:2] {
-		waitFor(t, 5*time.Second, n.name+" reaps the leaver", func() bool { return len(ids(n, "api")) == 0 })
-		waitFor(t, 5*time.Second, n.name+" lists n3 as left", func() bool {
+		waitFor(t, 10*time.Second, n.name+" reaps the leaver", func() bool { return len(ids(n, "api")) == 0 })
+		waitFor(t, 10*time.Second, n.name+" lists n3 as left", func() bool {
 			for _, m := range n.cl.Members() {
 				if m.Name == "n3" {
 					return m.Status == "left"
@@ -261,7 +261,7 @@ func TestEncryption(t *testing.T) {
 				if err != nil {
 					t.Fatalf("join with the same key: %v", err)
 				}
-				waitFor(t, 5*time.Second, "two members", func() bool { return len(n.cl.Members()) == 2 })
+				waitFor(t, 10*time.Second, "two members", func() bool { return len(n.cl.Members()) == 2 })
 				return
 			}
 			if err == nil {

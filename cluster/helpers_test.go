@@ -68,9 +68,11 @@ func fastConfig(reg *registry.Registry, o nodeOpts) cluster.Config {
 	if o.reapFailed > 0 {
 		cfg.ReapFailed = o.reapFailed
 	}
-	cfg.ProbeInterval = 100 * time.Millisecond
-	cfg.ProbeTimeout = 50 * time.Millisecond
-	cfg.SuspicionMult = 2
+	// Fast, but with slack for -race on a loaded 2-core machine: flapping
+	// members would only slow the tests down.
+	cfg.ProbeInterval = 200 * time.Millisecond
+	cfg.ProbeTimeout = 100 * time.Millisecond
+	cfg.SuspicionMult = 3
 	cfg.SuspicionMaxTimeoutMult = 2
 	cfg.GossipInterval = 20 * time.Millisecond
 	cfg.DropDelta = o.drop
