@@ -31,12 +31,14 @@ import (
 
 func init() { register("dns-dnsperf", benchDNSPerf) }
 
-// Load shape. dnsperf is bounded by its time limit; two threads and a few
-// clients keep one core busy generating load on a 2-core machine.
+// Load shape. Each dnsperf run is bounded by its time limit, the whole
+// benchmark by 2 x dnsRounds runs (about 30s); two threads and a few clients
+// keep one core busy generating load on a 2-core machine.
 const (
 	dnsServices  = 10
 	dnsInstances = 10
-	dnsPerfSecs  = 10
+	dnsPerfSecs  = 5
+	dnsRounds    = 3
 	dnsPerfConc  = "8"
 	dnsPerfThr   = "2"
 	dnsPerfOut   = "200" // outstanding queries
@@ -61,37 +63,39 @@ func benchDNSPerf(ctx context.Context, env *benchEnv) error {
 	if err != nil {
 		return err
 	}
-	hres, herr := dnsRunPerf(ctx, dnsperf, herald.dnsAddr, queries)
-	herald.stop()
-	if herr != nil {
-		return fmt.Errorf("dnsperf against herald: %w", herr)
-	}
-
+	defer herald.stop()
 	ceiling, err := dnsStartCeiling(ctx, env)
 	if err != nil {
 		return err
 	}
-	cres, cerr := dnsRunPerf(ctx, dnsperf, ceiling.dnsAddr, queries)
-	ceiling.stop()
-	if cerr != nil {
-		return fmt.Errorf("dnsperf against dnsceiling: %w", cerr)
-	}
+	defer ceiling.stop()
 
-	fmt.Printf("dnsperf -l %d -c %s -T %s -q %s, UDP on 127.0.0.1, %d services x %d instances, mixed SRV/A queries\n",
-		dnsPerfSecs, dnsPerfConc, dnsPerfThr, dnsPerfOut, dnsServices, dnsInstances)
-	fmt.Printf("%-24s %12s %10s %12s %10s\n", "server", "QPS", "lost", "avg latency", "NOERROR")
-	for _, r := range []struct {
-		name string
-		res  dnsPerfResult
-	}{{"herald agent -dev", hres}, {"dnsceiling (fixed A)", cres}} {
-		fmt.Printf("%-24s %12.0f %10d %12s %10s\n", r.name, r.res.qps, r.res.lost, r.res.avgLatency, r.res.noerror)
+	// Alternate short runs, so that load from anything else on the machine
+	// hits both servers alike; the best run of each is the figure.
+	fmt.Printf("dnsperf -l %d -c %s -T %s -q %s, UDP on 127.0.0.1, %d services x %d instances, mixed SRV/A queries, %d alternating rounds\n",
+		dnsPerfSecs, dnsPerfConc, dnsPerfThr, dnsPerfOut, dnsServices, dnsInstances, dnsRounds)
+	fmt.Printf("%-6s %-22s %12s %8s %12s %9s\n", "round", "server", "QPS", "lost", "avg latency", "NOERROR")
+	var best [2]float64
+	for round := 1; round <= dnsRounds; round++ {
+		for i, srv := range []struct {
+			name string
+			addr string
+		}{{"herald agent -dev", herald.dnsAddr}, {"dnsceiling (fixed A)", ceiling.dnsAddr}} {
+			r, err := dnsRunPerf(ctx, dnsperf, srv.addr, queries)
+			if err != nil {
+				return fmt.Errorf("dnsperf against %s: %w", srv.name, err)
+			}
+			fmt.Printf("%-6d %-22s %12.0f %8d %12s %9s\n", round, srv.name, r.qps, r.lost, r.avgLatency, r.noerror)
+			best[i] = max(best[i], r.qps)
+		}
 	}
-	ratio := hres.qps / cres.qps
+	ratio := best[0] / best[1]
 	verdict := "meets"
 	if ratio < dnsTarget {
 		verdict = "BELOW"
 	}
-	fmt.Printf("ratio herald/ceiling: %.2f (%s the %.1f target)\n", ratio, verdict, dnsTarget)
+	fmt.Printf("best QPS: herald %.0f, ceiling %.0f; ratio herald/ceiling: %.2f (%s the %.1f target)\n",
+		best[0], best[1], ratio, verdict, dnsTarget)
 	return nil
 }
 
