@@ -267,6 +267,7 @@ func TestEncryption(t *testing.T) {
 			if err == nil {
 				t.Fatalf("joined with mismatched keys; members %v", n.cl.Members())
 			}
+			t.Logf("refused: %v", err)
 			if !strings.Contains(err.Error(), "encrypt") {
 				t.Errorf("error does not point at the key: %v", err)
 			}
