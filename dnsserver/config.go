@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -35,7 +36,8 @@ const (
 // fields; New validates it, and it may not change afterwards.
 type Config struct {
 	// Addr is the address the server listens on, for UDP and TCP alike.
-	// Port 0 picks a free port (the same one for both). Default
+	// Port 0 picks a free port (the same one for both); an empty host
+	// listens on every interface. Default
 	// "127.0.0.1:8600".
 	Addr string
 	// Domain is the zone the server is authoritative for, as a fully
@@ -93,8 +95,10 @@ func (c *Config) validate() error {
 	if c.Source == nil {
 		return errors.New("dnsserver: config: Source is required")
 	}
-	if _, err := netip.ParseAddrPort(c.Addr); err != nil {
+	if host, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return fmt.Errorf("dnsserver: config: addr %q must be ip:port: %w", c.Addr, err)
+	} else if _, err := netip.ParseAddr(host); host != "" && err != nil {
+		return fmt.Errorf("dnsserver: config: addr %q must be ip:port or :port: %w", c.Addr, err)
 	}
 	c.Domain = strings.ToLower(dns.Fqdn(c.Domain))
 	if c.Domain == "." || strings.Contains(c.Domain, `\`) {

@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -169,7 +168,7 @@ func (s *Server) shutdownLocked(ctx context.Context) error {
 // listen binds UDP and TCP on the same address. With port 0 it retries
 // until the UDP port is also free for TCP.
 func listen(addr string) (net.PacketConn, net.Listener, error) {
-	ap, err := netip.ParseAddrPort(addr)
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dnsserver: listen %s: %w", addr, err)
 	}
@@ -186,7 +185,7 @@ func listen(addr string) (net.PacketConn, net.Listener, error) {
 		}
 		pc.Close()
 		lastErr = err
-		if ap.Port() != 0 {
+		if port != "0" {
 			break
 		}
 	}

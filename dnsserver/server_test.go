@@ -161,6 +161,7 @@ func TestConfigValidation(t *testing.T) {
 	}{
 		{"no source", func(c *Config) { c.Source = nil }, "Source"},
 		{"bad addr", func(c *Config) { c.Addr = "localhost" }, "addr"},
+		{"host name addr", func(c *Config) { c.Addr = "localhost:53" }, "addr"},
 		{"root domain", func(c *Config) { c.Domain = "." }, "domain"},
 		{"negative ttl", func(c *Config) { c.TTL = -time.Second }, "ttl"},
 		{"udp too small", func(c *Config) { c.MaxUDPSize = 100 }, "udp"},
