@@ -1,0 +1,211 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/herald-sd/herald/pushsvc/client"
+	"github.com/herald-sd/herald/resolver"
+)
+
+// backend is a tiny gRPC server (the standard health service) that counts
+// the RPCs it serves.
+type backend struct {
+	name  string
+	addr  netip.AddrPort
+	srv   *grpc.Server
+	calls atomic.Int64
+}
+
+func startBackend(t *testing.T, name string) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{name: name, addr: netip.MustParseAddrPort(ln.Addr().String())}
+	b.srv = grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		b.calls.Add(1)
+		return h(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(b.srv, health.NewServer())
+	done := make(chan struct{})
+	go func() { defer close(done); b.srv.Serve(ln) }()
+	t.Cleanup(func() { b.srv.Stop(); <-done })
+	return b
+}
+
+// Scenario 3: SIGTERM a node whose services clients use through the herald
+// resolver. Its instances are drained, then removed, and the clients see
+// zero failed RPCs.
+func TestGracefulShutdown(t *testing.T) {
+	const (
+		victim = 2
+		grace  = 2 * time.Second
+		svc    = "echo"
+	)
+	c := Start(t, Options{Nodes: 3, Args: []string{"-drain-grace", grace.String()}})
+	ctx := context.Background()
+	view := watchNode(t, c, 0)
+
+	// b0 (session) and b1 (plain) are owned by the victim; b2 and b3
+	// (sessions) by node 1.
+	var bs []*backend
+	for k := range 4 {
+		bs = append(bs, startBackend(t, fmt.Sprintf("b%d", k)))
+	}
+	inst := func(b *backend) client.Instance {
+		return client.Instance{Service: svc, ID: b.name, Address: b.addr.Addr(), Port: b.addr.Port()}
+	}
+	onVictim := c.Client([]int{victim})
+	onOther := c.Client([]int{1})
+	for _, r := range []struct {
+		cl *client.Client
+		b  *backend
+	}{{onVictim, bs[0]}, {onOther, bs[2]}, {onOther, bs[3]}} {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if _, err := r.cl.Register(rctx, inst(r.b)); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	if err := registerPlain(ctx, c, victim, svc, "b1", bs[1].addr.Addr(), uint32(bs[1].addr.Port())); err != nil {
+		t.Fatal(err)
+	}
+
+	// The callers resolve through nodes 0 and 1 with round_robin.
+	target := fmt.Sprintf("herald://%s,%s/%s", c.Node(0).GRPCAddr, c.Node(1).GRPCAddr, svc)
+	cc, err := grpc.NewClient(target,
+		grpc.WithResolvers(resolver.NewBuilder(resolver.WithLogger(slog.New(slog.DiscardHandler)))),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	hc := healthpb.NewHealthClient(cc)
+	var (
+		ok, failed atomic.Int64
+		errMu      sync.Mutex
+		errs       []string
+		stop       = make(chan struct{})
+		wg         sync.WaitGroup
+	)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 1_000_000 { // bounded; stop ends it long before
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := hc.Check(rctx, &healthpb.HealthCheckRequest{})
+				cancel()
+				if err != nil {
+					failed.Add(1)
+					errMu.Lock()
+					if len(errs) < 5 {
+						errs = append(errs, err.Error())
+					}
+					errMu.Unlock()
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	stopCallers := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(stopCallers)
+	Eventually(t, 15*time.Second, "every backend serves RPCs", func() error {
+		for _, b := range bs {
+			if b.calls.Load() == 0 {
+				return fmt.Errorf("%s has no RPCs yet", b.name)
+			}
+		}
+		return nil
+	})
+
+	// SIGTERM the owner of b0 and b1, and follow them in node 0's stream.
+	stopped := make(chan time.Duration, 1)
+	sigterm := time.Now()
+	go func() { stopped <- c.Stop(victim) }()
+	statusOf := func(id string) (client.Status, bool) {
+		in, ok := view.instance(svc, id)
+		return in.Status, ok
+	}
+	drainedIn, err := pollFast(10*time.Second, func() error {
+		for _, id := range []string{"b0", "b1"} {
+			if st, ok := statusOf(id); !ok || st != client.StatusDraining {
+				return fmt.Errorf("%s: status %v (present %v), want draining", id, st, ok)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the victim's instances were not drained before removal: %v", err)
+	}
+	drainedAt := time.Now()
+	// Allow the resolver's update to reach the balancer, then count: the
+	// drained backends must get no new RPCs while they are draining.
+	<-time.After(grace / 4) // a window inside the drain, not a wait for a condition
+	before := bs[0].calls.Load() + bs[1].calls.Load()
+	_, err = pollFast(15*time.Second, func() error {
+		for _, id := range []string{"b0", "b1"} {
+			if _, ok := statusOf(id); ok {
+				return fmt.Errorf("%s still present", id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the victim's instances were not removed: %v", err)
+	}
+	removedAt := time.Now()
+	after := bs[0].calls.Load() + bs[1].calls.Load()
+	stopTook := <-stopped
+	// The drained backends go away, as their host would; the callers must
+	// not notice.
+	bs[0].srv.GracefulStop()
+	bs[1].srv.GracefulStop()
+	more := ok.Load() + 200
+	Eventually(t, 10*time.Second, "200 more RPCs after the drained backends stopped", func() error {
+		if n := ok.Load(); n < more {
+			return fmt.Errorf("%d of %d RPCs", n, more)
+		}
+		return nil
+	})
+	stopCallers()
+
+	Figure(t, "graceful_drain_seen_after_sigterm_seconds", drainedIn.Seconds())
+	Figure(t, "graceful_removed_after_sigterm_seconds", removedAt.Sub(sigterm).Seconds())
+	Figure(t, "graceful_drain_to_removal_seconds", removedAt.Sub(drainedAt).Seconds())
+	Figure(t, "graceful_sigterm_to_exit_seconds", stopTook.Seconds())
+	Figure(t, "graceful_rpcs_ok", ok.Load())
+	Figure(t, "graceful_rpcs_failed", failed.Load())
+	Figure(t, "graceful_rpcs_to_drained_during_drain", after-before)
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d RPCs failed, e.g. %s", n, strings.Join(errs, "; "))
+	}
+	if after != before {
+		t.Errorf("the drained backends got %d new RPCs while draining", after-before)
+	}
+	if b2, b3 := bs[2].calls.Load(), bs[3].calls.Load(); b2 == 0 || b3 == 0 {
+		t.Errorf("the remaining backends served %d and %d RPCs", b2, b3)
+	}
+}
