@@ -25,47 +25,77 @@ import (
 	"testing"
 )
 
-var (
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
-)
+// builds holds one build per package path for the whole test run.
+var builds sync.Map // package path -> *build
+
+// buildDirs holds the temp directories of the builds.
+var buildDirs sync.Map // dir -> true
+
+// RemoveBuilds removes every binary built in this run. Call it from TestMain
+// after m.Run.
+func RemoveBuilds() {
+	buildDirs.Range(func(k, _ any) bool {
+		os.RemoveAll(k.(string))
+		buildDirs.Delete(k)
+		return true
+	})
+}
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
 
 // Binary returns the path of a herald binary built from this module, building
 // it on the first call of the test run. It fails the test when the build fails.
 // $HERALD_BIN, when set, names a prebuilt binary to use instead.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		if p := os.Getenv("HERALD_BIN"); p != "" {
-			buildPath, buildErr = filepath.Abs(p)
-			return
+	if p := os.Getenv("HERALD_BIN"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatal(err)
 		}
+		return abs
+	}
+	return buildPackage(t, "./cmd/herald")
+}
+
+// buildPackage builds a main package of this module (a path relative to the
+// module root) once per test run, without the race detector, and returns the
+// binary's path.
+func buildPackage(t testing.TB, pkg string) string {
+	t.Helper()
+	v, _ := builds.LoadOrStore(pkg, &build{})
+	b := v.(*build)
+	b.once.Do(func() {
 		root, err := moduleRoot()
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
 		dir, err := os.MkdirTemp("", "herald-testenv-bin-")
 		if err != nil {
-			buildErr = fmt.Errorf("testenv: temp dir for the binary: %w", err)
+			b.err = fmt.Errorf("testenv: temp dir for the binary: %w", err)
 			return
 		}
-		// The directory is shared by every test of the run; it is small and
-		// lives in the system temp dir, so it is left for the OS to clean.
-		out := filepath.Join(dir, "herald")
-		cmd := exec.Command("go", "build", "-o", out, "./cmd/herald")
+		// The directory is shared by every test of the run; RemoveBuilds
+		// (from TestMain) removes it.
+		buildDirs.Store(dir, true)
+		out := filepath.Join(dir, filepath.Base(pkg))
+		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("testenv: go build ./cmd/herald: %w\n%s", err, b)
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("testenv: go build %s: %w\n%s", pkg, err, msg)
 			return
 		}
-		buildPath = out
+		b.path = out
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return buildPath
+	return b.path
 }
 
 // moduleRoot finds the directory holding go.mod, upwards from the working
