@@ -1,37 +1,31 @@
 package main
 
 // Cluster benchmarks (issue 3): propagation from a register call on node A to
-// node E's registry, Watch stream and DNS answer; failure removal after a
-// hard kill with the default cluster config; and a registration storm.
-//
-// The nodes run in-process (one registry, pushsvc gRPC server, DNS server and
-// Serf member each, on 127.0.0.1 with free ports), because they need no agent
-// binary; they talk to each other only over loopback sockets, as processes
-// would. Peak RSS is therefore the whole process's, not one node's.
+// node E's Watch stream and DNS answer; failure removal after a kill -9 with
+// the default cluster config; and a registration storm. The nodes are
+// `herald agent` processes (-herald) on 127.0.0.1 with free ports.
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/herald-sd/herald/cluster"
-	"github.com/herald-sd/herald/cluster/registry"
-	"github.com/herald-sd/herald/dnsserver"
-	"github.com/herald-sd/herald/pushsvc"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
 
@@ -45,139 +39,43 @@ func init() {
 	register("cluster/storm", benchClusterStorm)
 }
 
-// clNode is one in-process Herald node.
-type clNode struct {
-	name   string
-	reg    *registry.Registry
-	cl     *cluster.Cluster
-	push   *pushsvc.Server
-	gs     *grpc.Server
-	dns    *dnsserver.Server
-	conn   *grpc.ClientConn
-	api    heraldpb.HeraldClient
-	killed bool
+// clCheckBinary fails early when the agent binary is missing.
+func clCheckBinary(env *benchEnv) error {
+	st, err := os.Stat(env.HeraldBin)
+	if err != nil || st.IsDir() {
+		return fmt.Errorf("no herald binary at %s: run `make build` or pass -herald", env.HeraldBin)
+	}
+	return nil
 }
 
-func clLogger() *slog.Logger {
-	if os.Getenv("HERALD_BENCH_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-// startClNode starts a node with the default cluster config (free ports).
-func startClNode(ctx context.Context, name string, join []string) (*clNode, error) {
-	n := &clNode{name: name}
-	ok := false
-	defer func() {
-		if !ok {
-			n.kill()
-		}
-	}()
-	var err error
-	if n.reg, err = registry.New(registry.Config{Node: name}); err != nil {
+// startClCluster starts size nodes a, b, c, ... each joining the first, and
+// waits until every node lists all of them alive.
+func startClCluster(ctx context.Context, env *benchEnv, size int) ([]*clProc, error) {
+	if err := clCheckBinary(env); err != nil {
 		return nil, err
 	}
-	log := clLogger()
-	pcfg := pushsvc.DefaultConfig()
-	pcfg.Registry, pcfg.Logger = n.reg, log
-	if n.push, err = pushsvc.New(pcfg); err != nil {
-		return nil, err
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	ccfg := cluster.DefaultConfig(n.reg)
-	ccfg.BindAddr = "127.0.0.1:0"
-	ccfg.Join = join
-	ccfg.GRPCAddr = lis.Addr().String()
-	ccfg.Logger = log
-	if n.cl, err = cluster.New(ccfg); err != nil {
-		lis.Close()
-		return nil, err
-	}
-	n.gs = n.push.NewGRPCServer()
-	n.cl.RegisterGRPC(n.gs)
-	go n.gs.Serve(lis)
-	dcfg := dnsserver.DefaultConfig()
-	dcfg.Addr, dcfg.Source, dcfg.Logger = "127.0.0.1:0", n.reg, log
-	if n.dns, err = dnsserver.New(dcfg); err != nil {
-		return nil, err
-	}
-	if err := n.dns.Start(ctx); err != nil {
-		return nil, err
-	}
-	if err := n.cl.Start(ctx); err != nil {
-		return nil, err
-	}
-	if n.conn, err = grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
-		return nil, err
-	}
-	n.api = heraldpb.NewHeraldClient(n.conn)
-	ok = true
-	return n, nil
-}
-
-// kill stops the node without leaving the cluster, like kill -9: its
-// sockets close and peers must detect the failure.
-func (n *clNode) kill() {
-	if n.killed {
-		return
-	}
-	n.killed = true
-	if n.conn != nil {
-		n.conn.Close()
-	}
-	if n.cl != nil {
-		n.cl.Shutdown()
-	}
-	if n.push != nil {
-		n.push.Close()
-	}
-	if n.gs != nil {
-		n.gs.Stop()
-	}
-	if n.dns != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		n.dns.Shutdown(sctx)
-		cancel()
-	}
-	if n.reg != nil {
-		n.reg.Close()
-	}
-}
-
-// startClCluster starts size nodes, each joining the first, and waits until
-// every node sees all of them alive.
-func startClCluster(ctx context.Context, size int) ([]*clNode, error) {
-	var nodes []*clNode
-	fail := func(err error) ([]*clNode, error) {
+	var nodes []*clProc
+	fail := func(err error) ([]*clProc, error) {
 		for _, n := range nodes {
-			n.kill()
+			n.Kill()
 		}
 		return nil, err
 	}
 	for i := range size {
 		var join []string
 		if i > 0 {
-			join = []string{nodes[0].cl.LocalAddr()}
+			join = []string{nodes[0].SerfAddr()}
 		}
-		n, err := startClNode(ctx, string(rune('a'+i)), join)
+		name := string(rune('a' + i))
+		n, err := startClProc(ctx, env, name, join)
 		if err != nil {
-			return fail(fmt.Errorf("start node %d: %w", i, err))
+			return fail(fmt.Errorf("start node %s: %w", name, err))
 		}
 		nodes = append(nodes, n)
 	}
-	err := clWaitUntil(ctx, 10*time.Second, func() bool {
+	err := clWaitUntil(ctx, 20*time.Second, func() bool {
 		for _, n := range nodes {
-			alive := 0
-			for _, m := range n.cl.Members() {
-				if m.Status == "alive" {
-					alive++
-				}
-			}
-			if alive != size {
+			if clAlive(ctx, n) != size {
 				return false
 			}
 		}
@@ -187,6 +85,29 @@ func startClCluster(ctx context.Context, size int) ([]*clNode, error) {
 		return fail(fmt.Errorf("cluster did not form: %w", err))
 	}
 	return nodes, nil
+}
+
+// clAlive counts the members n lists as alive.
+func clAlive(ctx context.Context, n *clProc) int {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	resp, err := n.API().Members(ctx, &heraldpb.MembersRequest{})
+	if err != nil {
+		return 0
+	}
+	alive := 0
+	for _, m := range resp.GetMembers() {
+		if m.GetStatus() == "alive" {
+			alive++
+		}
+	}
+	return alive
+}
+
+func clKillAll(nodes []*clProc) {
+	for _, n := range nodes {
+		n.Kill()
+	}
 }
 
 // clWaitUntil polls cond every millisecond until it holds, ctx ends or the
@@ -232,24 +153,20 @@ func clFmtDur(d time.Duration) string {
 }
 
 // benchClusterPropagation registers 1,000 instances one at a time through
-// node A's gRPC API and times their arrival on node E: in its registry, in a
-// Watch stream and in its DNS answer.
-func benchClusterPropagation(ctx context.Context, _ *benchEnv) error {
+// node A's gRPC API and times their arrival on node E: in its Watch stream,
+// in its DNS answer and (in-process only) in its registry.
+func benchClusterPropagation(ctx context.Context, env *benchEnv) error {
 	const count = 1000
-	nodes, err := startClCluster(ctx, 5)
+	nodes, err := startClCluster(ctx, env, 5)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, n := range nodes {
-			n.kill()
-		}
-	}()
+	defer clKillAll(nodes)
 	a, e := nodes[0], nodes[4]
 
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	watch, err := e.api.Watch(wctx, &heraldpb.WatchRequest{})
+	watch, err := e.API().Watch(wctx, &heraldpb.WatchRequest{})
 	if err != nil {
 		return fmt.Errorf("watch on E: %w", err)
 	}
@@ -258,7 +175,6 @@ func benchClusterPropagation(ctx context.Context, _ *benchEnv) error {
 	}
 	var mu sync.Mutex
 	watchSeen := map[string]time.Time{}
-	watchCh := make(chan struct{}, 1)
 	go func() {
 		for {
 			resp, err := watch.Recv()
@@ -273,42 +189,21 @@ func benchClusterPropagation(ctx context.Context, _ *benchEnv) error {
 				}
 			}
 			mu.Unlock()
-			select {
-			case watchCh <- struct{}{}:
-			default:
-			}
 		}
 	}()
 
 	dc := &dns.Client{Net: "udp", Timeout: time.Second}
-	dconn, err := dc.DialContext(ctx, e.dns.Addr())
+	dconn, err := dc.DialContext(ctx, e.DNSAddr())
 	if err != nil {
 		return fmt.Errorf("dns on E: %w", err)
 	}
 	defer dconn.Close()
 
-	var regLat, watchLat, dnsLat []time.Duration
+	var watchLat, dnsLat []time.Duration
 	for i := range count {
 		svc := fmt.Sprintf("p%04d", i)
-		snap := e.reg.Snapshot()
 		start := time.Now()
-		// The registry and DNS pollers run while the call is in flight.
-		regDone := make(chan time.Duration, 1)
-		go func() {
-			for s := snap; ; {
-				if s.Service(svc) != nil {
-					regDone <- time.Since(start)
-					return
-				}
-				select {
-				case <-s.Changed():
-					s = e.reg.Snapshot()
-				case <-time.After(2 * time.Second):
-					regDone <- -1
-					return
-				}
-			}
-		}()
+		// The DNS poller runs while the call is in flight.
 		dnsDone := make(chan time.Duration, 1)
 		go func() {
 			q := new(dns.Msg)
@@ -323,12 +218,12 @@ func benchClusterPropagation(ctx context.Context, _ *benchEnv) error {
 			}
 			dnsDone <- -1
 		}()
-		if _, err := a.api.Register(ctx, clRegRequest(svc, "i1")); err != nil {
+		if _, err := a.API().Register(ctx, clRegRequest(svc, "i1")); err != nil {
 			return fmt.Errorf("register %s on A: %w", svc, err)
 		}
-		rl, dl := <-regDone, <-dnsDone
-		if rl < 0 || dl < 0 {
-			return fmt.Errorf("%s did not reach E within 2s (registry %v, dns %v)", svc, rl, dl)
+		dl := <-dnsDone
+		if dl < 0 {
+			return fmt.Errorf("%s did not reach E's DNS within 2s", svc)
 		}
 		var wt time.Time
 		if err := clWaitUntil(ctx, 2*time.Second, func() bool {
@@ -340,62 +235,74 @@ func benchClusterPropagation(ctx context.Context, _ *benchEnv) error {
 		}); err != nil {
 			return fmt.Errorf("%s did not reach E's watch: %w", svc, err)
 		}
-		regLat, dnsLat, watchLat = append(regLat, rl), append(dnsLat, dl), append(watchLat, wt.Sub(start))
+		dnsLat, watchLat = append(dnsLat, dl), append(watchLat, wt.Sub(start))
 	}
-	fmt.Printf("5 in-process nodes on loopback (default cluster config), %d registrations via gRPC on A, one at a time; %s\n", count, clLoad())
+	fmt.Printf("5 %s on loopback, default cluster config; %d registrations via gRPC on A, one at a time; %s\n", "herald agent processes", count, clLoad())
 	fmt.Printf("%-28s %10s %10s %10s %10s\n", "arrival on E", "p50", "p99", "max", "target p99")
-	for _, row := range []struct {
+	rows := []struct {
 		name   string
 		ds     []time.Duration
 		target string
 	}{
-		{"registry snapshot", regLat, "-"},
 		{"gRPC Watch stream", watchLat, "5ms"},
 		{"DNS answer (UDP A)", dnsLat, "10ms"},
-	} {
+	}
+	for _, row := range rows {
 		p50, p99, mx := clQuantiles(row.ds)
 		fmt.Printf("%-28s %10s %10s %10s %10s\n", row.name, clFmtDur(p50), clFmtDur(p99), clFmtDur(mx), row.target)
 	}
 	return nil
 }
 
+// clGone reports whether name has no A record on the DNS server at addr.
+func clGone(ctx context.Context, addr, name string) bool {
+	dc := &dns.Client{Net: "udp", Timeout: 200 * time.Millisecond}
+	q := new(dns.Msg)
+	q.SetQuestion(name, dns.TypeA)
+	r, _, err := dc.ExchangeContext(ctx, q, addr)
+	return err == nil && len(r.Answer) == 0
+}
+
 // benchClusterFailure kills an owner hard and times until its instances are
-// gone from every other node, with the default config.
-func benchClusterFailure(ctx context.Context, _ *benchEnv) error {
+// gone from the DNS answers of every other node, with the default config.
+func benchClusterFailure(ctx context.Context, env *benchEnv) error {
 	const trials = 5
-	fmt.Printf("5 in-process nodes, default config (probe 500ms/200ms, suspicion x3, gossip 100ms, reap-failed 500ms); owner killed without leave\n")
+	const name = "doomed.service.herald."
+	fmt.Printf("5 %s, default config (probe 400ms/200ms, suspicion x3, gossip 100ms, reap-failed 500ms); owner killed without leave (SIGKILL)\n", "herald agent processes")
 	fmt.Printf("%-8s %14s %14s\n", "trial", "first node", "last node")
 	var worst time.Duration
 	for trial := 1; trial <= trials; trial++ {
-		nodes, err := startClCluster(ctx, 5)
+		nodes, err := startClCluster(ctx, env, 5)
 		if err != nil {
 			return err
 		}
 		victim, others := nodes[4], nodes[:4]
 		for i := range 10 {
-			if _, err := victim.api.Register(ctx, clRegRequest("doomed", fmt.Sprintf("d%d", i))); err != nil {
+			if _, err := victim.API().Register(ctx, clRegRequest("doomed", fmt.Sprintf("d%d", i))); err != nil {
+				clKillAll(nodes)
 				return err
 			}
 		}
 		err = clWaitUntil(ctx, 5*time.Second, func() bool {
 			for _, n := range others {
-				if s := n.reg.Snapshot().Service("doomed"); s == nil || len(s.Instances) != 10 {
+				if clGone(ctx, n.DNSAddr(), name) {
 					return false
 				}
 			}
 			return true
 		})
 		if err != nil {
+			clKillAll(nodes)
 			return fmt.Errorf("instances did not replicate: %w", err)
 		}
 		start := time.Now()
-		victim.kill()
+		victim.Kill()
 		gone := make([]time.Duration, len(others))
 		err = clWaitUntil(ctx, 30*time.Second, func() bool {
 			all := true
 			for i, n := range others {
 				if gone[i] == 0 {
-					if n.reg.Snapshot().Service("doomed") == nil {
+					if clGone(ctx, n.DNSAddr(), name) {
 						gone[i] = time.Since(start)
 					} else {
 						all = false
@@ -404,9 +311,7 @@ func benchClusterFailure(ctx context.Context, _ *benchEnv) error {
 			}
 			return all
 		})
-		for _, n := range nodes {
-			n.kill()
-		}
+		clKillAll(nodes)
 		if err != nil {
 			return fmt.Errorf("trial %d: instances not removed: %w", trial, err)
 		}
@@ -418,22 +323,61 @@ func benchClusterFailure(ctx context.Context, _ *benchEnv) error {
 	return nil
 }
 
+// clWatchCount follows a Watch on n and keeps the number of instances of
+// services named storm-*.
+func clWatchCount(ctx context.Context, n *clProc, count *atomic.Int64) error {
+	stream, err := n.API().Watch(ctx, &heraldpb.WatchRequest{})
+	if err != nil {
+		return err
+	}
+	go func() {
+		seen := map[string]bool{}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			if resp.GetKind() == heraldpb.WatchResponse_KIND_SNAPSHOT {
+				clear(seen)
+			}
+			for _, ev := range resp.GetEvents() {
+				in := ev.GetInstance()
+				if !strings.HasPrefix(in.GetService(), "storm-") {
+					continue
+				}
+				key := in.GetService() + "/" + in.GetId()
+				if ev.GetOp() == heraldpb.Event_OP_REMOVE {
+					delete(seen, key)
+				} else {
+					seen[key] = true
+				}
+			}
+			count.Store(int64(len(seen)))
+		}
+	}()
+	return nil
+}
+
 // benchClusterStorm sends 10,000 registrations in one burst from concurrent
 // clients spread over 3 nodes, while DNS is probed on every node.
-func benchClusterStorm(ctx context.Context, _ *benchEnv) error {
+func benchClusterStorm(ctx context.Context, env *benchEnv) error {
 	const (
 		total   = 10000
 		clients = 256
 	)
-	nodes, err := startClCluster(ctx, 3)
+	nodes, err := startClCluster(ctx, env, 3)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, n := range nodes {
-			n.kill()
+	defer clKillAll(nodes)
+	wctx, cancelWatch := context.WithCancel(ctx)
+	defer cancelWatch()
+	counts := make([]atomic.Int64, len(nodes))
+	for i, n := range nodes {
+		if err := clWatchCount(wctx, n, &counts[i]); err != nil {
+			return fmt.Errorf("watch on %s: %w", n.Name(), err)
 		}
-	}()
+	}
 	// DNS probers: every node must keep answering during the storm.
 	pctx, stopProbe := context.WithCancel(ctx)
 	var probes, probeFails atomic.Int64
@@ -445,9 +389,9 @@ func benchClusterStorm(ctx context.Context, _ *benchEnv) error {
 			defer pwg.Done()
 			dc := &dns.Client{Net: "udp", Timeout: 500 * time.Millisecond}
 			q := new(dns.Msg)
-			q.SetQuestion(n.name+".node.herald.", dns.TypeA)
+			q.SetQuestion(n.Name()+".node.herald.", dns.TypeA)
 			for pctx.Err() == nil {
-				r, _, err := dc.ExchangeContext(pctx, q, n.dns.Addr())
+				r, _, err := dc.ExchangeContext(pctx, q, n.DNSAddr())
 				if pctx.Err() != nil {
 					return
 				}
@@ -464,24 +408,13 @@ func benchClusterStorm(ctx context.Context, _ *benchEnv) error {
 	}
 	var next, failed atomic.Int64
 	var firstErr atomic.Pointer[error]
-	if path := os.Getenv("HERALD_BENCH_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			api := nodes[c%len(nodes)].api
+			api := nodes[c%len(nodes)].API()
 			for {
 				i := next.Add(1) - 1
 				if i >= total {
@@ -500,10 +433,10 @@ func benchClusterStorm(ctx context.Context, _ *benchEnv) error {
 	converged := make([]time.Duration, len(nodes))
 	err = clWaitUntil(ctx, 30*time.Second, func() bool {
 		all := true
-		for i, n := range nodes {
+		for i := range nodes {
 			if converged[i] == 0 {
-				if _, inst := n.reg.Snapshot().Len(); inst == total {
-					converged[i] = time.Since(start) - elapsed
+				if counts[i].Load() == total {
+					converged[i] = max(time.Since(start)-elapsed, time.Microsecond)
 				} else {
 					all = false
 				}
@@ -514,29 +447,33 @@ func benchClusterStorm(ctx context.Context, _ *benchEnv) error {
 	stopProbe()
 	pwg.Wait()
 	if err != nil {
-		return fmt.Errorf("storm did not converge: %w", err)
+		return fmt.Errorf("storm did not converge (watch counts %d %d %d): %w", counts[0].Load(), counts[1].Load(), counts[2].Load(), err)
 	}
 	var members []string
 	for _, n := range nodes {
-		for _, m := range n.cl.Members() {
-			if m.Status != "alive" {
-				members = append(members, n.name+" sees "+m.Name+" "+m.Status)
+		resp, err := n.API().Members(ctx, &heraldpb.MembersRequest{})
+		if err != nil {
+			return err
+		}
+		for _, m := range resp.GetMembers() {
+			if m.GetStatus() != "alive" {
+				members = append(members, n.Name()+" sees "+m.GetName()+" "+m.GetStatus())
 			}
 		}
 	}
-	fmt.Printf("3 in-process nodes, %d registrations via gRPC from %d concurrent clients; %s\n", total, clients, clLoad())
+	fmt.Printf("3 %s, %d registrations via gRPC from %d concurrent clients; %s\n", "herald agent processes", total, clients, clLoad())
 	fmt.Printf("%-34s %s\n", "burst duration", clFmtDur(elapsed))
 	fmt.Printf("%-34s %.0f registrations/s (target 10000/s)\n", "rate", float64(total)/elapsed.Seconds())
 	fmt.Printf("%-34s %d\n", "failed registrations", failed.Load())
 	if p := firstErr.Load(); p != nil {
 		fmt.Printf("%-34s %v\n", "first failure", *p)
 	}
+	fmt.Printf("%-6s %30s %24s\n", "node", "converged after last call", "peak RSS")
 	for i, n := range nodes {
-		fmt.Printf("%-34s %s\n", "node "+n.name+" converged after last call", clFmtDur(converged[i]))
+		fmt.Printf("%-6s %30s %24s\n", n.Name(), clFmtDur(converged[i]), n.PeakRSS())
 	}
 	fmt.Printf("%-34s %d probes, %d failed\n", "DNS probes during the storm", probes.Load(), probeFails.Load())
 	fmt.Printf("%-34s %s\n", "members not alive afterwards", clOr(strings.Join(members, "; "), "none (no false positives)"))
-	fmt.Printf("%-34s %s (whole process: all 3 nodes + clients)\n", "peak RSS", clPeakRSS())
 	if failed.Load() > 0 {
 		return errors.New("some registrations failed")
 	}
@@ -550,9 +487,9 @@ func clOr(s, def string) string {
 	return s
 }
 
-// clPeakRSS reads VmHWM from /proc/self/status.
-func clPeakRSS() string {
-	b, err := os.ReadFile("/proc/self/status")
+// clPeakRSS reads VmHWM from /proc/<pid>/status.
+func clPeakRSS(pid string) string {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return "unknown"
 	}
@@ -575,4 +512,112 @@ func clLoad() string {
 		return "load unknown"
 	}
 	return fmt.Sprintf("load average %s %s %s on %d CPUs", f[0], f[1], f[2], runtime.NumCPU())
+}
+
+// clProc is a `herald agent` process on loopback ports.
+type clProc struct {
+	name      string
+	cmd       *exec.Cmd
+	done      chan struct{}
+	serf, dns string
+	conn      *grpc.ClientConn
+	api       heraldpb.HeraldClient
+	rss       string // VmHWM read just before the kill
+}
+
+func (p *clProc) Name() string               { return p.name }
+func (p *clProc) API() heraldpb.HeraldClient { return p.api }
+func (p *clProc) DNSAddr() string            { return p.dns }
+func (p *clProc) SerfAddr() string           { return p.serf }
+
+func (p *clProc) PeakRSS() string {
+	if p.rss != "" {
+		return p.rss
+	}
+	return clPeakRSS(strconv.Itoa(p.cmd.Process.Pid))
+}
+
+func (p *clProc) Kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.rss = p.PeakRSS()
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.conn.Close()
+}
+
+// clFreePort returns a loopback port that is free for TCP and UDP now.
+func clFreePort() (int, error) {
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port, nil
+		}
+	}
+	return 0, errors.New("no free TCP+UDP port on 127.0.0.1")
+}
+
+// startClProc starts an agent with the default cluster config.
+func startClProc(ctx context.Context, env *benchEnv, name string, join []string) (*clProc, error) {
+	var ports [4]int
+	for i := range ports {
+		var err error
+		if ports[i], err = clFreePort(); err != nil {
+			return nil, err
+		}
+	}
+	addr := func(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+	p := &clProc{name: name, serf: addr(ports[0]), dns: addr(ports[2]), done: make(chan struct{})}
+	args := []string{"agent", "-node", name, "-bind", p.serf, "-grpc-addr", addr(ports[1]),
+		"-dns-addr", p.dns, "-http-addr", addr(ports[3]), "-log-level", "warn"}
+	for _, j := range join {
+		args = append(args, "-join", j)
+	}
+	logf, err := os.Create(filepath.Join(env.WorkDir, "cluster-"+name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	p.cmd = exec.Command(env.HeraldBin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", env.HeraldBin, err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	if p.conn, err = grpc.NewClient(addr(ports[1]), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		p.cmd.Process.Kill()
+		<-p.done
+		return nil, err
+	}
+	p.api = heraldpb.NewHeraldClient(p.conn)
+	// Ready when it answers the API and lists itself (Serf has started).
+	err = clWaitUntil(ctx, 15*time.Second, func() bool {
+		select {
+		case <-p.done:
+			return true
+		default:
+		}
+		return clAlive(ctx, p) > 0
+	})
+	select {
+	case <-p.done:
+		err = fmt.Errorf("agent %s exited; see %s", name, logf.Name())
+	default:
+	}
+	if err != nil {
+		p.Kill()
+		return nil, err
+	}
+	return p, nil
 }
