@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -113,9 +114,18 @@ func dnsMonitor(c *Cluster, nodes []int, stop <-chan struct{}) (done <-chan [2]i
 func TestPartition(t *testing.T) {
 	const (
 		nodes    = 5
-		split    = 20 * time.Second
 		healWant = 10 * time.Second
 	)
+	// HERALD_PARTITION_SPLIT overrides the length of the split (default
+	// 20s), to reproduce heal times that depend on when the heal happens.
+	split := 20 * time.Second
+	if v := os.Getenv("HERALD_PARTITION_SPLIT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 10*time.Second || d > 5*time.Minute {
+			t.Fatalf("HERALD_PARTITION_SPLIT=%q: want a duration from 10s to 5m", v)
+		}
+		split = d
+	}
 	sideA, sideB := []int{0, 1, 2}, []int{3, 4}
 	c := Start(t, Options{Nodes: nodes, Mode: Netns})
 	var views []*streamView
