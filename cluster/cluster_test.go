@@ -294,3 +294,27 @@ func TestDuplicateNameRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestReapedOwnerNotRelearned(t *testing.T) {
+	// n1 reaps failed owners fast and syncs often; n2 keeps them for an hour,
+	// so n2 still offers the dead owner's state to n1's anti-entropy.
+	n1 := startNode(t, "n1", nodeOpts{reapFailed: 100 * time.Millisecond, syncInterval: 100 * time.Millisecond})
+	n2 := startNode(t, "n2", nodeOpts{reapFailed: time.Hour, join: []string{n1.addr()}})
+	n3 := startNode(t, "n3", nodeOpts{join: []string{n1.addr()}})
+	register(t, n3, "api", "x")
+	for _, n := range []*testNode{n1, n2} {
+		waitFor(t, 10*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
+	}
+	n3.kill(true)
+	waitFor(t, 10*time.Second, "n1 reaps n3", func() bool { return len(ids(n1, "api")) == 0 })
+	runs := metric(t, n1, "herald_cluster_anti_entropy_runs_total")
+	waitFor(t, 10*time.Second, "three anti-entropy runs on n1", func() bool {
+		return metric(t, n1, "herald_cluster_anti_entropy_runs_total") >= runs+3
+	})
+	if got := ids(n1, "api"); len(got) != 0 {
+		t.Fatalf("n1 re-learned the reaped owner's instances from n2: %v", got)
+	}
+	if got := ids(n2, "api"); !sameIDs(got, "x") {
+		t.Fatalf("n2 should still hold x until its own reap, has %v", got)
+	}
+}
