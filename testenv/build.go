@@ -12,7 +12,18 @@
 //
 // All traffic stays on loopback or inside the harness's own namespaces and
 // bridge. Netns mode needs root; without it those tests skip, and with
-// CI=true they fail.
+// CI=true they fail. Leftovers of a crashed run (namespaces, links and
+// /etc/netns entries named after a test process that is gone) are removed
+// before the first network of a run is built.
+//
+// The scenarios (go test ./testenv/...) print every figure they measure as
+// a "FIGURE name=value" line. Environment:
+//
+//	HERALD_BIN              use this prebuilt herald binary instead of building one
+//	HERALD_FIGURES_FILE     also append the FIGURE lines to this file
+//	HERALD_TESTENV_LOGS=1   print every node's log even when the test passes
+//	HERALD_PARTITION_SPLIT  length of the partition scenario's split (default 20s)
+//	CI=true                 a missing tool or missing root fails instead of skipping
 package testenv
 
 import (
