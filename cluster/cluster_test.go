@@ -196,6 +196,7 @@ func TestFailedNodeReapedAndRestored(t *testing.T) {
 					t.Errorf("%s still publishes n3 for DNS", n.name)
 				}
 			}
+			register(t, n1, "web", "y") // while n3 is away
 			o := nodeOpts{bind: bind, join: []string{n1.addr()}, reg: reg3}
 			if tt.newRegistry {
 				o.reg = nil
@@ -207,6 +208,8 @@ func TestFailedNodeReapedAndRestored(t *testing.T) {
 			for _, n := range []*testNode{n1, n2} {
 				waitFor(t, 10*time.Second, n.name+" restores x", func() bool { return sameIDs(ids(n, "api"), "x") })
 			}
+			// And the returning node catches up with what it missed.
+			waitFor(t, 10*time.Second, "n3 gets y", func() bool { return sameIDs(ids(back, "web"), "y") })
 		})
 	}
 }
