@@ -321,3 +321,40 @@ func TestReapedOwnerNotRelearned(t *testing.T) {
 		t.Fatalf("n2 should still hold x until its own reap, has %v", got)
 	}
 }
+
+func TestCompactedPeerGetsFullState(t *testing.T) {
+	// n1 keeps only 8 deltas; its sender to n2 is held while 50 more changes
+	// happen, so it must fall back to sending its full state.
+	reg1, err := registry.New(registry.Config{Node: "n1", DeltaLog: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg1.Close() })
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	hold := func(peer string, d registry.Delta) bool {
+		if peer == "n2" && d.Instance.ID == "hold" {
+			<-release
+		}
+		return false
+	}
+	n1 := startNode(t, "n1", nodeOpts{reg: reg1, drop: hold})
+	n2 := startNode(t, "n2", nodeOpts{join: []string{n1.addr()}})
+	waitFor(t, 10*time.Second, "n1 sent its initial state", func() bool {
+		return metric(t, n1, "herald_cluster_full_states_sent_total") >= 1
+	})
+	fulls := metric(t, n1, "herald_cluster_full_states_sent_total")
+	register(t, n1, "api", "hold")
+	want := []string{"hold"}
+	for i := range 50 {
+		id := fmt.Sprintf("i%02d", i)
+		register(t, n1, "api", id)
+		want = append(want, id)
+	}
+	releaseOnce.Do(func() { close(release) })
+	waitFor(t, 10*time.Second, "n2 catches up", func() bool { return sameIDs(ids(n2, "api"), want...) })
+	if got := metric(t, n1, "herald_cluster_full_states_sent_total"); got <= fulls {
+		t.Errorf("full states sent: %v, want more than %v", got, fulls)
+	}
+}
