@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -61,7 +62,7 @@ type Cluster struct {
 	serfLog *serfLog
 	metrics *metrics
 
-	serf *serf.Serf
+	serf atomic.Pointer[serf.Serf] // set in Start; read by Members at any time
 
 	mu      sync.Mutex
 	members map[string]*memberState
@@ -146,7 +147,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster: start serf on %s: %w", c.cfg.BindAddr, err)
 	}
-	c.serf = s
+	c.serf.Store(s)
 	c.wg.Add(4)
 	go c.eventLoop(events)
 	go c.reconcileLoop()
@@ -216,7 +217,7 @@ func (c *Cluster) join(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	var lastErr error
 	for attempt := 1; ; attempt++ {
-		_, err := c.serf.Join(c.cfg.Join, true)
+		_, err := c.serf.Load().Join(c.cfg.Join, true)
 		if msg := c.serfLog.nameConflict(); msg != "" {
 			return fmt.Errorf("%w: another member already uses the name %q (%s); give each node a unique -node", ErrNameConflict, c.cfg.NodeName, msg)
 		}
@@ -237,19 +238,21 @@ func (c *Cluster) join(ctx context.Context) error {
 // LocalAddr returns the Serf address peers reach this node on (host:port),
 // or "" before Start.
 func (c *Cluster) LocalAddr() string {
-	if c.serf == nil {
+	s := c.serf.Load()
+	if s == nil {
 		return ""
 	}
-	m := c.serf.LocalMember()
+	m := s.LocalMember()
 	return net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
 }
 
 // Members lists every member Serf knows, sorted by name.
 func (c *Cluster) Members() []Member {
-	if c.serf == nil {
+	s := c.serf.Load()
+	if s == nil {
 		return nil
 	}
-	ms := c.serf.Members()
+	ms := s.Members()
 	out := make([]Member, 0, len(ms))
 	for _, m := range ms {
 		out = append(out, Member{
@@ -266,11 +269,12 @@ func (c *Cluster) Members() []Member {
 // Leave tells the cluster this node is leaving, so that peers remove its
 // instances at once. Call Shutdown afterwards.
 func (c *Cluster) Leave(ctx context.Context) error {
-	if c.serf == nil {
+	s := c.serf.Load()
+	if s == nil {
 		return nil
 	}
 	done := make(chan error, 1)
-	go func() { done <- c.serf.Leave() }()
+	go func() { done <- s.Leave() }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -293,8 +297,8 @@ func (c *Cluster) Shutdown() error {
 	c.stopped = true
 	c.mu.Unlock()
 	var err error
-	if c.serf != nil {
-		err = c.serf.Shutdown()
+	if s := c.serf.Load(); s != nil {
+		err = s.Shutdown()
 	}
 	close(c.stop)
 	c.cancelBase()
