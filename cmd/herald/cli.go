@@ -81,6 +81,18 @@ func (cf *clientFlags) callErr(err error) error {
 	}
 }
 
+// do runs one unary call against the agent within -timeout.
+func (cf *clientFlags) do(call func(ctx context.Context, c pb.HeraldClient) error) error {
+	c, done, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
+	defer cancel()
+	return cf.callErr(call(ctx, c))
+}
+
 func codeName(c codes.Code) string {
 	s := c.String()
 	var b strings.Builder
@@ -152,22 +164,22 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 	default:
 		return usagef("-check %q: want ttl=<duration> or session", *check)
 	}
-	c, done, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer done()
 	if session {
+		c, done, err := cf.dial()
+		if err != nil {
+			return err
+		}
+		defer done()
 		return registerSession(c, cf, in, stdout)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
-	defer cancel()
-	resp, err := c.Register(ctx, &pb.RegisterRequest{Instance: in})
-	if err != nil {
-		return cf.callErr(err)
-	}
-	fmt.Fprintf(stdout, "registered %s/%s on node %s\n", resp.GetInstance().GetService(), resp.GetInstance().GetId(), resp.GetInstance().GetNode())
-	return nil
+	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
+		resp, err := c.Register(ctx, &pb.RegisterRequest{Instance: in})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "registered %s/%s on node %s\n", resp.GetInstance().GetService(), resp.GetInstance().GetId(), resp.GetInstance().GetNode())
+		return nil
+	})
 }
 
 // registerSession registers on a Session stream and holds it until the
@@ -236,18 +248,13 @@ func runDeregister(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, done, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
-	defer cancel()
-	if _, err := c.Deregister(ctx, &pb.DeregisterRequest{Key: key}); err != nil {
-		return cf.callErr(err)
-	}
-	fmt.Fprintf(stdout, "deregistered %s/%s\n", key.Service, key.Id)
-	return nil
+	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
+		if _, err := c.Deregister(ctx, &pb.DeregisterRequest{Key: key}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "deregistered %s/%s\n", key.Service, key.Id)
+		return nil
+	})
 }
 
 func runHeartbeat(args []string, stdout, stderr io.Writer) error {
@@ -255,18 +262,13 @@ func runHeartbeat(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, done, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
-	defer cancel()
-	if _, err := c.Heartbeat(ctx, &pb.HeartbeatRequest{Key: key}); err != nil {
-		return cf.callErr(err)
-	}
-	fmt.Fprintf(stdout, "renewed %s/%s\n", key.Service, key.Id)
-	return nil
+	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
+		if _, err := c.Heartbeat(ctx, &pb.HeartbeatRequest{Key: key}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "renewed %s/%s\n", key.Service, key.Id)
+		return nil
+	})
 }
 
 func runDrain(args []string, stdout, stderr io.Writer) error {
@@ -290,19 +292,14 @@ func setStatus(name string, st pb.Status, args []string, stdout, stderr io.Write
 	if *id != "" && *service == "" {
 		return usagef("-id needs -service")
 	}
-	c, done, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
-	defer cancel()
-	resp, err := c.SetStatus(ctx, &pb.SetStatusRequest{Service: *service, Id: *id, Status: st})
-	if err != nil {
-		return cf.callErr(err)
-	}
-	fmt.Fprintf(stdout, "%s: %d instance(s) now %s\n", name, resp.GetMatched(), statusName(st))
-	return nil
+	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
+		resp, err := c.SetStatus(ctx, &pb.SetStatusRequest{Service: *service, Id: *id, Status: st})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: %d instance(s) now %s\n", name, resp.GetMatched(), statusName(st))
+		return nil
+	})
 }
 
 func runServices(args []string, stdout, stderr io.Writer) error {
@@ -310,23 +307,18 @@ func runServices(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	c, done, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
-	defer cancel()
-	resp, err := c.ListServices(ctx, &pb.ListServicesRequest{})
-	if err != nil {
-		return cf.callErr(err)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tINSTANCES\tSERVING\tTAGS")
-	for _, s := range resp.GetServices() {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", s.GetName(), s.GetInstances(), s.GetServing(), strings.Join(s.GetTags(), ","))
-	}
-	return tw.Flush()
+	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
+		resp, err := c.ListServices(ctx, &pb.ListServicesRequest{})
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SERVICE\tINSTANCES\tSERVING\tTAGS")
+		for _, s := range resp.GetServices() {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", s.GetName(), s.GetInstances(), s.GetServing(), strings.Join(s.GetTags(), ","))
+		}
+		return tw.Flush()
+	})
 }
 
 func runInstances(args []string, stdout, stderr io.Writer) error {
@@ -338,23 +330,18 @@ func runInstances(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 1 {
 		return usagef("want exactly one service name, after the flags: herald instances [-tag T] SERVICE")
 	}
-	c, done, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
-	defer cancel()
-	resp, err := c.ListInstances(ctx, &pb.ListInstancesRequest{Service: fs.Arg(0), Tag: *tag})
-	if err != nil {
-		return cf.callErr(err)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tPORT\tSTATUS\tWEIGHT\tTAGS\tNODE")
-	for _, in := range resp.GetInstances() {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", in.GetId(), in.GetAddress(), in.GetPort(), statusName(in.GetStatus()), in.GetWeight(), strings.Join(in.GetTags(), ","), in.GetNode())
-	}
-	return tw.Flush()
+	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
+		resp, err := c.ListInstances(ctx, &pb.ListInstancesRequest{Service: fs.Arg(0), Tag: *tag})
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tADDRESS\tPORT\tSTATUS\tWEIGHT\tTAGS\tNODE")
+		for _, in := range resp.GetInstances() {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", in.GetId(), in.GetAddress(), in.GetPort(), statusName(in.GetStatus()), in.GetWeight(), strings.Join(in.GetTags(), ","), in.GetNode())
+		}
+		return tw.Flush()
+	})
 }
 
 func runMembers(args []string, stdout, stderr io.Writer) error {
@@ -362,17 +349,16 @@ func runMembers(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	c, done, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
-	defer cancel()
-	resp, err := c.Members(ctx, &pb.MembersRequest{})
-	if err != nil {
-		return cf.callErr(err)
-	}
+	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
+		resp, err := c.Members(ctx, &pb.MembersRequest{})
+		if err != nil {
+			return err
+		}
+		return printMembers(stdout, resp)
+	})
+}
+
+func printMembers(stdout io.Writer, resp *pb.MembersResponse) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATUS\tTAGS")
 	for _, m := range resp.GetMembers() {
