@@ -23,6 +23,9 @@ type memberState struct {
 	// resync: it came back from failed or left; its deltas may have been
 	// refused meanwhile, so sync with it.
 	resync bool
+	// forget: Serf reaped the member (after its tombstone or reconnect
+	// timeout); drop it once its instances are reaped.
+	forget bool
 }
 
 // eventLoop is the only reader of Serf's event channel. It never blocks: it
@@ -49,12 +52,15 @@ func (c *Cluster) eventLoop(ch <-chan serf.Event) {
 				if st.status != m.Status {
 					st.since = now
 					if (st.status == serf.StatusFailed || st.status == serf.StatusLeft) && m.Status == serf.StatusAlive {
-						st.resync = true
+						st.resync, st.forget = true, false
 					}
 				}
 				st.status = m.Status
-				if me.Type == serf.EventMemberReap && m.Status != serf.StatusFailed {
-					st.status = serf.StatusLeft
+				if me.Type == serf.EventMemberReap {
+					st.forget = true
+					if m.Status != serf.StatusFailed {
+						st.status = serf.StatusLeft
+					}
 				}
 				if a, ok := netip.AddrFromSlice(m.Addr); ok {
 					st.addr = a.Unmap()
@@ -150,6 +156,10 @@ func (c *Cluster) reconcile(now time.Time) time.Time {
 				want = append(want, peerTarget{name, addr})
 			}
 		case serf.StatusLeft, serf.StatusFailed:
+			if st.reaped && st.forget {
+				delete(c.members, name)
+				continue
+			}
 			if name == c.cfg.NodeName || st.reaped {
 				continue
 			}
