@@ -1,0 +1,435 @@
+package main
+
+// Push benchmarks (issue 4): same-node latency from a Register call to a
+// watcher, and fan-out to 10,000 watchers over 100 connections, with the
+// server's memory per idle watcher. The server runs in a child process (this
+// binary re-executed), so that its memory is measured apart from the 10,000
+// client streams; both share the machine's cores.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/metrics"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/pushsvc"
+	"github.com/herald-sd/herald/pushsvc/heraldpb"
+)
+
+const pushChildEnv = "HERALD_BENCH_PUSH_SERVER"
+
+func init() {
+	if os.Getenv(pushChildEnv) == "1" {
+		os.Exit(pushChild())
+	}
+	register("push-latency", benchPushLatency)
+	register("push-fanout", benchPushFanout)
+}
+
+// pushChild serves pushsvc on loopback. It prints "addr HOST:PORT", then
+// answers "mem" on stdin with "mem HEAP_LIVE STACKS GOROUTINES" after a GC,
+// and exits at "quit" or end of input.
+func pushChild() int {
+	reg, err := registry.New(registry.Config{Node: "bench"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer reg.Close()
+	cfg := pushsvc.DefaultConfig()
+	cfg.Registry = reg
+	cfg.Metrics = prometheus.NewRegistry()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := pushsvc.New(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	gs := srv.NewGRPCServer()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	go func() { _ = gs.Serve(lis) }()
+	defer func() { srv.Close(); gs.Stop() }()
+	if path := os.Getenv("HERALD_BENCH_PUSH_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile()
+			}
+		}
+	}
+	fmt.Printf("addr %s\n", lis.Addr())
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		switch sc.Text() {
+		case "mem":
+			heap, stacks := pushMem()
+			ev, _ := srv.EncodeStats()
+			fmt.Printf("mem %d %d %d %d\n", heap, stacks, runtime.NumGoroutine(), ev)
+		case "quit":
+			return 0
+		}
+	}
+	return 0
+}
+
+// pushMem returns the live heap and the goroutine stack memory after a GC.
+func pushMem() (heap, stacks uint64) {
+	runtime.GC()
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64(), s[1].Value.Uint64()
+}
+
+// pushServer is the child process, driven over its stdin and stdout.
+type pushServer struct {
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Scanner
+	addr string
+}
+
+func startPushServer(ctx context.Context) (*pushServer, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe)
+	cmd.Env = append(os.Environ(), pushChildEnv+"=1")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &pushServer{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	line, err := p.line()
+	if err != nil || !strings.HasPrefix(line, "addr ") {
+		p.stop()
+		return nil, fmt.Errorf("push server said %q: %v", line, err)
+	}
+	p.addr = strings.TrimPrefix(line, "addr ")
+	return p, nil
+}
+
+func (p *pushServer) line() (string, error) {
+	if !p.out.Scan() {
+		return "", fmt.Errorf("push server exited: %v", p.out.Err())
+	}
+	return p.out.Text(), nil
+}
+
+type pushMemStats struct{ heap, stacks, goroutines, encoded uint64 }
+
+func (p *pushServer) mem() (pushMemStats, error) {
+	if _, err := fmt.Fprintln(p.in, "mem"); err != nil {
+		return pushMemStats{}, err
+	}
+	line, err := p.line()
+	if err != nil {
+		return pushMemStats{}, err
+	}
+	f := strings.Fields(line)
+	if len(f) != 5 || f[0] != "mem" {
+		return pushMemStats{}, fmt.Errorf("push server said %q", line)
+	}
+	var v [4]uint64
+	for i := range v {
+		v[i], _ = strconv.ParseUint(f[i+1], 10, 64)
+	}
+	return pushMemStats{v[0], v[1], v[2], v[3]}, nil
+}
+
+func (p *pushServer) stop() {
+	_, _ = fmt.Fprintln(p.in, "quit")
+	p.in.Close()
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func pushDial(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+func pushInstance(service, id string, seq int) *heraldpb.Instance {
+	return &heraldpb.Instance{Service: service, Id: id, Address: "10.1.0.1", Port: 9000, Meta: map[string]string{"seq": strconv.Itoa(seq)}}
+}
+
+// pushQuantiles returns p50, p99 and max.
+func pushQuantiles(ds []time.Duration) (p50, p99, mx time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0, 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	idx := func(q float64) int {
+		i := int(q*float64(len(s))+0.999999) - 1
+		return max(0, min(i, len(s)-1))
+	}
+	return s[idx(0.50)], s[idx(0.99)], s[len(s)-1]
+}
+
+func pushDur(d time.Duration) string {
+	return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond))
+}
+
+// benchPushLatency: register calls on one connection, one watcher on
+// another; the time from each call's return and start until the watcher has
+// the change.
+func benchPushLatency(ctx context.Context, _ *benchEnv) error {
+	const warmup, n = 200, 2000
+	srv, err := startPushServer(ctx)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	cc, err := pushDial(srv.addr)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	wcc, err := pushDial(srv.addr)
+	if err != nil {
+		return err
+	}
+	defer wcc.Close()
+	client := heraldpb.NewHeraldClient(cc)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := heraldpb.NewHeraldClient(wcc).Watch(wctx, &heraldpb.WatchRequest{Services: []string{"lat"}})
+	if err != nil {
+		return err
+	}
+	if _, err := w.Recv(); err != nil {
+		return fmt.Errorf("watch snapshot: %w", err)
+	}
+	type arrival struct {
+		seq int
+		at  time.Time
+	}
+	arrivals := make(chan arrival, 64)
+	go func() {
+		defer close(arrivals)
+		for {
+			m, err := w.Recv()
+			if err != nil {
+				return
+			}
+			now := time.Now()
+			for _, ev := range m.Events {
+				seq, _ := strconv.Atoi(ev.GetInstance().GetMeta()["seq"])
+				arrivals <- arrival{seq, now}
+			}
+		}
+	}()
+	var fromReturn, fromStart []time.Duration
+	early := 0
+	deadline := time.Now().Add(2 * time.Minute)
+	for i := 0; i < warmup+n && time.Now().Before(deadline); i++ {
+		in := pushInstance("lat", fmt.Sprintf("lat-%d", i%100), i)
+		start := time.Now()
+		if _, err := client.Register(ctx, &heraldpb.RegisterRequest{Instance: in}); err != nil {
+			return err
+		}
+		ret := time.Now()
+		var got arrival
+		for got.seq != i {
+			select {
+			case a, ok := <-arrivals:
+				if !ok {
+					return errors.New("watch stream ended")
+				}
+				got = a
+			case <-time.After(5 * time.Second):
+				return fmt.Errorf("registration %d never reached the watcher", i)
+			}
+		}
+		if i < warmup {
+			continue
+		}
+		d := got.at.Sub(ret)
+		if d < 0 {
+			early++
+			d = 0
+		}
+		fromReturn = append(fromReturn, d)
+		fromStart = append(fromStart, got.at.Sub(start))
+	}
+	fmt.Printf("same node: Register call -> watcher on another connection, %d registrations (after %d warm-up)\n", len(fromStart), warmup)
+	fmt.Printf("%-22s %10s %10s %10s   %s\n", "measured from", "p50", "p99", "max", "target")
+	p50, p99, mx := pushQuantiles(fromReturn)
+	fmt.Printf("%-22s %10s %10s %10s   %s\n", "the call's return", pushDur(p50), pushDur(p99), pushDur(mx), "p99 < 0.5 ms")
+	p50, p99, mx = pushQuantiles(fromStart)
+	fmt.Printf("%-22s %10s %10s %10s   %s\n", "the call's start", pushDur(p50), pushDur(p99), pushDur(mx), "p99 < 2 ms")
+	fmt.Printf("(%d of %d changes reached the watcher before the call returned; counted as 0)\n", early, len(fromReturn))
+	return nil
+}
+
+// benchPushFanout: 10,000 watchers over 100 connections, then 20 changes;
+// the time until the last watcher has each one, and the server's memory per
+// idle watcher.
+func benchPushFanout(ctx context.Context, _ *benchEnv) error {
+	const conns, perConn, changes = 100, 100, 20
+	const total = conns * perConn
+	srv, err := startPushServer(ctx)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	base, err := srv.mem()
+	if err != nil {
+		return err
+	}
+	ccs := make([]*grpc.ClientConn, conns)
+	for i := range ccs {
+		if ccs[i], err = pushDial(srv.addr); err != nil {
+			return err
+		}
+		defer ccs[i].Close()
+		if _, err := heraldpb.NewHeraldClient(ccs[i]).Members(ctx, &heraldpb.MembersRequest{}); err != nil {
+			return err
+		}
+	}
+	withConns, err := srv.mem()
+	if err != nil {
+		return err
+	}
+
+	var arrivals [changes][total]int64 // unix nanos
+	var counts [changes]atomic.Int32
+	var done [changes]chan struct{}
+	for k := range done {
+		done[k] = make(chan struct{})
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var ready, wg sync.WaitGroup
+	var failed atomic.Int32
+	ready.Add(total)
+	for i := range total {
+		w, err := heraldpb.NewHeraldClient(ccs[i%conns]).Watch(wctx, &heraldpb.WatchRequest{Services: []string{"fan"}})
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := w.Recv()
+			ready.Done()
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			for {
+				m, err := w.Recv()
+				if err != nil {
+					return
+				}
+				now := time.Now().UnixNano()
+				for _, ev := range m.Events {
+					k, err := strconv.Atoi(strings.TrimPrefix(ev.GetInstance().GetId(), "fan-"))
+					if err != nil || k < 0 || k >= changes {
+						continue
+					}
+					arrivals[k][i] = now
+					if counts[k].Add(1) == total {
+						close(done[k])
+					}
+				}
+			}
+		}()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	readyCh := make(chan struct{})
+	go func() { ready.Wait(); close(readyCh) }()
+	select {
+	case <-readyCh:
+	case <-time.After(2 * time.Minute):
+		return errors.New("watchers did not all get their snapshot")
+	}
+	if n := failed.Load(); n > 0 {
+		return fmt.Errorf("%d watches failed", n)
+	}
+	idle, err := srv.mem()
+	if err != nil {
+		return err
+	}
+
+	client := heraldpb.NewHeraldClient(ccs[0])
+	var fromStart, fromReturn []time.Duration
+	for k := range changes {
+		start := time.Now()
+		if _, err := client.Register(ctx, &heraldpb.RegisterRequest{Instance: pushInstance("fan", fmt.Sprintf("fan-%d", k), k)}); err != nil {
+			return err
+		}
+		ret := time.Now()
+		select {
+		case <-done[k]:
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("change %d reached %d of %d watchers", k, counts[k].Load(), total)
+		}
+		last := time.Unix(0, slices.Max(arrivals[k][:]))
+		fromStart = append(fromStart, last.Sub(start))
+		fromReturn = append(fromReturn, last.Sub(ret))
+	}
+	after, err := srv.mem()
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("fan-out: %d watchers over %d connections, %d changes; time until the LAST watcher has each change\n", total, conns, changes)
+	fmt.Printf("%-22s %10s %10s %10s   %s\n", "measured from", "p50", "p99", "max", "target")
+	p50, p99, mx := pushQuantiles(fromStart)
+	fmt.Printf("%-22s %10s %10s %10s   %s\n", "the call's start", pushDur(p50), pushDur(p99), pushDur(mx), "p99 < 20 ms")
+	p50, p99, mx = pushQuantiles(fromReturn)
+	fmt.Printf("%-22s %10s %10s %10s\n", "the call's return", pushDur(p50), pushDur(p99), pushDur(mx))
+	per := func(a, b pushMemStats) float64 {
+		return float64(int64(b.heap+b.stacks)-int64(a.heap+a.stacks)) / total
+	}
+	fmt.Printf("server memory (live heap + goroutine stacks, after GC), in the server process\n")
+	fmt.Printf("%-34s %12s %12s %12s\n", "state", "heap", "stacks", "goroutines")
+	for _, r := range []struct {
+		name string
+		m    pushMemStats
+	}{{"no clients", base}, {fmt.Sprintf("%d idle connections", conns), withConns}, {fmt.Sprintf("+ %d idle watchers", total), idle}, {"after the changes", after}} {
+		fmt.Printf("%-34s %9d KiB %9d KiB %12d\n", r.name, r.m.heap/1024, r.m.stacks/1024, r.m.goroutines)
+	}
+	fmt.Printf("per idle watcher: %.0f bytes (connections excluded), %.0f bytes (connections included); target < 4096\n",
+		per(withConns, idle), per(base, idle))
+	fmt.Printf("events encoded by the server for %d changes to %d watchers: %d\n", changes, total, after.encoded-idle.encoded)
+	return nil
+}
