@@ -49,5 +49,8 @@ func toStatus(err error) error {
 	return status.Error(codeOf(err), err.Error())
 }
 
+// statusOf returns err as a *status.Status.
+func statusOf(err error) *status.Status { return status.Convert(toStatus(err)) }
+
 // errServerClosed ends watches and sessions when the server is closed.
 var errServerClosed = errors.New("pushsvc: server closed")

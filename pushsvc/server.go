@@ -50,6 +50,9 @@ type Config struct {
 	WatchMaxLag int
 	// MaxWatchServices bounds the services one Watch may name. Default 256.
 	MaxWatchServices int
+	// MaxWatchesPerStream bounds the watches of one MultiWatch stream.
+	// Default 10000.
+	MaxWatchesPerStream int
 	// KeepaliveTime is how long a connection may be idle before the server
 	// pings it. Default 5s: half-open connections (a peer that vanished
 	// without a TCP reset) end their sessions within Time+Timeout.
@@ -65,14 +68,15 @@ type Config struct {
 // DefaultConfig returns the defaults; set Registry before calling New.
 func DefaultConfig() Config {
 	return Config{
-		Logger:           slog.Default(),
-		ProgressInterval: 10 * time.Second,
-		WatchHistory:     16384,
-		WatchMaxLag:      1024,
-		MaxWatchServices: 256,
-		KeepaliveTime:    5 * time.Second,
-		KeepaliveTimeout: 3 * time.Second,
-		KeepaliveMinPing: time.Second,
+		Logger:              slog.Default(),
+		ProgressInterval:    10 * time.Second,
+		WatchHistory:        16384,
+		WatchMaxLag:         1024,
+		MaxWatchServices:    256,
+		MaxWatchesPerStream: 10000,
+		KeepaliveTime:       5 * time.Second,
+		KeepaliveTimeout:    3 * time.Second,
+		KeepaliveMinPing:    time.Second,
 	}
 }
 
@@ -109,6 +113,7 @@ func (c *Config) setDefaults() error {
 		{"WatchHistory", &c.WatchHistory, d.WatchHistory},
 		{"WatchMaxLag", &c.WatchMaxLag, d.WatchMaxLag},
 		{"MaxWatchServices", &c.MaxWatchServices, d.MaxWatchServices},
+		{"MaxWatchesPerStream", &c.MaxWatchesPerStream, d.MaxWatchesPerStream},
 	} {
 		if *f.v < 0 {
 			return fmt.Errorf("pushsvc: config: %s %d must not be negative", f.name, *f.v)
@@ -286,7 +291,7 @@ func (s *Server) registerMetrics(r prometheus.Registerer) error {
 	s.grpcMetrics = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	cs := []prometheus.Collector{
 		s.grpcMetrics,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_watch_streams", Help: "Open Watch streams."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_watches", Help: "Open watches: Watch streams and the watches of MultiWatch streams."},
 			func() float64 { return float64(s.watchers.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_sessions", Help: "Open registration Session streams."},
 			func() float64 { return float64(s.sessions.Load()) }),

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 
-	"google.golang.org/grpc/status"
-
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
@@ -28,27 +26,8 @@ func (s *service) Session(stream heraldpb.Herald_SessionServer) error {
 		}
 	}()
 
-	// Recv blocks until the client sends or the stream ends, so it runs in
-	// its own goroutine; it returns as soon as this handler has returned.
-	reqs := make(chan *heraldpb.SessionRequest)
-	recvErr := make(chan error, 1)
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		for {
-			req, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case reqs <- req:
-			case <-done:
-				return
-			}
-		}
-	}()
-
+	reqs, recvErr, stop := recvLoop(stream.Recv)
+	defer stop()
 	for {
 		select {
 		case req := <-reqs:
@@ -98,7 +77,7 @@ func (s *service) sessionOp(ctx context.Context, sid string, req *heraldpb.Sessi
 		err = invalidField("op", "is required: register, deregister, set_status or ping")
 	}
 	if err != nil {
-		st := status.Convert(toStatus(err))
+		st := statusOf(err)
 		resp.Code, resp.Message = int32(st.Code()), st.Message()
 	}
 	return resp

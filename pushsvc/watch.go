@@ -5,8 +5,6 @@ import (
 	"slices"
 	"strings"
 
-	"google.golang.org/grpc"
-
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
@@ -27,61 +25,29 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 	if err != nil {
 		return toStatus(err)
 	}
-	match := matcher(names)
 	s.watchers.Add(1)
 	defer s.watchers.Add(-1)
 	ctx := stream.Context()
-
-	snap := s.reg.Snapshot()
-	origin := snap.Origin()
-	var last uint64
-	sentTick := s.tick.Load()
-	if s.canResume(req, snap) {
-		last = req.GetRevision()
-		parts, upTo, err := s.feed.since(last, match, s.cfg.WatchMaxLag, nil)
-		if err == nil && len(parts) == 0 {
-			// Nothing missed: confirm the resume with a progress message.
-			if err := s.send(stream, heraldpb.WatchResponse_KIND_PROGRESS, upTo, origin, false, nil); err != nil {
-				return err
-			}
-			last = upTo
-		}
-	} else {
-		reset := req.GetRevision() != 0 || req.GetOrigin() != ""
-		if last, err = s.sendSnapshot(stream, snap, names, reset); err != nil {
-			return err
-		}
+	w := s.startWatch(req, names)
+	if err := stream.SendMsg(&frame{parts: w.first}); err != nil {
+		return err
 	}
-
+	w.first = nil
 	for {
 		notify := s.feed.wait()
 		progress := *s.progress.Load()
-		parts, upTo, err := s.feed.since(last, match, s.cfg.WatchMaxLag, nil)
-		switch {
-		case errors.Is(err, errBehind):
-			s.resets.Add(1)
-			if last, err = s.sendSnapshot(stream, s.reg.Snapshot(), names, true); err != nil {
+		if parts := s.advance(w); parts != nil {
+			if err := stream.SendMsg(&frame{parts: parts}); err != nil {
 				return err
 			}
-			sentTick = s.tick.Load()
-			continue
-		case len(parts) > 0:
-			if err := s.send(stream, heraldpb.WatchResponse_KIND_DELTA, upTo, origin, false, parts); err != nil {
-				return err
-			}
-			sentTick = s.tick.Load()
 		}
-		last = upTo
 		select {
 		case <-notify:
 		case <-progress:
-			// Ticks come every ProgressInterval/2; three of them without a
-			// send mean the stream has been idle for at least the interval.
-			if t := s.tick.Load(); t-sentTick >= 3 {
-				if err := s.send(stream, heraldpb.WatchResponse_KIND_PROGRESS, last, origin, false, nil); err != nil {
+			if parts := s.progressDue(w); parts != nil {
+				if err := stream.SendMsg(&frame{parts: parts}); err != nil {
 					return err
 				}
-				sentTick = t
 			}
 		case <-ctx.Done():
 			return toStatus(ctx.Err())
@@ -89,6 +55,74 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 			return toStatus(errServerClosed)
 		}
 	}
+}
+
+// watchState is all a watcher keeps between messages.
+type watchState struct {
+	names    []string
+	match    func(string) bool
+	origin   string
+	last     uint64   // revision reached
+	sentTick uint64   // progress tick of the last message sent
+	first    [][]byte // the first message, built by startWatch
+}
+
+// startWatch builds a watcher's first message: the missed deltas of a
+// resume (a progress message if none were missed), or a snapshot, marked as
+// a reset when the client asked to resume.
+func (s *service) startWatch(req *heraldpb.WatchRequest, names []string) *watchState {
+	snap := s.reg.Snapshot()
+	w := &watchState{names: names, match: matcher(names), origin: snap.Origin(), sentTick: s.tick.Load()}
+	if s.canResume(req, snap) {
+		entries, upTo, err := s.feed.since(req.GetRevision(), w.match, s.cfg.WatchMaxLag, nil)
+		if err == nil {
+			w.last = upTo
+			kind := heraldpb.WatchResponse_KIND_DELTA
+			if len(entries) == 0 {
+				kind = heraldpb.WatchResponse_KIND_PROGRESS
+			}
+			w.first = frameParts(kind, upTo, w.origin, false, entries)
+			return w
+		}
+	}
+	reset := req.GetRevision() != 0 || req.GetOrigin() != ""
+	if reset {
+		s.resets.Add(1)
+	}
+	w.first, w.last = s.snapshotParts(snap, names, reset)
+	return w
+}
+
+// advance returns the watcher's next message, or nil when it is up to date:
+// a delta with its pending changes, or a reset snapshot if it has fallen
+// behind.
+func (s *service) advance(w *watchState) [][]byte {
+	entries, upTo, err := s.feed.since(w.last, w.match, s.cfg.WatchMaxLag, nil)
+	if errors.Is(err, errBehind) {
+		s.resets.Add(1)
+		var parts [][]byte
+		parts, w.last = s.snapshotParts(s.reg.Snapshot(), w.names, true)
+		w.sentTick = s.tick.Load()
+		return parts
+	}
+	w.last = upTo
+	if len(entries) == 0 {
+		return nil
+	}
+	w.sentTick = s.tick.Load()
+	return frameParts(heraldpb.WatchResponse_KIND_DELTA, upTo, w.origin, false, entries)
+}
+
+// progressDue returns a progress message if the watcher has been idle for
+// ProgressInterval. Ticks come every ProgressInterval/2; three of them
+// without a message mean at least the interval has passed.
+func (s *service) progressDue(w *watchState) [][]byte {
+	t := s.tick.Load()
+	if t-w.sentTick < 3 {
+		return nil
+	}
+	w.sentTick = t
+	return frameParts(heraldpb.WatchResponse_KIND_PROGRESS, w.last, w.origin, false, nil)
 }
 
 // canResume reports whether req resumes a stream of this node's current
@@ -104,29 +138,27 @@ func (s *service) canResume(req *heraldpb.WatchRequest, snap *registry.Snapshot)
 	return s.feed.reaches(rev)
 }
 
-// sendSnapshot sends every instance of the watched services (all when names
-// is empty) and returns the snapshot's revision.
-func (s *service) sendSnapshot(stream grpc.ServerStream, snap *registry.Snapshot, names []string, reset bool) (uint64, error) {
+// snapshotParts encodes every instance of the watched services (all when
+// names is empty) as a snapshot message, and returns its revision.
+func (s *service) snapshotParts(snap *registry.Snapshot, names []string, reset bool) ([][]byte, uint64) {
 	if len(names) == 0 {
 		names = snap.ServiceNames()
 	}
-	parts := make([][]byte, 0, len(names))
+	entries := make([][]byte, 0, len(names))
 	for _, name := range names {
 		if svc := snap.Service(name); svc != nil {
-			parts = append(parts, s.services.entries(svc))
+			entries = append(entries, s.services.entries(svc))
 		}
 	}
-	err := s.send(stream, heraldpb.WatchResponse_KIND_SNAPSHOT, snap.Revision(), snap.Origin(), reset, parts)
-	return snap.Revision(), err
+	return frameParts(heraldpb.WatchResponse_KIND_SNAPSHOT, snap.Revision(), snap.Origin(), reset, entries), snap.Revision()
 }
 
-// send writes one WatchResponse: a small per-stream header followed by the
-// shared, pre-encoded event entries.
-func (s *service) send(stream grpc.ServerStream, kind heraldpb.WatchResponse_Kind, rev uint64, origin string, reset bool, entries [][]byte) error {
+// frameParts builds one WatchResponse: a small header of its own followed
+// by the shared, pre-encoded event entries.
+func frameParts(kind heraldpb.WatchResponse_Kind, rev uint64, origin string, reset bool, entries [][]byte) [][]byte {
 	parts := make([][]byte, 0, len(entries)+1)
 	parts = append(parts, frameHeader(kind, rev, origin, reset))
-	parts = append(parts, entries...)
-	return stream.SendMsg(&frame{parts: parts})
+	return append(parts, entries...)
 }
 
 // watchNames validates and normalizes the watched service names: sorted,

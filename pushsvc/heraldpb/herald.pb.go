@@ -1650,6 +1650,176 @@ func (x *WatchResponse) GetEvents() []*Event {
 	return nil
 }
 
+// MultiWatch carries many watches on one stream, each named by an id the
+// client picks. A watch costs the server a few hundred bytes instead of a
+// gRPC stream (a goroutine and its buffers), for clients that watch a lot.
+type MultiWatchRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	WatchId uint64                 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"` // unique on the stream
+	// Starts watch_id with the semantics of Watch (snapshot, deltas, progress,
+	// resume). Unset: cancels watch_id.
+	Watch         *WatchRequest `protobuf:"bytes,2,opt,name=watch,proto3" json:"watch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiWatchRequest) Reset() {
+	*x = MultiWatchRequest{}
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiWatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiWatchRequest) ProtoMessage() {}
+
+func (x *MultiWatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiWatchRequest.ProtoReflect.Descriptor instead.
+func (*MultiWatchRequest) Descriptor() ([]byte, []int) {
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *MultiWatchRequest) GetWatchId() uint64 {
+	if x != nil {
+		return x.WatchId
+	}
+	return 0
+}
+
+func (x *MultiWatchRequest) GetWatch() *WatchRequest {
+	if x != nil {
+		return x.Watch
+	}
+	return nil
+}
+
+type MultiWatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every watch that has news, in one message.
+	Items         []*MultiWatchResponse_Item `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiWatchResponse) Reset() {
+	*x = MultiWatchResponse{}
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiWatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiWatchResponse) ProtoMessage() {}
+
+func (x *MultiWatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiWatchResponse.ProtoReflect.Descriptor instead.
+func (*MultiWatchResponse) Descriptor() ([]byte, []int) {
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *MultiWatchResponse) GetItems() []*MultiWatchResponse_Item {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type MultiWatchResponse_Item struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WatchId       uint64                 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	Response      *WatchResponse         `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	Code          int32                  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"` // a google.golang.org/grpc/codes value; non-zero: the watch was refused or ended
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiWatchResponse_Item) Reset() {
+	*x = MultiWatchResponse_Item{}
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiWatchResponse_Item) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiWatchResponse_Item) ProtoMessage() {}
+
+func (x *MultiWatchResponse_Item) ProtoReflect() protoreflect.Message {
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiWatchResponse_Item.ProtoReflect.Descriptor instead.
+func (*MultiWatchResponse_Item) Descriptor() ([]byte, []int) {
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{26, 0}
+}
+
+func (x *MultiWatchResponse_Item) GetWatchId() uint64 {
+	if x != nil {
+		return x.WatchId
+	}
+	return 0
+}
+
+func (x *MultiWatchResponse_Item) GetResponse() *WatchResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *MultiWatchResponse_Item) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *MultiWatchResponse_Item) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_pushsvc_heraldpb_herald_proto protoreflect.FileDescriptor
 
 const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
@@ -1765,13 +1935,23 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\rKIND_SNAPSHOT\x10\x01\x12\x0e\n" +
 	"\n" +
 	"KIND_DELTA\x10\x02\x12\x11\n" +
-	"\rKIND_PROGRESS\x10\x03*r\n" +
+	"\rKIND_PROGRESS\x10\x03\"]\n" +
+	"\x11MultiWatchRequest\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\x12-\n" +
+	"\x05watch\x18\x02 \x01(\v2\x17.herald.v1.WatchRequestR\x05watch\"\xd6\x01\n" +
+	"\x12MultiWatchResponse\x128\n" +
+	"\x05items\x18\x01 \x03(\v2\".herald.v1.MultiWatchResponse.ItemR\x05items\x1a\x85\x01\n" +
+	"\x04Item\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\x124\n" +
+	"\bresponse\x18\x02 \x01(\v2\x18.herald.v1.WatchResponseR\bresponse\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage*r\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_PASSING\x10\x01\x12\x12\n" +
 	"\x0eSTATUS_WARNING\x10\x02\x12\x13\n" +
 	"\x0fSTATUS_CRITICAL\x10\x03\x12\x13\n" +
-	"\x0fSTATUS_DRAINING\x10\x042\x93\x05\n" +
+	"\x0fSTATUS_DRAINING\x10\x042\xe2\x05\n" +
 	"\x06Herald\x12C\n" +
 	"\bRegister\x12\x1a.herald.v1.RegisterRequest\x1a\x1b.herald.v1.RegisterResponse\x12I\n" +
 	"\n" +
@@ -1782,7 +1962,9 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\fListServices\x12\x1e.herald.v1.ListServicesRequest\x1a\x1f.herald.v1.ListServicesResponse\x12R\n" +
 	"\rListInstances\x12\x1f.herald.v1.ListInstancesRequest\x1a .herald.v1.ListInstancesResponse\x12@\n" +
 	"\aMembers\x12\x19.herald.v1.MembersRequest\x1a\x1a.herald.v1.MembersResponse\x12<\n" +
-	"\x05Watch\x12\x17.herald.v1.WatchRequest\x1a\x18.herald.v1.WatchResponse0\x01B.Z,github.com/herald-sd/herald/pushsvc/heraldpbb\x06proto3"
+	"\x05Watch\x12\x17.herald.v1.WatchRequest\x1a\x18.herald.v1.WatchResponse0\x01\x12M\n" +
+	"\n" +
+	"MultiWatch\x12\x1c.herald.v1.MultiWatchRequest\x1a\x1d.herald.v1.MultiWatchResponse(\x010\x01B.Z,github.com/herald-sd/herald/pushsvc/heraldpbb\x06proto3"
 
 var (
 	file_pushsvc_heraldpb_herald_proto_rawDescOnce sync.Once
@@ -1797,49 +1979,52 @@ func file_pushsvc_heraldpb_herald_proto_rawDescGZIP() []byte {
 }
 
 var file_pushsvc_heraldpb_herald_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_pushsvc_heraldpb_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_pushsvc_heraldpb_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_pushsvc_heraldpb_herald_proto_goTypes = []any{
-	(Status)(0),                   // 0: herald.v1.Status
-	(Check_Kind)(0),               // 1: herald.v1.Check.Kind
-	(Event_Op)(0),                 // 2: herald.v1.Event.Op
-	(WatchResponse_Kind)(0),       // 3: herald.v1.WatchResponse.Kind
-	(*Check)(nil),                 // 4: herald.v1.Check
-	(*Instance)(nil),              // 5: herald.v1.Instance
-	(*InstanceKey)(nil),           // 6: herald.v1.InstanceKey
-	(*RegisterRequest)(nil),       // 7: herald.v1.RegisterRequest
-	(*RegisterResponse)(nil),      // 8: herald.v1.RegisterResponse
-	(*DeregisterRequest)(nil),     // 9: herald.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),    // 10: herald.v1.DeregisterResponse
-	(*SetStatusRequest)(nil),      // 11: herald.v1.SetStatusRequest
-	(*SetStatusResponse)(nil),     // 12: herald.v1.SetStatusResponse
-	(*HeartbeatRequest)(nil),      // 13: herald.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 14: herald.v1.HeartbeatResponse
-	(*SessionRequest)(nil),        // 15: herald.v1.SessionRequest
-	(*Ping)(nil),                  // 16: herald.v1.Ping
-	(*SessionResponse)(nil),       // 17: herald.v1.SessionResponse
-	(*ListServicesRequest)(nil),   // 18: herald.v1.ListServicesRequest
-	(*ServiceSummary)(nil),        // 19: herald.v1.ServiceSummary
-	(*ListServicesResponse)(nil),  // 20: herald.v1.ListServicesResponse
-	(*ListInstancesRequest)(nil),  // 21: herald.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil), // 22: herald.v1.ListInstancesResponse
-	(*MembersRequest)(nil),        // 23: herald.v1.MembersRequest
-	(*Member)(nil),                // 24: herald.v1.Member
-	(*MembersResponse)(nil),       // 25: herald.v1.MembersResponse
-	(*WatchRequest)(nil),          // 26: herald.v1.WatchRequest
-	(*Event)(nil),                 // 27: herald.v1.Event
-	(*WatchResponse)(nil),         // 28: herald.v1.WatchResponse
-	nil,                           // 29: herald.v1.Instance.MetaEntry
-	nil,                           // 30: herald.v1.Member.TagsEntry
-	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(Status)(0),                     // 0: herald.v1.Status
+	(Check_Kind)(0),                 // 1: herald.v1.Check.Kind
+	(Event_Op)(0),                   // 2: herald.v1.Event.Op
+	(WatchResponse_Kind)(0),         // 3: herald.v1.WatchResponse.Kind
+	(*Check)(nil),                   // 4: herald.v1.Check
+	(*Instance)(nil),                // 5: herald.v1.Instance
+	(*InstanceKey)(nil),             // 6: herald.v1.InstanceKey
+	(*RegisterRequest)(nil),         // 7: herald.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 8: herald.v1.RegisterResponse
+	(*DeregisterRequest)(nil),       // 9: herald.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),      // 10: herald.v1.DeregisterResponse
+	(*SetStatusRequest)(nil),        // 11: herald.v1.SetStatusRequest
+	(*SetStatusResponse)(nil),       // 12: herald.v1.SetStatusResponse
+	(*HeartbeatRequest)(nil),        // 13: herald.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 14: herald.v1.HeartbeatResponse
+	(*SessionRequest)(nil),          // 15: herald.v1.SessionRequest
+	(*Ping)(nil),                    // 16: herald.v1.Ping
+	(*SessionResponse)(nil),         // 17: herald.v1.SessionResponse
+	(*ListServicesRequest)(nil),     // 18: herald.v1.ListServicesRequest
+	(*ServiceSummary)(nil),          // 19: herald.v1.ServiceSummary
+	(*ListServicesResponse)(nil),    // 20: herald.v1.ListServicesResponse
+	(*ListInstancesRequest)(nil),    // 21: herald.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),   // 22: herald.v1.ListInstancesResponse
+	(*MembersRequest)(nil),          // 23: herald.v1.MembersRequest
+	(*Member)(nil),                  // 24: herald.v1.Member
+	(*MembersResponse)(nil),         // 25: herald.v1.MembersResponse
+	(*WatchRequest)(nil),            // 26: herald.v1.WatchRequest
+	(*Event)(nil),                   // 27: herald.v1.Event
+	(*WatchResponse)(nil),           // 28: herald.v1.WatchResponse
+	(*MultiWatchRequest)(nil),       // 29: herald.v1.MultiWatchRequest
+	(*MultiWatchResponse)(nil),      // 30: herald.v1.MultiWatchResponse
+	nil,                             // 31: herald.v1.Instance.MetaEntry
+	nil,                             // 32: herald.v1.Member.TagsEntry
+	(*MultiWatchResponse_Item)(nil), // 33: herald.v1.MultiWatchResponse.Item
+	(*durationpb.Duration)(nil),     // 34: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
 }
 var file_pushsvc_heraldpb_herald_proto_depIdxs = []int32{
 	1,  // 0: herald.v1.Check.kind:type_name -> herald.v1.Check.Kind
-	31, // 1: herald.v1.Check.ttl:type_name -> google.protobuf.Duration
-	29, // 2: herald.v1.Instance.meta:type_name -> herald.v1.Instance.MetaEntry
+	34, // 1: herald.v1.Check.ttl:type_name -> google.protobuf.Duration
+	31, // 2: herald.v1.Instance.meta:type_name -> herald.v1.Instance.MetaEntry
 	0,  // 3: herald.v1.Instance.status:type_name -> herald.v1.Status
 	4,  // 4: herald.v1.Instance.check:type_name -> herald.v1.Check
-	32, // 5: herald.v1.Instance.updated:type_name -> google.protobuf.Timestamp
+	35, // 5: herald.v1.Instance.updated:type_name -> google.protobuf.Timestamp
 	5,  // 6: herald.v1.RegisterRequest.instance:type_name -> herald.v1.Instance
 	5,  // 7: herald.v1.RegisterResponse.instance:type_name -> herald.v1.Instance
 	6,  // 8: herald.v1.DeregisterRequest.key:type_name -> herald.v1.InstanceKey
@@ -1852,35 +2037,40 @@ var file_pushsvc_heraldpb_herald_proto_depIdxs = []int32{
 	5,  // 15: herald.v1.SessionResponse.instance:type_name -> herald.v1.Instance
 	19, // 16: herald.v1.ListServicesResponse.services:type_name -> herald.v1.ServiceSummary
 	5,  // 17: herald.v1.ListInstancesResponse.instances:type_name -> herald.v1.Instance
-	30, // 18: herald.v1.Member.tags:type_name -> herald.v1.Member.TagsEntry
+	32, // 18: herald.v1.Member.tags:type_name -> herald.v1.Member.TagsEntry
 	24, // 19: herald.v1.MembersResponse.members:type_name -> herald.v1.Member
 	2,  // 20: herald.v1.Event.op:type_name -> herald.v1.Event.Op
 	5,  // 21: herald.v1.Event.instance:type_name -> herald.v1.Instance
 	3,  // 22: herald.v1.WatchResponse.kind:type_name -> herald.v1.WatchResponse.Kind
 	27, // 23: herald.v1.WatchResponse.events:type_name -> herald.v1.Event
-	7,  // 24: herald.v1.Herald.Register:input_type -> herald.v1.RegisterRequest
-	9,  // 25: herald.v1.Herald.Deregister:input_type -> herald.v1.DeregisterRequest
-	11, // 26: herald.v1.Herald.SetStatus:input_type -> herald.v1.SetStatusRequest
-	13, // 27: herald.v1.Herald.Heartbeat:input_type -> herald.v1.HeartbeatRequest
-	15, // 28: herald.v1.Herald.Session:input_type -> herald.v1.SessionRequest
-	18, // 29: herald.v1.Herald.ListServices:input_type -> herald.v1.ListServicesRequest
-	21, // 30: herald.v1.Herald.ListInstances:input_type -> herald.v1.ListInstancesRequest
-	23, // 31: herald.v1.Herald.Members:input_type -> herald.v1.MembersRequest
-	26, // 32: herald.v1.Herald.Watch:input_type -> herald.v1.WatchRequest
-	8,  // 33: herald.v1.Herald.Register:output_type -> herald.v1.RegisterResponse
-	10, // 34: herald.v1.Herald.Deregister:output_type -> herald.v1.DeregisterResponse
-	12, // 35: herald.v1.Herald.SetStatus:output_type -> herald.v1.SetStatusResponse
-	14, // 36: herald.v1.Herald.Heartbeat:output_type -> herald.v1.HeartbeatResponse
-	17, // 37: herald.v1.Herald.Session:output_type -> herald.v1.SessionResponse
-	20, // 38: herald.v1.Herald.ListServices:output_type -> herald.v1.ListServicesResponse
-	22, // 39: herald.v1.Herald.ListInstances:output_type -> herald.v1.ListInstancesResponse
-	25, // 40: herald.v1.Herald.Members:output_type -> herald.v1.MembersResponse
-	28, // 41: herald.v1.Herald.Watch:output_type -> herald.v1.WatchResponse
-	33, // [33:42] is the sub-list for method output_type
-	24, // [24:33] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	26, // 24: herald.v1.MultiWatchRequest.watch:type_name -> herald.v1.WatchRequest
+	33, // 25: herald.v1.MultiWatchResponse.items:type_name -> herald.v1.MultiWatchResponse.Item
+	28, // 26: herald.v1.MultiWatchResponse.Item.response:type_name -> herald.v1.WatchResponse
+	7,  // 27: herald.v1.Herald.Register:input_type -> herald.v1.RegisterRequest
+	9,  // 28: herald.v1.Herald.Deregister:input_type -> herald.v1.DeregisterRequest
+	11, // 29: herald.v1.Herald.SetStatus:input_type -> herald.v1.SetStatusRequest
+	13, // 30: herald.v1.Herald.Heartbeat:input_type -> herald.v1.HeartbeatRequest
+	15, // 31: herald.v1.Herald.Session:input_type -> herald.v1.SessionRequest
+	18, // 32: herald.v1.Herald.ListServices:input_type -> herald.v1.ListServicesRequest
+	21, // 33: herald.v1.Herald.ListInstances:input_type -> herald.v1.ListInstancesRequest
+	23, // 34: herald.v1.Herald.Members:input_type -> herald.v1.MembersRequest
+	26, // 35: herald.v1.Herald.Watch:input_type -> herald.v1.WatchRequest
+	29, // 36: herald.v1.Herald.MultiWatch:input_type -> herald.v1.MultiWatchRequest
+	8,  // 37: herald.v1.Herald.Register:output_type -> herald.v1.RegisterResponse
+	10, // 38: herald.v1.Herald.Deregister:output_type -> herald.v1.DeregisterResponse
+	12, // 39: herald.v1.Herald.SetStatus:output_type -> herald.v1.SetStatusResponse
+	14, // 40: herald.v1.Herald.Heartbeat:output_type -> herald.v1.HeartbeatResponse
+	17, // 41: herald.v1.Herald.Session:output_type -> herald.v1.SessionResponse
+	20, // 42: herald.v1.Herald.ListServices:output_type -> herald.v1.ListServicesResponse
+	22, // 43: herald.v1.Herald.ListInstances:output_type -> herald.v1.ListInstancesResponse
+	25, // 44: herald.v1.Herald.Members:output_type -> herald.v1.MembersResponse
+	28, // 45: herald.v1.Herald.Watch:output_type -> herald.v1.WatchResponse
+	30, // 46: herald.v1.Herald.MultiWatch:output_type -> herald.v1.MultiWatchResponse
+	37, // [37:47] is the sub-list for method output_type
+	27, // [27:37] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_pushsvc_heraldpb_herald_proto_init() }
@@ -1901,7 +2091,7 @@ func file_pushsvc_heraldpb_herald_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pushsvc_heraldpb_herald_proto_rawDesc), len(file_pushsvc_heraldpb_herald_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   27,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

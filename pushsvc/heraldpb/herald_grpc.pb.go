@@ -31,6 +31,7 @@ const (
 	Herald_ListInstances_FullMethodName = "/herald.v1.Herald/ListInstances"
 	Herald_Members_FullMethodName       = "/herald.v1.Herald/Members"
 	Herald_Watch_FullMethodName         = "/herald.v1.Herald/Watch"
+	Herald_MultiWatch_FullMethodName    = "/herald.v1.Herald/MultiWatch"
 )
 
 // HeraldClient is the client API for Herald service.
@@ -46,6 +47,7 @@ type HeraldClient interface {
 	ListInstances(ctx context.Context, in *ListInstancesRequest, opts ...grpc.CallOption) (*ListInstancesResponse, error)
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	MultiWatch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[MultiWatchRequest, MultiWatchResponse], error)
 }
 
 type heraldClient struct {
@@ -158,6 +160,19 @@ func (c *heraldClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Herald_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *heraldClient) MultiWatch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[MultiWatchRequest, MultiWatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Herald_ServiceDesc.Streams[2], Herald_MultiWatch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[MultiWatchRequest, MultiWatchResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Herald_MultiWatchClient = grpc.BidiStreamingClient[MultiWatchRequest, MultiWatchResponse]
+
 // HeraldServer is the server API for Herald service.
 // All implementations must embed UnimplementedHeraldServer
 // for forward compatibility.
@@ -171,6 +186,7 @@ type HeraldServer interface {
 	ListInstances(context.Context, *ListInstancesRequest) (*ListInstancesResponse, error)
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	MultiWatch(grpc.BidiStreamingServer[MultiWatchRequest, MultiWatchResponse]) error
 	mustEmbedUnimplementedHeraldServer()
 }
 
@@ -207,6 +223,9 @@ func (UnimplementedHeraldServer) Members(context.Context, *MembersRequest) (*Mem
 }
 func (UnimplementedHeraldServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedHeraldServer) MultiWatch(grpc.BidiStreamingServer[MultiWatchRequest, MultiWatchResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method MultiWatch not implemented")
 }
 func (UnimplementedHeraldServer) mustEmbedUnimplementedHeraldServer() {}
 func (UnimplementedHeraldServer) testEmbeddedByValue()                {}
@@ -373,6 +392,13 @@ func _Herald_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Herald_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _Herald_MultiWatch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(HeraldServer).MultiWatch(&grpc.GenericServerStream[MultiWatchRequest, MultiWatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Herald_MultiWatchServer = grpc.BidiStreamingServer[MultiWatchRequest, MultiWatchResponse]
+
 // Herald_ServiceDesc is the grpc.ServiceDesc for Herald service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -420,6 +446,12 @@ var Herald_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Watch",
 			Handler:       _Herald_Watch_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "MultiWatch",
+			Handler:       _Herald_MultiWatch_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "pushsvc/heraldpb/herald.proto",

@@ -1,0 +1,157 @@
+package pushsvc
+
+import (
+	"errors"
+	"io"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/herald-sd/herald/pushsvc/heraldpb"
+)
+
+// Field numbers of MultiWatchResponse and its Item.
+const (
+	fieldItems       = 1
+	fieldItemWatchID = 1
+	fieldItemResp    = 2
+)
+
+// MultiWatch serves many watches on one stream. Each watch has the
+// semantics of Watch and costs only its watchState: one goroutine serves
+// them all, and every change goes out as one message that holds an item for
+// each watch it concerns, built from the same shared entries. A stream that
+// does not read stalls all of its watches; when it reads again, each watch
+// that fell behind gets a reset snapshot.
+func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
+	ctx := stream.Context()
+	reqs, recvErr, stop := recvLoop(stream.Recv)
+	defer stop()
+	watches := map[uint64]*watchState{}
+	defer func() { s.watchers.Add(-int64(len(watches))) }()
+
+	var parts [][]byte // the next message
+	for {
+		notify := s.feed.wait()
+		progress := *s.progress.Load()
+		for id, w := range watches {
+			if p := s.advance(w); p != nil {
+				parts = appendItem(parts, id, p)
+			}
+		}
+		if len(parts) > 0 {
+			if err := stream.SendMsg(&frame{parts: parts}); err != nil {
+				return err
+			}
+			parts = parts[:0]
+		}
+		select {
+		case req := <-reqs:
+			parts = s.multiWatchOp(watches, req, parts)
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case <-notify:
+		case <-progress:
+			for id, w := range watches {
+				if p := s.progressDue(w); p != nil {
+					parts = appendItem(parts, id, p)
+				}
+			}
+		case <-ctx.Done():
+			return toStatus(ctx.Err())
+		case <-s.closing:
+			return toStatus(errServerClosed)
+		}
+	}
+}
+
+// multiWatchOp starts or cancels a watch, and appends its first item (or a
+// refusal) to parts.
+func (s *service) multiWatchOp(watches map[uint64]*watchState, req *heraldpb.MultiWatchRequest, parts [][]byte) [][]byte {
+	id := req.GetWatchId()
+	if req.GetWatch() == nil {
+		if _, ok := watches[id]; ok {
+			delete(watches, id)
+			s.watchers.Add(-1)
+		}
+		return parts
+	}
+	var err error
+	switch {
+	case watches[id] != nil:
+		err = invalidField("watch_id", "%d is already in use on this stream", id)
+	case len(watches) >= s.cfg.MaxWatchesPerStream:
+		err = invalidField("watch_id", "at most %d watches are allowed on one stream", s.cfg.MaxWatchesPerStream)
+	}
+	var names []string
+	if err == nil {
+		names, err = s.watchNames(req.GetWatch().GetServices())
+	}
+	if err != nil {
+		return append(parts, errorItem(id, err))
+	}
+	w := s.startWatch(req.GetWatch(), names)
+	watches[id] = w
+	s.watchers.Add(1)
+	parts = appendItem(parts, id, w.first)
+	w.first = nil
+	return parts
+}
+
+// appendItem appends a MultiWatchResponse.items entry that wraps the
+// WatchResponse encoded in resp; the entries of resp are not copied.
+func appendItem(parts [][]byte, id uint64, resp [][]byte) [][]byte {
+	n := 0
+	for _, p := range resp {
+		n += len(p)
+	}
+	body := protowire.SizeTag(fieldItemWatchID) + protowire.SizeVarint(id) +
+		protowire.SizeTag(fieldItemResp) + protowire.SizeBytes(n)
+	prefix := make([]byte, 0, 24)
+	prefix = protowire.AppendTag(prefix, fieldItems, protowire.BytesType)
+	prefix = protowire.AppendVarint(prefix, uint64(body))
+	prefix = protowire.AppendTag(prefix, fieldItemWatchID, protowire.VarintType)
+	prefix = protowire.AppendVarint(prefix, id)
+	prefix = protowire.AppendTag(prefix, fieldItemResp, protowire.BytesType)
+	prefix = protowire.AppendVarint(prefix, uint64(n))
+	parts = append(parts, prefix)
+	return append(parts, resp...)
+}
+
+// errorItem encodes an item that refuses a watch.
+func errorItem(id uint64, err error) []byte {
+	st := statusOf(err)
+	body, mErr := proto.Marshal(&heraldpb.MultiWatchResponse_Item{WatchId: id, Code: int32(st.Code()), Message: st.Message()})
+	if mErr != nil { // cannot happen for this plain message
+		panic("pushsvc: marshal item: " + mErr.Error())
+	}
+	out := protowire.AppendTag(nil, fieldItems, protowire.BytesType)
+	return protowire.AppendBytes(out, body)
+}
+
+// recvLoop runs recv in its own goroutine, since it blocks until the client
+// sends or the stream ends. The goroutine ends when recv fails, which
+// happens as soon as the handler has returned; stop must be deferred.
+func recvLoop[T any](recv func() (T, error)) (reqs <-chan T, errs <-chan error, stop func()) {
+	ch := make(chan T)
+	errc := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		for {
+			req, err := recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case ch <- req:
+			case <-done:
+				return
+			}
+		}
+	}()
+	return ch, errc, func() { close(done) }
+}

@@ -1,0 +1,95 @@
+package pushsvc
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/herald-sd/herald/pushsvc/heraldpb"
+)
+
+// recvItems reads messages until it has n items, and renders them as
+// "id:KIND:events" (or "id:code") sorted by id.
+func recvItems(t *testing.T, mw heraldpb.Herald_MultiWatchClient, n int) ([]string, map[uint64]*heraldpb.WatchResponse) {
+	t.Helper()
+	var out []string
+	resps := map[uint64]*heraldpb.WatchResponse{}
+	for i := 0; len(out) < n && i < 20; i++ {
+		m, err := mw.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range m.Items {
+			if it.Code != 0 {
+				out = append(out, fmt.Sprintf("%d:%s", it.WatchId, codes.Code(it.Code)))
+				continue
+			}
+			r := it.Response
+			resps[it.WatchId] = r
+			out = append(out, fmt.Sprintf("%d:%s:%s", it.WatchId, strings.TrimPrefix(r.Kind.String(), "KIND_"), eventIDs(r)))
+		}
+	}
+	sort.Strings(out)
+	return out, resps
+}
+
+func TestMultiWatch(t *testing.T) {
+	e := newEnv(t, envOpts{server: func(c *Config) { c.MaxWatchesPerStream = 4 }})
+	e.register(t, "api", "api-1")
+	e.register(t, "web", "web-1")
+	mw, err := e.client.MultiWatch(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(id uint64, w *heraldpb.WatchRequest) {
+		t.Helper()
+		if err := mw.Send(&heraldpb.MultiWatchRequest{WatchId: id, Watch: w}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var last uint64
+	steps := []struct {
+		name string
+		do   func()
+		want []string
+	}{
+		{"start three, one invalid", func() {
+			send(1, &heraldpb.WatchRequest{Services: []string{"api"}})
+			send(2, &heraldpb.WatchRequest{Services: []string{"web"}})
+			send(3, &heraldpb.WatchRequest{Services: []string{"bad_name"}})
+		}, []string{"1:SNAPSHOT:UPSERT:api-1", "2:SNAPSHOT:UPSERT:web-1", "3:InvalidArgument"}},
+		{"duplicate id", func() { send(1, &heraldpb.WatchRequest{}) }, []string{"1:InvalidArgument"}},
+		{"a change goes to its watch only", func() { e.register(t, "api", "api-2") }, []string{"1:DELTA:UPSERT:api-2"}},
+		{"cancel, then only the other watch hears", func() {
+			send(2, nil)
+			e.register(t, "web", "web-2")
+			e.register(t, "api", "api-3")
+		}, []string{"1:DELTA:UPSERT:api-3"}},
+		{"resume on the stream", func() {
+			last = e.reg.Snapshot().Revision()
+			send(4, &heraldpb.WatchRequest{Services: []string{"web"}, Revision: last, Origin: e.reg.Snapshot().Origin()})
+		}, []string{"4:PROGRESS:"}},
+		{"every service", func() { send(5, &heraldpb.WatchRequest{}) }, []string{"5:SNAPSHOT:UPSERT:api-1,UPSERT:api-2,UPSERT:api-3,UPSERT:web-1,UPSERT:web-2"}},
+		{"too many watches", func() {
+			send(6, &heraldpb.WatchRequest{})
+			send(7, &heraldpb.WatchRequest{})
+		}, []string{"6:SNAPSHOT:UPSERT:api-1,UPSERT:api-2,UPSERT:api-3,UPSERT:web-1,UPSERT:web-2", "7:InvalidArgument"}},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			st.do()
+			got, _ := recvItems(t, mw, len(st.want))
+			if strings.Join(got, " ") != strings.Join(st.want, " ") {
+				t.Fatalf("items\n%v\nwant\n%v", got, st.want)
+			}
+		})
+	}
+	if err := mw.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "watch count back to zero", func() bool { return e.srv.watchers.Load() == 0 })
+}
