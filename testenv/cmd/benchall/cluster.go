@@ -31,7 +31,7 @@ import (
 
 // dnsPollGap spaces the DNS polls for one name, so that the poller does not
 // starve the nodes of CPU; it is the resolution of the DNS figures.
-const dnsPollGap = 100 * time.Microsecond
+const dnsPollGap = 250 * time.Microsecond
 
 func init() {
 	register("cluster/propagation", benchClusterPropagation)
