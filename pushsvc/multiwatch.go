@@ -34,11 +34,7 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 	for {
 		notify := s.feed.wait()
 		progress := *s.progress.Load()
-		for id, w := range watches {
-			if p := s.advance(w); p != nil {
-				parts = appendItem(parts, id, p)
-			}
-		}
+		parts = s.advanceAll(watches, parts)
 		if len(parts) > 0 {
 			if err := stream.SendMsg(&frame{parts: parts}); err != nil {
 				return err
@@ -66,6 +62,42 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 			return toStatus(errServerClosed)
 		}
 	}
+}
+
+// advanceAll appends the next item of every watch that has news. Watches
+// at the same revision with the same services share one encoded response.
+func (s *service) advanceAll(watches map[uint64]*watchState, parts [][]byte) [][]byte {
+	type memoKey struct {
+		last uint64
+		key  string
+	}
+	type memoVal struct {
+		resp [][]byte
+		last uint64
+	}
+	var memo map[memoKey]memoVal
+	if len(watches) > 1 {
+		memo = make(map[memoKey]memoVal, 4)
+	}
+	for id, w := range watches {
+		k := memoKey{w.last, w.key}
+		v, ok := memo[k]
+		if ok {
+			w.last = v.last
+			if v.resp != nil {
+				w.sentTick = s.tick.Load()
+			}
+		} else {
+			v = memoVal{resp: s.advance(w), last: w.last}
+			if memo != nil {
+				memo[k] = v
+			}
+		}
+		if v.resp != nil {
+			parts = appendItem(parts, id, v.resp)
+		}
+	}
+	return parts
 }
 
 // multiWatchOp starts or cancels a watch, and appends its first item (or a

@@ -60,6 +60,7 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 // watchState is all a watcher keeps between messages.
 type watchState struct {
 	names    []string
+	key      string // names joined: watchers with equal keys get equal messages
 	match    func(string) bool
 	origin   string
 	last     uint64   // revision reached
@@ -72,7 +73,7 @@ type watchState struct {
 // a reset when the client asked to resume.
 func (s *service) startWatch(req *heraldpb.WatchRequest, names []string) *watchState {
 	snap := s.reg.Snapshot()
-	w := &watchState{names: names, match: matcher(names), origin: snap.Origin(), sentTick: s.tick.Load()}
+	w := &watchState{names: names, key: strings.Join(names, ","), match: matcher(names), origin: snap.Origin(), sentTick: s.tick.Load()}
 	if s.canResume(req, snap) {
 		entries, upTo, err := s.feed.since(req.GetRevision(), w.match, s.cfg.WatchMaxLag, nil)
 		if err == nil {

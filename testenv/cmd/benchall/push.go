@@ -300,136 +300,203 @@ func benchPushLatency(ctx context.Context, _ *benchEnv) error {
 }
 
 // benchPushFanout: 10,000 watchers over 100 connections, then 20 changes;
-// the time until the last watcher has each one, and the server's memory per
-// idle watcher.
+// the time until the last watcher has each change, and the server's memory
+// per idle watcher. It runs twice, each time against a fresh server: with a
+// Watch stream per watcher, and with MultiWatch (one stream per connection
+// carrying 100 watches, as etcd multiplexes its watchers).
 func benchPushFanout(ctx context.Context, _ *benchEnv) error {
 	const conns, perConn, changes = 100, 100, 20
-	const total = conns * perConn
+	fmt.Printf("fan-out: %d watchers of one service over %d connections, then %d changes, one at a time\n", conns*perConn, conns, changes)
+	fmt.Printf("last watcher = time until the LAST of the %d watchers has the change (target p99 < 20 ms)\n", conns*perConn)
+	fmt.Printf("memory = server live heap + goroutine stacks after GC, per idle watcher, connections excluded (target < 4096 B)\n")
+	fmt.Printf("%-34s %11s %11s %11s %11s %12s %12s %9s\n", "mode", "p50 start", "p99 start", "max start", "p99 return", "B/watcher", "B/w +conns", "encoded")
+	for _, multi := range []bool{false, true} {
+		r, err := pushFanout(ctx, conns, perConn, changes, multi)
+		if err != nil {
+			return err
+		}
+		name := "Watch, 1 stream per watcher"
+		if multi {
+			name = "MultiWatch, 100 watches per stream"
+		}
+		p50, p99, mx := pushQuantiles(r.fromStart)
+		_, p99r, _ := pushQuantiles(r.fromReturn)
+		fmt.Printf("%-34s %11s %11s %11s %11s %12.0f %12.0f %9d\n", name, pushDur(p50), pushDur(p99), pushDur(mx), pushDur(p99r), r.perWatcher, r.perWatcherConns, r.encoded)
+		for _, m := range r.mem {
+			fmt.Printf("    %-30s heap %7d KiB  stacks %7d KiB  goroutines %6d\n", m.name, m.m.heap/1024, m.m.stacks/1024, m.m.goroutines)
+		}
+	}
+	fmt.Println("encoded = events the server marshalled for all the changes and watchers (once per change)")
+	return nil
+}
+
+type pushFanoutResult struct {
+	fromStart, fromReturn       []time.Duration
+	perWatcher, perWatcherConns float64
+	encoded                     uint64
+	mem                         []struct {
+		name string
+		m    pushMemStats
+	}
+}
+
+func pushFanout(ctx context.Context, conns, perConn, changes int, multi bool) (*pushFanoutResult, error) {
+	total := conns * perConn
 	srv, err := startPushServer(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer srv.stop()
 	base, err := srv.mem()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ccs := make([]*grpc.ClientConn, conns)
 	for i := range ccs {
 		if ccs[i], err = pushDial(srv.addr); err != nil {
-			return err
+			return nil, err
 		}
 		defer ccs[i].Close()
 		if _, err := heraldpb.NewHeraldClient(ccs[i]).Members(ctx, &heraldpb.MembersRequest{}); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	withConns, err := srv.mem()
 	if err != nil {
-		return err
+		return nil, err
 	}
 
-	var arrivals [changes][total]int64 // unix nanos
-	var counts [changes]atomic.Int32
-	var done [changes]chan struct{}
+	arrivals := make([][]int64, changes) // unix nanos per watcher
+	counts := make([]atomic.Int32, changes)
+	done := make([]chan struct{}, changes)
 	for k := range done {
+		arrivals[k] = make([]int64, total)
 		done[k] = make(chan struct{})
+	}
+	arrived := func(w int, resp *heraldpb.WatchResponse, now int64) {
+		for _, ev := range resp.GetEvents() {
+			k, err := strconv.Atoi(strings.TrimPrefix(ev.GetInstance().GetId(), "fan-"))
+			if err != nil || k < 0 || k >= changes || resp.GetKind() != heraldpb.WatchResponse_KIND_DELTA {
+				continue
+			}
+			arrivals[k][w] = now
+			if counts[k].Add(1) == int32(total) {
+				close(done[k])
+			}
+		}
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var ready, wg sync.WaitGroup
-	var failed atomic.Int32
-	ready.Add(total)
-	for i := range total {
-		w, err := heraldpb.NewHeraldClient(ccs[i%conns]).Watch(wctx, &heraldpb.WatchRequest{Services: []string{"fan"}})
-		if err != nil {
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := w.Recv()
-			ready.Done()
+	var wg sync.WaitGroup
+	var snapshots, failed atomic.Int32
+	req := &heraldpb.WatchRequest{Services: []string{"fan"}}
+	if multi {
+		for c := range conns {
+			mw, err := heraldpb.NewHeraldClient(ccs[c]).MultiWatch(wctx)
 			if err != nil {
-				failed.Add(1)
-				return
+				return nil, err
 			}
-			for {
-				m, err := w.Recv()
-				if err != nil {
-					return
-				}
-				now := time.Now().UnixNano()
-				for _, ev := range m.Events {
-					k, err := strconv.Atoi(strings.TrimPrefix(ev.GetInstance().GetId(), "fan-"))
-					if err != nil || k < 0 || k >= changes {
-						continue
-					}
-					arrivals[k][i] = now
-					if counts[k].Add(1) == total {
-						close(done[k])
-					}
+			for j := range perConn {
+				if err := mw.Send(&heraldpb.MultiWatchRequest{WatchId: uint64(c*perConn + j), Watch: req}); err != nil {
+					return nil, err
 				}
 			}
-		}()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					m, err := mw.Recv()
+					if err != nil {
+						return
+					}
+					now := time.Now().UnixNano()
+					for _, it := range m.GetItems() {
+						if it.GetCode() != 0 {
+							failed.Add(1)
+						} else if it.GetResponse().GetKind() == heraldpb.WatchResponse_KIND_SNAPSHOT {
+							snapshots.Add(1)
+						}
+						arrived(int(it.GetWatchId()), it.GetResponse(), now)
+					}
+				}
+			}()
+		}
+	} else {
+		for i := range total {
+			w, err := heraldpb.NewHeraldClient(ccs[i%conns]).Watch(wctx, req)
+			if err != nil {
+				return nil, err
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					m, err := w.Recv()
+					if err != nil {
+						return
+					}
+					if m.GetKind() == heraldpb.WatchResponse_KIND_SNAPSHOT {
+						snapshots.Add(1)
+					}
+					arrived(i, m, time.Now().UnixNano())
+				}
+			}()
+		}
 	}
 	defer func() { cancel(); wg.Wait() }()
-	readyCh := make(chan struct{})
-	go func() { ready.Wait(); close(readyCh) }()
-	select {
-	case <-readyCh:
-	case <-time.After(2 * time.Minute):
-		return errors.New("watchers did not all get their snapshot")
+	deadline := time.Now().Add(2 * time.Minute)
+	for snapshots.Load()+failed.Load() < int32(total) {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%d of %d watchers got their snapshot", snapshots.Load(), total)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if n := failed.Load(); n > 0 {
-		return fmt.Errorf("%d watches failed", n)
+		return nil, fmt.Errorf("%d watches failed", n)
 	}
 	idle, err := srv.mem()
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	client := heraldpb.NewHeraldClient(ccs[0])
-	var fromStart, fromReturn []time.Duration
+	r := &pushFanoutResult{}
 	for k := range changes {
 		start := time.Now()
 		if _, err := client.Register(ctx, &heraldpb.RegisterRequest{Instance: pushInstance("fan", fmt.Sprintf("fan-%d", k), k)}); err != nil {
-			return err
+			return nil, err
 		}
 		ret := time.Now()
 		select {
 		case <-done[k]:
 		case <-time.After(30 * time.Second):
-			return fmt.Errorf("change %d reached %d of %d watchers", k, counts[k].Load(), total)
+			return nil, fmt.Errorf("change %d reached %d of %d watchers", k, counts[k].Load(), total)
 		}
-		last := time.Unix(0, slices.Max(arrivals[k][:]))
-		fromStart = append(fromStart, last.Sub(start))
-		fromReturn = append(fromReturn, last.Sub(ret))
+		last := time.Unix(0, slices.Max(arrivals[k]))
+		r.fromStart = append(r.fromStart, last.Sub(start))
+		r.fromReturn = append(r.fromReturn, last.Sub(ret))
 	}
 	after, err := srv.mem()
 	if err != nil {
-		return err
+		return nil, err
 	}
-
-	fmt.Printf("fan-out: %d watchers over %d connections, %d changes; time until the LAST watcher has each change\n", total, conns, changes)
-	fmt.Printf("%-22s %10s %10s %10s   %s\n", "measured from", "p50", "p99", "max", "target")
-	p50, p99, mx := pushQuantiles(fromStart)
-	fmt.Printf("%-22s %10s %10s %10s   %s\n", "the call's start", pushDur(p50), pushDur(p99), pushDur(mx), "p99 < 20 ms")
-	p50, p99, mx = pushQuantiles(fromReturn)
-	fmt.Printf("%-22s %10s %10s %10s\n", "the call's return", pushDur(p50), pushDur(p99), pushDur(mx))
 	per := func(a, b pushMemStats) float64 {
-		return float64(int64(b.heap+b.stacks)-int64(a.heap+a.stacks)) / total
+		return float64(int64(b.heap+b.stacks)-int64(a.heap+a.stacks)) / float64(total)
 	}
-	fmt.Printf("server memory (live heap + goroutine stacks, after GC), in the server process\n")
-	fmt.Printf("%-34s %12s %12s %12s\n", "state", "heap", "stacks", "goroutines")
-	for _, r := range []struct {
+	r.perWatcher, r.perWatcherConns = per(withConns, idle), per(base, idle)
+	r.encoded = after.encoded - idle.encoded
+	r.mem = append(r.mem, struct {
 		name string
 		m    pushMemStats
-	}{{"no clients", base}, {fmt.Sprintf("%d idle connections", conns), withConns}, {fmt.Sprintf("+ %d idle watchers", total), idle}, {"after the changes", after}} {
-		fmt.Printf("%-34s %9d KiB %9d KiB %12d\n", r.name, r.m.heap/1024, r.m.stacks/1024, r.m.goroutines)
-	}
-	fmt.Printf("per idle watcher: %.0f bytes (connections excluded), %.0f bytes (connections included); target < 4096\n",
-		per(withConns, idle), per(base, idle))
-	fmt.Printf("events encoded by the server for %d changes to %d watchers: %d\n", changes, total, after.encoded-idle.encoded)
-	return nil
+	}{"no clients", base}, struct {
+		name string
+		m    pushMemStats
+	}{fmt.Sprintf("%d idle connections", conns), withConns}, struct {
+		name string
+		m    pushMemStats
+	}{fmt.Sprintf("+ %d idle watchers", total), idle}, struct {
+		name string
+		m    pushMemStats
+	}{"after the changes", after})
+	return r, nil
 }
