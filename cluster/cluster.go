@@ -181,6 +181,7 @@ func (c *Cluster) serfConfig(events chan serf.Event) (*serf.Config, error) {
 	ml.SuspicionMult = c.cfg.SuspicionMult
 	ml.SuspicionMaxTimeoutMult = c.cfg.SuspicionMaxTimeoutMult
 	ml.GossipInterval = c.cfg.GossipInterval
+	ml.PushPullInterval = c.cfg.PushPullInterval
 	// A restarted node may come back on another address under its name.
 	ml.DeadNodeReclaimTime = c.cfg.ReapFailed
 	ml.Logger = log.New(c.serfLog, "", 0)
@@ -198,6 +199,7 @@ func (c *Cluster) serfConfig(events chan serf.Event) (*serf.Config, error) {
 	sc.MemberlistConfig = ml
 	sc.Logger = log.New(c.serfLog, "", 0)
 	sc.EventCh = events
+	sc.ReconnectInterval = c.cfg.ReconnectInterval
 	// Start refuses a duplicate name itself; Serf's resolution could shut
 	// down the node that legitimately holds the name.
 	sc.EnableNameConflictResolution = false

@@ -80,6 +80,16 @@ type Config struct {
 	// every node in fewer rounds, for twice the gossip packets.
 	GossipInterval time.Duration
 
+	// ReconnectInterval: 1s (Serf: 30s); how often Serf tries to reach failed
+	// members, so a healed partition merges within about a second. Each try
+	// is one TCP connect to each failed member.
+	ReconnectInterval time.Duration
+	// PushPullInterval: 5s (LAN: 30s); the full membership sync between two
+	// random nodes, which heals a membership view that gossip left partial
+	// (for example after several nodes joined at once). One TCP exchange of
+	// the member list per node per interval.
+	PushPullInterval time.Duration
+
 	// MaxBatch bounds the deltas in one replication message. Default 4096.
 	MaxBatch int
 	// Registry is this node's registry. Required.
@@ -131,6 +141,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.GossipInterval <= 0 {
 		c.GossipInterval = 100 * time.Millisecond
+	}
+	if c.ReconnectInterval <= 0 {
+		c.ReconnectInterval = time.Second
+	}
+	if c.PushPullInterval <= 0 {
+		c.PushPullInterval = 5 * time.Second
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 4096

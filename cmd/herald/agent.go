@@ -27,7 +27,7 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", cfg.JoinTimeout, "keep retrying -join with backoff for this long")
 	fs.StringVar(&cfg.Encrypt, "encrypt", "", "base64 gossip encryption key (16, 24 or 32 bytes)")
 	fs.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "anti-entropy period")
-	fs.DurationVar(&cfg.ReapFailed, "reap-failed", 0, "how long a failed node's instances stay before removal (default: the cluster default, 1s)")
+	fs.DurationVar(&cfg.ReapFailed, "reap-failed", 0, "how long a failed node's instances stay before removal (default: the cluster default, 500ms)")
 	fs.StringVar(&cfg.DNSAddr, "dns-addr", cfg.DNSAddr, "DNS address (UDP and TCP)")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "gRPC API, Watch and replication address")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP address for /metrics, /healthz and /readyz")
