@@ -1,9 +1,13 @@
 package pushsvc
 
 import (
+	"fmt"
+
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 )
 
 // frame is a message that is already protobuf-encoded: the concatenation of
@@ -45,3 +49,25 @@ func (c *codec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Un
 // Name implements encoding.CodecV2. It is "proto": the wire format is
 // unchanged for clients.
 func (c *codec) Name() string { return grpcproto.Name }
+
+// sendFrame sends parts as one message of type M. With the server's codec
+// (Server.ServerOptions) the bytes go out as they are; on a *grpc.Server
+// built without it, they are decoded into an M first, which is correct but
+// costs a marshal per stream.
+func sendFrame[M any, PM interface {
+	*M
+	proto.Message
+}](s *Server, stream grpc.ServerStream, parts [][]byte) error {
+	if s.rawCodec.Load() {
+		return stream.SendMsg(&frame{parts: parts})
+	}
+	var b []byte
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	m := PM(new(M))
+	if err := proto.Unmarshal(b, m); err != nil {
+		return fmt.Errorf("pushsvc: decode frame: %w", err)
+	}
+	return stream.SendMsg(m)
+}

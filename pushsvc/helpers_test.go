@@ -42,6 +42,9 @@ type testEnv struct {
 type envOpts struct {
 	reg    registry.Config
 	server func(*Config)
+	// plainGRPC registers the service on a grpc.NewServer() without the
+	// server's options (and so without its codec).
+	plainGRPC bool
 }
 
 func newEnv(t testing.TB, o envOpts) *testEnv {
@@ -66,7 +69,13 @@ func newEnv(t testing.TB, o envOpts) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := srv.NewGRPCServer()
+	var gs *grpc.Server
+	if o.plainGRPC {
+		gs = grpc.NewServer()
+		srv.Register(gs)
+	} else {
+		gs = srv.NewGRPCServer()
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -36,7 +36,7 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 		progress := *s.progress.Load()
 		parts = s.advanceAll(watches, parts)
 		if len(parts) > 0 {
-			if err := stream.SendMsg(&frame{parts: parts}); err != nil {
+			if err := sendFrame[heraldpb.MultiWatchResponse]((*Server)(s), stream, parts); err != nil {
 				return err
 			}
 			parts = parts[:0]

@@ -153,6 +153,7 @@ type Server struct {
 	resets     atomic.Uint64
 
 	grpcMetrics *grpcprom.ServerMetrics
+	rawCodec    atomic.Bool // ServerOptions was used: watch frames go out as is
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -197,7 +198,9 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Register registers the Herald service on r.
+// Register registers the Herald service on r. Build r with ServerOptions
+// (NewGRPCServer does): without its codec, every watch message is decoded and
+// marshalled again for each stream.
 func (s *Server) Register(r grpc.ServiceRegistrar) {
 	heraldpb.RegisterHeraldServer(r, (*service)(s))
 }
@@ -210,6 +213,7 @@ type service Server
 // codec that sends pre-encoded watch frames (it handles every other message
 // with protobuf as usual), keepalive, and the metrics interceptors.
 func (s *Server) ServerOptions() []grpc.ServerOption {
+	s.rawCodec.Store(true)
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.KeepaliveTime, Timeout: s.cfg.KeepaliveTimeout}),

@@ -29,7 +29,7 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 	defer s.watchers.Add(-1)
 	ctx := stream.Context()
 	w := s.startWatch(req, names)
-	if err := stream.SendMsg(&frame{parts: w.first}); err != nil {
+	if err := sendFrame[heraldpb.WatchResponse]((*Server)(s), stream, w.first); err != nil {
 		return err
 	}
 	w.first = nil
@@ -37,7 +37,7 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 		notify := s.feed.wait()
 		progress := *s.progress.Load()
 		if parts := s.advance(w); parts != nil {
-			if err := stream.SendMsg(&frame{parts: parts}); err != nil {
+			if err := sendFrame[heraldpb.WatchResponse]((*Server)(s), stream, parts); err != nil {
 				return err
 			}
 		}
@@ -45,7 +45,7 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 		case <-notify:
 		case <-progress:
 			if parts := s.progressDue(w); parts != nil {
-				if err := stream.SendMsg(&frame{parts: parts}); err != nil {
+				if err := sendFrame[heraldpb.WatchResponse]((*Server)(s), stream, parts); err != nil {
 					return err
 				}
 			}

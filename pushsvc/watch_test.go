@@ -464,3 +464,34 @@ func TestFrameMatchesProto(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchWithoutCodec: on a *grpc.Server built without ServerOptions the
+// watch streams still work (decoded per stream instead of shared).
+func TestWatchWithoutCodec(t *testing.T) {
+	e := newEnv(t, envOpts{plainGRPC: true})
+	e.register(t, "api", "api-1")
+	w, err := e.client.Watch(ctxT(t), &heraldpb.WatchRequest{Services: []string{"api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, w); m.Kind != heraldpb.WatchResponse_KIND_SNAPSHOT || eventIDs(m) != "UPSERT:api-1" {
+		t.Fatalf("first message %v", m)
+	}
+	mw, err := e.client.MultiWatch(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mw.Send(&heraldpb.MultiWatchRequest{WatchId: 7, Watch: &heraldpb.WatchRequest{Services: []string{"api"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := recvItems(t, mw, 1); strings.Join(got, " ") != "7:SNAPSHOT:UPSERT:api-1" {
+		t.Fatalf("multiwatch items %v", got)
+	}
+	e.register(t, "api", "api-2")
+	if m := recv(t, w); m.Kind != heraldpb.WatchResponse_KIND_DELTA || eventIDs(m) != "UPSERT:api-2" {
+		t.Fatalf("delta %v", m)
+	}
+	if got, _ := recvItems(t, mw, 1); strings.Join(got, " ") != "7:DELTA:UPSERT:api-2" {
+		t.Fatalf("multiwatch items %v", got)
+	}
+}
