@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -32,9 +34,16 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 
 	var parts [][]byte // the next message
 	for {
-		notify := s.feed.wait()
-		progress := *s.progress.Load()
+		notify := s.feed.wait() // a change, a progress tick or Close
+		if s.closed.Load() {
+			return toStatus(errServerClosed)
+		}
 		parts = s.advanceAll(watches, parts)
+		for id, w := range watches {
+			if p := s.progressDue(w); p != nil {
+				parts = appendItem(parts, id, p)
+			}
+		}
 		if len(parts) > 0 {
 			if err := sendFrame[heraldpb.MultiWatchResponse]((*Server)(s), stream, parts); err != nil {
 				return err
@@ -50,16 +59,8 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 			}
 			return err
 		case <-notify:
-		case <-progress:
-			for id, w := range watches {
-				if p := s.progressDue(w); p != nil {
-					parts = appendItem(parts, id, p)
-				}
-			}
 		case <-ctx.Done():
 			return toStatus(ctx.Err())
-		case <-s.closing:
-			return toStatus(errServerClosed)
 		}
 	}
 }
@@ -108,6 +109,7 @@ func (s *service) multiWatchOp(watches map[uint64]*watchState, req *heraldpb.Mul
 		if _, ok := watches[id]; ok {
 			delete(watches, id)
 			s.watchers.Add(-1)
+			parts = append(parts, errorItem(id, status.Errorf(codes.Canceled, "watch %d canceled", id)))
 		}
 		return parts
 	}

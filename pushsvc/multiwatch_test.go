@@ -64,8 +64,9 @@ func TestMultiWatch(t *testing.T) {
 		}, []string{"1:SNAPSHOT:UPSERT:api-1", "2:SNAPSHOT:UPSERT:web-1", "3:InvalidArgument"}},
 		{"duplicate id", func() { send(1, &heraldpb.WatchRequest{}) }, []string{"1:InvalidArgument"}},
 		{"a change goes to its watch only", func() { e.register(t, "api", "api-2") }, []string{"1:DELTA:UPSERT:api-2"}},
-		{"cancel, then only the other watch hears", func() {
-			send(2, nil)
+		{"cancel is acknowledged", func() { send(2, nil) }, []string{"2:Canceled"}},
+		{"cancel unknown is ignored, only the other watch hears", func() {
+			send(99, nil)
 			e.register(t, "web", "web-2")
 			e.register(t, "api", "api-3")
 		}, []string{"1:DELTA:UPSERT:api-3"}},

@@ -142,10 +142,9 @@ type Server struct {
 	feed     *feed
 	services serviceCache
 
-	// progress is closed and replaced every ProgressInterval/2; tick counts
-	// those closes. All watchers share it instead of one timer each.
-	progress atomic.Pointer[chan struct{}]
-	tick     atomic.Uint64
+	// tick counts ProgressInterval/2 periods. Each tick wakes every watcher
+	// through the feed, instead of one timer per watcher.
+	tick atomic.Uint64
 
 	sessionSeq atomic.Uint64
 	watchers   atomic.Int64
@@ -156,6 +155,7 @@ type Server struct {
 	rawCodec    atomic.Bool // ServerOptions was used: watch frames go out as is
 
 	closing   chan struct{}
+	closed    atomic.Bool // set before closing is closed; watchers check it when woken
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 }
@@ -174,8 +174,6 @@ func New(cfg Config) (*Server, error) {
 		feed:    newFeed(cfg.WatchHistory, cfg.Registry.Snapshot().Revision()),
 		closing: make(chan struct{}),
 	}
-	ch := make(chan struct{})
-	s.progress.Store(&ch)
 	if cfg.Metrics != nil {
 		if err := s.registerMetrics(cfg.Metrics); err != nil {
 			return nil, err
@@ -192,7 +190,9 @@ func New(cfg Config) (*Server, error) {
 // *grpc.Server: call Close, then GracefulStop. Close is idempotent.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		close(s.closing)
+		s.feed.wake() // watchers wait on the feed alone
 		s.wg.Wait()
 	})
 	return nil
@@ -284,9 +284,8 @@ func (s *Server) progressLoop() {
 		case <-s.closing:
 			return
 		case <-t.C:
-			ch := make(chan struct{})
 			s.tick.Add(1)
-			close(*s.progress.Swap(&ch))
+			s.feed.wake()
 		}
 	}
 }

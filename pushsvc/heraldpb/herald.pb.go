@@ -1657,7 +1657,8 @@ type MultiWatchRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	WatchId uint64                 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"` // unique on the stream
 	// Starts watch_id with the semantics of Watch (snapshot, deltas, progress,
-	// resume). Unset: cancels watch_id.
+	// resume). Unset: cancels watch_id, acknowledged by an item with code
+	// CANCELLED (1).
 	Watch         *WatchRequest `protobuf:"bytes,2,opt,name=watch,proto3" json:"watch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

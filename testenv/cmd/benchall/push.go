@@ -71,7 +71,7 @@ func pushChild() int {
 	go func() { _ = gs.Serve(lis) }()
 	defer func() { srv.Close(); gs.Stop() }()
 	if path := os.Getenv("HERALD_BENCH_PUSH_CPUPROFILE"); path != "" {
-		if f, err := os.Create(path); err == nil {
+		if f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid())); err == nil { // one file per server process
 			if pprof.StartCPUProfile(f) == nil {
 				defer pprof.StopCPUProfile()
 			}
