@@ -36,7 +36,8 @@ type encodedEvent struct {
 
 // feed is a bounded ring of encoded events, numbered by registry revision.
 // One goroutine (Server.encodeLoop) appends to it; watchers read it at their
-// own pace and are woken by closing the notify channel. A watcher holds only
+// own pace and are woken by closing the notify channel (progress ticks and
+// Server.Close close it too). A watcher holds only
 // the revision it has reached, never a pointer into the ring, so a stalled
 // watcher pins no memory.
 type feed struct {
