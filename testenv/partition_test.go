@@ -82,7 +82,12 @@ func compareStrings(a, b string) int {
 func dnsMonitor(c *Cluster, nodes []int, stop <-chan struct{}) (done <-chan [2]int) {
 	out := make(chan [2]int, 1)
 	go func() {
-		var sent, failed int
+		var sent, failed, retried int
+		defer func() {
+			if retried > 0 {
+				fmt.Printf("FIGURE partition_dns_udp_retransmissions=%d\n", retried)
+			}
+		}()
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for range 100000 { // bounded; stop ends it long before
@@ -93,9 +98,21 @@ func dnsMonitor(c *Cluster, nodes []int, stop <-chan struct{}) (done <-chan [2]i
 			case <-tick.C:
 			}
 			for _, i := range nodes {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_, err := QueryDNS(ctx, c.Node(i).DNSAddr, "udp", c.Node(i).Name+".node.herald.", dns.TypeA)
-				cancel()
+				// Like a stub resolver, retransmit once after a lost UDP
+				// datagram; a node that does not answer twice has failed.
+				var err error
+				for try := range 2 {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					_, err = QueryDNS(ctx, c.Node(i).DNSAddr, "udp", c.Node(i).Name+".node.herald.", dns.TypeA)
+					cancel()
+					if err == nil {
+						break
+					}
+					if try == 0 {
+						retried++
+						fmt.Printf("testenv: dns monitor: no answer from %s, retrying: %v\n", c.Node(i).Name, err)
+					}
+				}
 				sent++
 				if err != nil {
 					failed++
