@@ -30,16 +30,19 @@ func (i Info) Equal(o any) bool {
 
 func newAddress(in *client.Instance) grpcresolver.Address {
 	info := Info{ID: in.ID, Weight: in.Weight, Tags: in.Tags, Meta: in.Meta, Node: in.Node}
+	// BalancerAttributes, not Attributes: grpc-go treats Attributes as part
+	// of an address's identity, so a weight or tag change there would make
+	// every client drop and redial the backend.
 	return grpcresolver.Address{
-		Addr:       in.AddrPort().String(),
-		Attributes: attributes.New(infoKey{}, info),
+		Addr:               in.AddrPort().String(),
+		BalancerAttributes: attributes.New(infoKey{}, info),
 	}
 }
 
 // InfoFromAddress returns the instance information of an address the herald
 // resolver produced.
 func InfoFromAddress(a grpcresolver.Address) (Info, bool) {
-	i, ok := a.Attributes.Value(infoKey{}).(Info)
+	i, ok := a.BalancerAttributes.Value(infoKey{}).(Info)
 	return i, ok
 }
 

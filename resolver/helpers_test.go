@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,6 +92,22 @@ type backend struct {
 
 	mu   sync.Mutex
 	hits int
+
+	accepts atomic.Int32 // connections accepted
+}
+
+// countingListener counts accepted connections.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int32
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 const echoMethod = "/herald.test.Echo/Echo"
@@ -116,7 +133,7 @@ func startBackend(t *testing.T, name string) *backend {
 			return wrapperspb.String(b.name), nil
 		}}},
 	}, struct{}{})
-	go func() { defer close(b.done); _ = b.gs.Serve(lis) }()
+	go func() { defer close(b.done); _ = b.gs.Serve(countingListener{lis, &b.accepts}) }()
 	t.Cleanup(func() { b.gs.Stop(); <-b.done })
 	return b
 }

@@ -220,7 +220,7 @@ func (r *heraldResolver) update(u client.Update) {
 	r.everPushed.Store(true)
 	eps := make([]grpcresolver.Endpoint, len(addrs))
 	for i, a := range addrs {
-		eps[i] = grpcresolver.Endpoint{Addresses: []grpcresolver.Address{a}, Attributes: a.Attributes}
+		eps[i] = grpcresolver.Endpoint{Addresses: []grpcresolver.Address{a}, Attributes: a.BalancerAttributes}
 	}
 	if err := r.cc.UpdateState(grpcresolver.State{Addresses: addrs, Endpoints: eps}); err != nil {
 		r.log.Debug("resolver: update rejected by the balancer", "err", err, "addresses", len(addrs))

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"slices"
 	"strings"
@@ -132,6 +133,37 @@ func TestScaleOut(t *testing.T) {
 	eventually(t, 5*time.Second, "b2 answering", func() bool { _, ok := s.firstSeen("b2"); return ok })
 	first, _ := s.firstSeen("b2")
 	t.Logf("scale out: first RPC on the new backend %s after its registration", first.Sub(registered))
+	if n := s.failures.Load(); n != 0 {
+		t.Fatalf("%d failed RPCs", n)
+	}
+}
+
+// TestWeightChangeKeepsConnection: a new weight or tag reaches the balancer
+// as attributes, without making the client redial the backend.
+func TestWeightChangeKeepsConnection(t *testing.T) {
+	reg := newRegistry(t)
+	a := startAgent(t, reg, "127.0.0.1:0")
+	b1 := startBackend(t, "b1")
+	in := b1.instance()
+	register(t, reg, in)
+	cc, rb := dial(t, "herald://"+a.addr+"/echo")
+	s := startSender(cc)
+	defer s.close()
+	eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
+	for w := uint32(2); w <= 5; w++ {
+		c := in.Clone()
+		c.Weight = w
+		c.Tags = []string{fmt.Sprintf("v%d", w)}
+		register(t, reg, c)
+		eventually(t, 5*time.Second, fmt.Sprintf("weight %d pushed", w), func() bool {
+			return len(mustPushes(rb)) >= int(w)
+		})
+	}
+	hits := b1.Hits()
+	eventually(t, 5*time.Second, "RPCs keep flowing", func() bool { return b1.Hits() > hits+10 })
+	if n := b1.accepts.Load(); n != 1 {
+		t.Fatalf("backend accepted %d connections across 4 weight changes, want 1", n)
+	}
 	if n := s.failures.Load(); n != 0 {
 		t.Fatalf("%d failed RPCs", n)
 	}
