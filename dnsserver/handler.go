@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -26,7 +25,6 @@ type Handler struct {
 	nsIs4      bool
 	cache      *renderCache
 	metrics    *metrics
-	rotate     atomic.Uint64
 }
 
 var _ dns.Handler = (*Handler)(nil)
@@ -119,7 +117,7 @@ func (h *Handler) serve(w dns.ResponseWriter, r *dns.Msg, tcp bool) (uint16, int
 	if rcode == dns.RcodeNameError || (mw.an == 0 && !mw.tc) {
 		mw.soa(true, h.negTTL, uint32(snap.Revision()))
 	}
-	_, _ = w.Write(mw.finish(r.Id, r.RecursionDesired, true, rcode, optSize))
+	_, _ = w.Write(mw.finish(r.Id, r.RecursionDesired, true, rcode, optSize, opt != nil && opt.Do()))
 	return q.Qtype, rcode
 }
 
@@ -155,14 +153,14 @@ func (h *Handler) answer(mw *msgWriter, snap *registry.Snapshot, qry query, qtyp
 		}
 		switch {
 		case qtype == dns.TypeSRV:
-			mw.srvRecords(set, h.rotate.Add(1))
+			mw.srvRecords(set, set.rotSRV.Add(1))
 		case qtype == dns.TypeANY:
 			mw.hinfo()
 		case qry.kind == kindSRV:
 		case qtype == dns.TypeA:
-			mw.fixedRecords(set.a, aRecLen, h.rotate.Add(1))
+			mw.fixedRecords(set.a, aRecLen, set.rotA.Add(1))
 		case qtype == dns.TypeAAAA:
-			mw.fixedRecords(set.aaaa, aaaaRecLen, h.rotate.Add(1))
+			mw.fixedRecords(set.aaaa, aaaaRecLen, set.rotAAAA.Add(1))
 		}
 	case kindNode:
 		n, ok := snap.Node(qry.node)

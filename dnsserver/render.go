@@ -32,6 +32,9 @@ type answerSet struct {
 	srv  []srvRec
 	// targets are the distinct SRV target names: one per address.
 	targets []srvTarget
+	// Round-robin positions, one per record type, so that clients asking
+	// A and AAAA in pairs still see every A record first in turn.
+	rotA, rotAAAA, rotSRV atomic.Uint64
 }
 
 type srvRec struct {

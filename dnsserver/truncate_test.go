@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,7 +41,9 @@ func TestTruncation(t *testing.T) {
 		{"udp edns below 512", "big.service.herald.", dns.TypeA, false, 100, 512, true, -1, 0},
 		{"tcp SRV", "big.service.herald.", dns.TypeSRV, true, 0, dns.MaxMsgSize, false, 1000, 1000},
 		{"tcp A", "big.service.herald.", dns.TypeA, true, 0, dns.MaxMsgSize, false, 1000, 0},
-		{"tcp SRV v6", "big6.service.herald.", dns.TypeSRV, true, 0, dns.MaxMsgSize, false, 1000, 100},
+		// 1,000 uncompressed 32-digit targets (RFC 2782) nearly fill 64 KiB:
+		// every SRV record is there, and what room is left gets addresses.
+		{"tcp SRV v6", "big6.service.herald.", dns.TypeSRV, true, 0, dns.MaxMsgSize, false, 1000, 10},
 		{"tcp AAAA v6", "big6.service.herald.", dns.TypeAAAA, true, 0, dns.MaxMsgSize, false, 1000, 0},
 	}
 	for _, tc := range tests {
@@ -158,6 +161,57 @@ func TestRotation(t *testing.T) {
 		}
 		if len(firsts) != 5 {
 			t.Errorf("%s: %d distinct first records in 10 answers, want 5", dns.TypeToString[qtype], len(firsts))
+		}
+	}
+	// Stub resolvers ask A and AAAA in pairs; the A records still rotate.
+	f.add(t, "pair", "p1", "10.9.0.1", 80)
+	f.add(t, "pair", "p2", "10.9.0.2", 80)
+	firsts := map[string]bool{}
+	for range 4 {
+		firsts[rrStrings(ask(t, h, "pair.service.herald.", dns.TypeA, false, 0).Answer)[0]] = true
+		ask(t, h, "pair.service.herald.", dns.TypeAAAA, false, 0)
+	}
+	if len(firsts) != 2 {
+		t.Errorf("A queries interleaved with AAAA: %d distinct first records, want 2", len(firsts))
+	}
+}
+
+// TestSRVTargetUncompressed: RFC 2782 forbids compressing the SRV target.
+func TestSRVTargetUncompressed(t *testing.T) {
+	f := newFixture(t)
+	f.many(t, "web", 3)
+	h := newTestHandler(t, f.reg)
+	q := new(dns.Msg)
+	q.SetQuestion("WEB.Service.Herald.", dns.TypeSRV)
+	rec := &recorder{}
+	h.ServeDNS(rec, q)
+	m := rec.msg
+	if m == nil || len(m.Answer) != 3 {
+		t.Fatalf("answer %v", m)
+	}
+	// Walk the raw answer section: after the header, the question, and each
+	// answer's owner pointer and fixed fields, the target labels must end
+	// in a zero byte with no 0xC0 pointer.
+	raw := rec.raw
+	off := 12
+	for raw[off] != 0 {
+		off += int(raw[off]) + 1
+	}
+	off += 5 // root, qtype, qclass
+	for range 3 {
+		off += 2 + 10 // owner pointer, type, class, ttl, rdlength
+		off += 6      // priority, weight, port
+		for raw[off] != 0 {
+			if raw[off]&0xC0 != 0 {
+				t.Fatalf("compressed SRV target at offset %d", off)
+			}
+			off += int(raw[off]) + 1
+		}
+		off++
+	}
+	for _, rr := range m.Answer {
+		if tgt := rr.(*dns.SRV).Target; !strings.HasSuffix(tgt, ".addr.herald.") {
+			t.Fatalf("target %q is not lower case <hex>.addr.herald.", tgt)
 		}
 	}
 }
@@ -339,6 +393,25 @@ func TestConcurrentQueriesDuringChanges(t *testing.T) {
 	for range 4 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestEDNSDOBitEchoed: RFC 3225 requires the DO bit to be copied into the
+// response.
+func TestEDNSDOBitEchoed(t *testing.T) {
+	f := newFixture(t)
+	f.many(t, "web", 2)
+	h := newTestHandler(t, f.reg)
+	for _, do := range []bool{false, true} {
+		q := new(dns.Msg)
+		q.SetQuestion("web.service.herald.", dns.TypeA)
+		q.SetEdns0(1232, do)
+		rec := &recorder{}
+		h.ServeDNS(rec, q)
+		opt := rec.msg.IsEdns0()
+		if opt == nil || opt.Do() != do {
+			t.Fatalf("query DO=%v: response OPT %v", do, opt)
 		}
 	}
 }

@@ -30,6 +30,7 @@ type msgWriter struct {
 	limit   int    // largest message allowed, OPT included
 	reserve int    // bytes kept free for the OPT record
 	domOff  uint16 // offset of the domain inside the question name
+	domLen  uint16 // wire length of the domain
 	ttl     uint32
 	tc      bool
 	an      uint16
@@ -68,7 +69,7 @@ func (w *msgWriter) start(q *dns.Question, domainWireLen, limit int, edns bool, 
 		}
 		w.b = b[:end]
 	}
-	w.domOff = uint16(len(w.b) - domainWireLen)
+	w.domOff, w.domLen = uint16(len(w.b)-domainWireLen), uint16(domainWireLen)
 	w.b = binary.BigEndian.AppendUint16(w.b, q.Qtype)
 	w.b = binary.BigEndian.AppendUint16(w.b, q.Qclass)
 	return nil
@@ -106,6 +107,19 @@ func (w *msgWriter) fixedRecords(recs []byte, size int, start uint64) {
 	w.an += uint16(cnt)
 }
 
+// appendDomain appends the zone domain, uncompressed and in lower case (the
+// question may carry any case). Length bytes are below 64, so folding
+// 'A'-'Z' never touches them.
+func (w *msgWriter) appendDomain() {
+	n := len(w.b)
+	w.b = append(w.b, w.b[w.domOff:w.domOff+w.domLen]...)
+	for i := n; i < len(w.b); i++ {
+		if c := w.b[i]; c >= 'A' && c <= 'Z' {
+			w.b[i] = c + 'a' - 'A'
+		}
+	}
+}
+
 // srvRecords writes the SRV answers of s rotated to begin at start, then the
 // A/AAAA records of their targets in the additional section. If an answer
 // does not fit, TC is set and no additional record is sent; additional
@@ -125,10 +139,8 @@ func (w *msgWriter) srvRecords(s *answerSet, start uint64) {
 	for i := 0; i < n; i++ {
 		r := &s.srv[(first+i)%n]
 		t := &s.targets[r.target]
-		tlen := len(t.label) + 2
-		if addrOff == 0 {
-			tlen += 5
-		}
+		// RFC 2782: the target is never compressed.
+		tlen := len(t.label) + 5 + int(w.domLen)
 		if !w.room(2 + 10 + 6 + tlen) {
 			w.tc = true
 			return
@@ -142,11 +154,9 @@ func (w *msgWriter) srvRecords(s *answerSet, start uint64) {
 		w.b = append(w.b, t.label...)
 		if addrOff == 0 {
 			addrOff = uint16(len(w.b))
-			w.b = append(w.b, 4, 'a', 'd', 'd', 'r')
-			w.ptr(w.domOff)
-		} else {
-			w.ptr(addrOff)
 		}
+		w.b = append(w.b, 4, 'a', 'd', 'd', 'r')
+		w.appendDomain()
 		w.an++
 	}
 	for i := 0; i < n; i++ {
@@ -230,7 +240,9 @@ func (w *msgWriter) hinfo() {
 
 // finish fills in the header, appends the OPT record if the query had one,
 // and returns the message.
-func (w *msgWriter) finish(id uint16, rd, aa bool, rcode int, optSize int) []byte {
+// With optSize > 0 it appends an OPT record; do echoes the client's DO bit
+// (RFC 3225).
+func (w *msgWriter) finish(id uint16, rd, aa bool, rcode int, optSize int, do bool) []byte {
 	var flags uint16 = 1 << 15 // QR
 	if aa {
 		flags |= 1 << 10
@@ -253,7 +265,11 @@ func (w *msgWriter) finish(id uint16, rd, aa bool, rcode int, optSize int) []byt
 		w.b = append(w.b, 0)
 		w.b = binary.BigEndian.AppendUint16(w.b, dns.TypeOPT)
 		w.b = binary.BigEndian.AppendUint16(w.b, uint16(optSize))
-		w.b = append(w.b, byte(rcode>>4), 0, 0, 0, 0, 0) // ext rcode, version 0, flags, rdlength
+		var doFlag byte
+		if do {
+			doFlag = 0x80
+		}
+		w.b = append(w.b, byte(rcode>>4), 0, doFlag, 0, 0, 0) // ext rcode, version 0, flags (DO), rdlength
 		ar++
 	}
 	binary.BigEndian.PutUint16(h[10:], ar)
