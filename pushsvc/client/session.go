@@ -101,6 +101,11 @@ func (r *Registration) Registrations() uint64 { return r.count.Load() }
 // SetStatus changes the instance's status through the session, for example
 // to drain it. The status is kept for re-registrations.
 func (r *Registration) SetStatus(ctx context.Context, st Status) error {
+	// Checked here, before it is kept: a status the agent rejects would
+	// otherwise make every later re-registration fail too.
+	if st < StatusPassing || st > StatusDraining {
+		return fmt.Errorf("client: set status: %v: want passing, warning, critical or draining", st)
+	}
 	r.mu.Lock()
 	r.want.Status = st
 	key := r.want
