@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -359,4 +360,37 @@ func TestCompactedPeerGetsFullState(t *testing.T) {
 	waitFor(t, 10*time.Second, "n1 sends full state after its log was compacted", func() bool {
 		return metric(t, n1, "herald_cluster_full_states_sent_total") > fulls
 	})
+}
+
+// TestLargeInstancesReplicate: instances with the largest tags and meta
+// allowed add up to full states and delta bursts of several megabytes; they
+// must travel in messages below gRPC's 4 MB limit, both as the full state a
+// joining node receives and as a burst of deltas.
+func TestLargeInstancesReplicate(t *testing.T) {
+	big := func(id string) *registry.Instance {
+		in := &registry.Instance{Service: "fat", ID: id, Address: netip.MustParseAddr("10.0.0.1"), Port: 80, Meta: map[string]string{}}
+		for k := range registry.MaxMeta {
+			in.Meta[fmt.Sprintf("key-%02d", k)] = strings.Repeat("v", registry.MaxMetaValLen)
+		}
+		return in
+	}
+	n1 := startNode(t, "n1", nodeOpts{})
+	var want []string
+	for i := range 300 { // about 5 MB of state before anyone joins
+		id := fmt.Sprintf("pre-%03d", i)
+		if _, err := n1.reg.Register(context.Background(), big(id)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	n2 := startNode(t, "n2", nodeOpts{join: []string{n1.addr()}})
+	waitFor(t, 15*time.Second, "n2 receives the 5 MB full state", func() bool { return sameIDs(ids(n2, "fat"), want...) })
+	for i := range 300 { // a burst of about 5 MB of deltas
+		id := fmt.Sprintf("burst-%03d", i)
+		if _, err := n1.reg.Register(context.Background(), big(id)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	waitFor(t, 15*time.Second, "n2 receives the 5 MB burst", func() bool { return sameIDs(ids(n2, "fat"), want...) })
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"net/netip"
 	"time"
 
@@ -9,9 +10,14 @@ import (
 	"github.com/herald-sd/herald/cluster/registry"
 )
 
-// chunkSize bounds the instances in one full-state message, so that a large
-// owner stays far below gRPC's 4 MB message limit.
-const chunkSize = 2000
+// Message bounds. A full-state chunk or delta batch closes once it holds
+// chunkSize instances or maxMsgBytes of encoded instances, whichever comes
+// first, so that even instances with the largest tags and meta (about 25 KB
+// each) stay far below gRPC's default 4 MB receive limit.
+const (
+	chunkSize   = 2000
+	maxMsgBytes = 1 << 20
+)
 
 func versionToPB(v registry.Version) *clusterpb.Version {
 	return &clusterpb.Version{Epoch: v.Epoch, Seq: v.Seq}
@@ -100,14 +106,22 @@ func deltaFromPB(p *clusterpb.Delta, owner string) (registry.Delta, error) {
 // stateChunks splits an owner state into messages of at most chunkSize
 // instances; the last one has Last set. An empty state is one empty chunk.
 func stateChunks(st registry.OwnerState) []*clusterpb.OwnerStateChunk {
-	var out []*clusterpb.OwnerStateChunk
-	for i := 0; i == 0 || i < len(st.Instances); i += chunkSize {
-		end := min(i+chunkSize, len(st.Instances))
-		c := &clusterpb.OwnerStateChunk{Owner: st.Owner, Version: versionToPB(st.Version)}
-		for _, in := range st.Instances[i:end] {
-			c.Instances = append(c.Instances, instanceToPB(in))
+	newChunk := func() *clusterpb.OwnerStateChunk {
+		return &clusterpb.OwnerStateChunk{Owner: st.Owner, Version: versionToPB(st.Version)}
+	}
+	out := []*clusterpb.OwnerStateChunk{newChunk()}
+	size := 0
+	for _, in := range st.Instances {
+		pb := instanceToPB(in)
+		n := proto.Size(pb)
+		c := out[len(out)-1]
+		if len(c.Instances) > 0 && (len(c.Instances) >= chunkSize || size+n > maxMsgBytes) {
+			c = newChunk()
+			out = append(out, c)
+			size = 0
 		}
-		out = append(out, c)
+		c.Instances = append(c.Instances, pb)
+		size += n
 	}
 	out[len(out)-1].Last = true
 	return out

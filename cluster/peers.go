@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -74,7 +76,10 @@ func (ps *peerSet) sync(want []peerTarget) {
 }
 
 func (ps *peerSet) start(name, addr string) (*peer, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A black-holed path must fail the stream in seconds, not when TCP
+		// gives up after many minutes; the agent's server allows pings every 1s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: dial peer %s at %s: %w", name, addr, err)
 	}
@@ -215,11 +220,19 @@ func (c *Cluster) replicate(ctx context.Context, p *peer) error {
 			continue
 		}
 		batch := &clusterpb.DeltaBatch{Deltas: make([]*clusterpb.Delta, 0, len(ds))}
-		for _, d := range ds {
+		size := 0
+		for i, d := range ds {
 			if c.cfg.DropDelta != nil && c.cfg.DropDelta(p.name, d) {
 				continue
 			}
-			batch.Deltas = append(batch.Deltas, deltaToPB(d))
+			pb := deltaToPB(d)
+			n := proto.Size(pb)
+			if len(batch.Deltas) > 0 && size+n > maxMsgBytes {
+				ds = ds[:i] // the rest goes in the next message
+				break
+			}
+			batch.Deltas = append(batch.Deltas, pb)
+			size += n
 		}
 		if len(batch.Deltas) > 0 {
 			if err := roundTrip(&clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Deltas{Deltas: batch}}); err != nil {
