@@ -184,18 +184,43 @@ func (c *Cluster) replicate(ctx context.Context, p *peer) error {
 	have := versionFromPB(ack.GetHave())
 	needFull := have.Epoch != epoch || have.Seq > c.reg.LocalVersion().Seq
 	sent := have.Seq
+	// roundTrip sends one message and reads the ack. An ack without this
+	// epoch means the peer dropped the message: it still counts this node
+	// failed or left. Deltas then fall back to the full state, and a full
+	// state it dropped ends the stream, to be retried with backoff.
 	roundTrip := func(req *clusterpb.ReplicateRequest) error {
 		if err := stream.Send(req); err != nil {
 			return err
 		}
-		_, err := stream.Recv()
-		return err
+		ack, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if versionFromPB(ack.GetHave()).Epoch != epoch {
+			if req.GetFull() != nil {
+				return fmt.Errorf("cluster: peer %s did not take this node's state (it may still count it failed)", p.name)
+			}
+			needFull = true
+		}
+		return nil
 	}
 	for {
 		if needFull {
 			st, _ := c.reg.OwnerState(c.cfg.NodeName)
 			for _, chunk := range stateChunks(st) {
-				if err := roundTrip(&clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Full{Full: chunk}}); err != nil {
+				req := &clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Full{Full: chunk}}
+				if !chunk.GetLast() {
+					// Only the last chunk installs the state; acks before it
+					// carry the old version.
+					if err := stream.Send(req); err != nil {
+						return err
+					}
+					if _, err := stream.Recv(); err != nil {
+						return err
+					}
+					continue
+				}
+				if err := roundTrip(req); err != nil {
 					return err
 				}
 			}

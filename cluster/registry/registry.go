@@ -81,6 +81,13 @@ type Store interface {
 	Commit(puts []*Instance, deletes []Key) error
 }
 
+// EpochStore is a Store that also keeps the last epoch, so that epochs rise
+// across restarts even when the clock went backwards in between.
+type EpochStore interface {
+	LastEpoch() (uint64, error)
+	SaveEpoch(uint64) error
+}
+
 // Config configures a Registry. The zero value of every field but Node
 // selects its default.
 type Config struct {
@@ -165,6 +172,18 @@ func New(cfg Config) (*Registry, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	if es, ok := cfg.Store.(EpochStore); ok {
+		last, err := es.LastEpoch()
+		if err != nil {
+			return nil, fmt.Errorf("registry: load the last epoch: %w", err)
+		}
+		if cfg.Epoch <= last { // the clock went backwards since the last run
+			cfg.Epoch = last + 1
+		}
+		if err := es.SaveEpoch(cfg.Epoch); err != nil {
+			return nil, fmt.Errorf("registry: save the epoch: %w", err)
+		}
+	}
 	r := &Registry{
 		cfg:     cfg,
 		owners:  map[string]*ownerSet{cfg.Node: {version: Version{Epoch: cfg.Epoch}, inst: map[Key]*Instance{}}},
@@ -192,7 +211,7 @@ func New(cfg Config) (*Registry, error) {
 				return nil, fmt.Errorf("registry: stored registration %s: %w", in.Key(), err)
 			}
 			tx := r.begin()
-			r.putLocal(tx, in)
+			r.putLocal(tx, in, true)
 			r.commit(tx)
 		}
 		r.persist = newPersister(cfg.Store)
@@ -249,7 +268,7 @@ func (r *Registry) Register(ctx context.Context, in *Instance) (*Instance, error
 		return nil, ErrClosed
 	}
 	tx := r.begin()
-	in = r.putLocal(tx, in)
+	in = r.putLocal(tx, in, true)
 	gen := r.commit(tx)
 	r.mu.Unlock()
 	return in, r.waitDurable(ctx, gen)
@@ -292,10 +311,13 @@ func (r *Registry) SetStatus(ctx context.Context, service, id string, st Status)
 			continue
 		}
 		n++
+		if li := r.local[k]; li != nil && li.expired && st.Serving() {
+			continue // its TTL ran out: only a heartbeat makes it serve again
+		}
 		if in.Status != st {
 			c := in.Clone()
 			c.Status = st
-			r.putLocal(tx, c)
+			r.putLocal(tx, c, false)
 		}
 	}
 	gen := r.commit(tx)
@@ -319,7 +341,7 @@ func (r *Registry) DrainForShutdown() int {
 		if in.Status != StatusDraining {
 			c := in.Clone()
 			c.Status = StatusDraining
-			r.putLocal(tx, c)
+			r.putLocal(tx, c, false)
 			n++
 		}
 	}
@@ -348,7 +370,7 @@ func (r *Registry) Heartbeat(ctx context.Context, key Key) error {
 		c := in.Clone()
 		c.Status = StatusPassing
 		tx := r.begin()
-		r.putLocal(tx, c)
+		r.putLocal(tx, c, true)
 		r.commit(tx)
 	}
 	return nil
@@ -403,8 +425,9 @@ func (r *Registry) ownedLocked(key Key) error {
 }
 
 // putLocal stores in (normalized) as this node's and records the delta. It
-// returns the stored instance.
-func (r *Registry) putLocal(tx *txn, in *Instance) *Instance {
+// returns the stored instance. renew restarts a TTL check's deadline: only a
+// registration or a heartbeat does that, never a status change.
+func (r *Registry) putLocal(tx *txn, in *Instance, renew bool) *Instance {
 	key := in.Key()
 	set := r.owners[r.cfg.Node]
 	old := set.inst[key]
@@ -415,9 +438,12 @@ func (r *Registry) putLocal(tx *txn, in *Instance) *Instance {
 		if li == nil {
 			li = &localInfo{}
 			r.local[key] = li
+			renew = true
 		}
-		li.deadline = now.Add(in.Check.TTL)
-		li.expired = false
+		if renew {
+			li.deadline = now.Add(in.Check.TTL)
+			li.expired = false
+		}
 	} else {
 		delete(r.local, key)
 	}
@@ -498,13 +524,12 @@ func (r *Registry) expireTTLs() {
 			continue
 		}
 		if !li.expired {
-			removeAt := li.deadline.Add(in.Check.TTL)
+			li.expired, li.deadline = true, li.deadline.Add(in.Check.TTL)
 			if in.Status != StatusCritical {
 				c := in.Clone()
 				c.Status = StatusCritical
-				r.putLocal(tx, c) // resets li; set the removal deadline below
+				r.putLocal(tx, c, false)
 			}
-			li.expired, li.deadline = true, removeAt
 			continue
 		}
 		r.removeLocal(tx, key)
@@ -599,10 +624,19 @@ func (r *Registry) replaceOwnerLocked(tx *txn, st OwnerState) {
 			tx.touch(r, k)
 		}
 	}
+	old := r.owners[st.Owner]
 	set := &ownerSet{version: st.Version, inst: make(map[Key]*Instance, len(st.Instances))}
 	for _, in := range st.Instances {
-		set.inst[in.Key()] = in
-		tx.touch(r, in.Key())
+		k := in.Key()
+		// An unchanged instance keeps its pointer, so that installing a
+		// full state only emits events for what really changed.
+		if old != nil {
+			if o := old.inst[k]; o != nil && o.Updated.Equal(in.Updated) && sameContent(o, in) {
+				in = o
+			}
+		}
+		set.inst[k] = in
+		tx.touch(r, k)
 	}
 	r.owners[st.Owner] = set
 }
@@ -619,7 +653,9 @@ func (r *Registry) OwnerState(owner string) (OwnerState, bool) {
 	for _, in := range set.inst {
 		st.Instances = append(st.Instances, in)
 	}
-	slices.SortFunc(st.Instances, func(a, b *Instance) int { return cmp.Compare(a.Key().String(), b.Key().String()) })
+	slices.SortFunc(st.Instances, func(a, b *Instance) int {
+		return cmp.Or(strings.Compare(a.Service, b.Service), strings.Compare(a.ID, b.ID))
+	})
 	return st, true
 }
 

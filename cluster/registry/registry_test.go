@@ -181,6 +181,22 @@ func TestTTLCheck(t *testing.T) {
 	if status() != "[]" {
 		t.Fatal("not removed after a second TTL:", status())
 	}
+	// A status change never renews a TTL: undrain cannot revive an expired
+	// instance, and drain does not extend a live one.
+	in2 := inst("api", "t2", "10.0.0.1")
+	in2.Check = Check{Kind: CheckTTL, TTL: 10 * time.Second}
+	r.Register(ctx, in2)
+	clk.Add(5 * time.Second)
+	r.SetStatus(ctx, "api", "t2", StatusDraining)
+	clk.Add(6 * time.Second) // 11s after registration
+	r.expireTTLs()
+	if got := r.Snapshot().Service("api").Instance("t2").Status; got != StatusCritical {
+		t.Fatalf("drain extended the TTL: status %s", got)
+	}
+	r.SetStatus(ctx, "api", "t2", StatusPassing)
+	if got := r.Snapshot().Service("api").Instance("t2").Status; got != StatusCritical {
+		t.Fatalf("undrain revived an expired TTL instance: status %s", got)
+	}
 	plain := inst("api", "p1", "10.0.0.1")
 	r.Register(ctx, plain)
 	if err := r.Heartbeat(ctx, Key{"api", "p1"}); !errors.Is(err, ErrInvalid) {
@@ -271,6 +287,31 @@ func TestApplyDeltasGapsAndEpochs(t *testing.T) {
 	}
 	if d := b.Digest(); len(d) != 1 {
 		t.Fatalf("digest after reap: %v", d)
+	}
+}
+
+func TestReplaceOwnerEmitsOnlyChanges(t *testing.T) {
+	ctx := context.Background()
+	a := newReg(t, "a")
+	b := newReg(t, "b")
+	for i := range 100 {
+		a.Register(ctx, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
+	}
+	st, _ := a.OwnerState("a")
+	b.ReplaceOwner(st)
+	rev := b.Snapshot().Revision()
+	a.Deregister(ctx, Key{"api", "a7"})
+	st, _ = a.OwnerState("a")
+	// Same content, fresh pointers, as after a pull over the network.
+	for i, in := range st.Instances {
+		st.Instances[i] = in.Clone()
+	}
+	if !b.ReplaceOwner(st) {
+		t.Fatal("newer state refused")
+	}
+	evs, err := b.EventsSince(rev, 0)
+	if err != nil || len(evs) != 1 || evs[0].Op != OpRemove || evs[0].Instance.ID != "a7" {
+		t.Fatalf("events after installing a state with one removal: %d %v", len(evs), err)
 	}
 }
 

@@ -6,6 +6,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -21,7 +22,11 @@ import (
 // FileName is the database file inside the data dir.
 const FileName = "registrations.db"
 
-var bucket = []byte("instances")
+var (
+	bucket     = []byte("instances")
+	metaBucket = []byte("meta")
+	epochKey   = []byte("epoch")
+)
 
 // Store is a bbolt-backed registry.Store. It is safe for concurrent use.
 type Store struct {
@@ -40,7 +45,10 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s (is another agent using this -data-dir?): %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucket)
+		if _, err := tx.CreateBucketIfNotExists(bucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(metaBucket)
 		return err
 	}); err != nil {
 		db.Close()
@@ -116,5 +124,24 @@ func (s *Store) Commit(puts []*registry.Instance, deletes []registry.Key) error 
 			}
 		}
 		return nil
+	})
+}
+
+// LastEpoch returns the epoch saved by the last run, or 0.
+func (s *Store) LastEpoch() (uint64, error) {
+	var e uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(metaBucket).Get(epochKey); len(v) == 8 {
+			e = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return e, err
+}
+
+// SaveEpoch records this run's epoch.
+func (s *Store) SaveEpoch(e uint64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(metaBucket).Put(epochKey, binary.BigEndian.AppendUint64(nil, e))
 	})
 }

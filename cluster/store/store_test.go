@@ -55,3 +55,28 @@ func TestRoundTripThroughRegistry(t *testing.T) {
 		t.Fatalf("reloaded %+v", got)
 	}
 }
+
+func TestEpochRisesWhenTheClockGoesBack(t *testing.T) {
+	st, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r1, err := registry.New(registry.Config{Node: "n1", Store: st, Epoch: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1.Close()
+	// The next run's clock is behind the last run's.
+	r2, err := registry.New(registry.Config{Node: "n1", Store: st, Epoch: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if e := r2.Epoch(); e != 1001 {
+		t.Fatalf("epoch after a clock step back = %d, want 1001", e)
+	}
+	if v := r2.LocalVersion(); v.Epoch != 1001 {
+		t.Fatalf("local version %v", v)
+	}
+}
