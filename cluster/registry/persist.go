@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // persister writes the node's plain registrations to the Store with group
@@ -99,10 +100,17 @@ func (p *persister) flush(r *Registry) {
 	p.done = gen
 	if err != nil {
 		p.err, p.errGen = err, gen
-		// Keep the keys dirty so that the next commit retries them.
+		// Keep the keys dirty and retry them in a second, even if no
+		// other write comes along.
 		for k := range keys {
 			p.dirty[k] = struct{}{}
 		}
+		time.AfterFunc(time.Second, func() {
+			select {
+			case p.kick <- struct{}{}:
+			default:
+			}
+		})
 	}
 	close(p.flushed)
 	p.flushed = make(chan struct{})

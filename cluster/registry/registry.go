@@ -298,6 +298,10 @@ func (r *Registry) SetStatus(ctx context.Context, service, id string, st Status)
 	}
 	service = strings.ToLower(service)
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return 0, ErrClosed
+	}
 	if id != "" {
 		if err := r.ownedLocked(Key{service, id}); err != nil {
 			r.mu.Unlock()
