@@ -195,10 +195,9 @@ func New(cfg Config) (*Registry, error) {
 		stop:    make(chan struct{}),
 	}
 	r.snap.Store(&Snapshot{
-		origin:   fmt.Sprintf("%s@%d", cfg.Node, cfg.Epoch),
-		services: map[string]*Service{},
-		nodes:    map[string]Node{},
-		next:     make(chan struct{}),
+		origin: fmt.Sprintf("%s@%d", cfg.Node, cfg.Epoch),
+		nodes:  map[string]Node{},
+		next:   make(chan struct{}),
 	})
 	if cfg.Store != nil {
 		stored, err := cfg.Store.Load()
@@ -764,27 +763,13 @@ func (r *Registry) commit(tx *txn) uint64 {
 		next.rev++
 		events[i].Rev = next.rev
 	}
-	namesChanged := false
 	for name, ids := range changed {
 		svc := r.view[name]
 		if len(svc) == 0 {
-			delete(next.services, name)
-			namesChanged = true
+			next.setService(name, nil)
 			continue
 		}
-		prev := old.services[name]
-		if prev == nil {
-			namesChanged = true
-		}
-		next.services[name] = &Service{Name: name, Rev: next.rev, Instances: serviceInstances(prev, svc, ids)}
-	}
-	if namesChanged {
-		names := make([]string, 0, len(next.services))
-		for n := range next.services {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		next.names = names
+		next.setService(name, &Service{Name: name, Rev: next.rev, Instances: serviceInstances(old.Service(name), svc, ids)})
 	}
 	if len(tx.deltas) > 0 {
 		r.deltas.append(tx.deltas...)

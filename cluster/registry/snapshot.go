@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Node is a cluster member as the readers need it: a name that DNS serves
@@ -33,15 +34,35 @@ func (s *Service) Instance(id string) *Instance {
 	return s.Instances[i]
 }
 
+// serviceShards splits the services of a snapshot so that a commit copies
+// only the shards it touches: with thousands of services, a copy-on-write of
+// one flat map per registration would make a deploy storm quadratic.
+const serviceShards = 64
+
+type serviceShard = map[string]*Service
+
+func shardOf(name string) int {
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(name); i++ {
+		h = (h ^ uint32(name[i])) * 16777619
+	}
+	return int(h % serviceShards)
+}
+
 // Snapshot is an immutable view of the whole registry. Readers load one with
 // Registry.Snapshot and never lock: writers publish a new one atomically.
 type Snapshot struct {
-	rev      uint64
-	origin   string
-	services map[string]*Service
-	names    []string // sorted service names
-	nodes    map[string]Node
-	next     chan struct{}
+	rev       uint64
+	origin    string
+	shards    [serviceShards]serviceShard
+	owned     uint64 // bit i: shards[i] was cloned for this snapshot (writer only)
+	services  int
+	instances int
+	nodes     map[string]Node
+	next      chan struct{}
+
+	namesOnce sync.Once
+	names     []string // sorted service names, built on first use
 }
 
 // Revision is the node-local revision of this view. It rises by one per
@@ -54,19 +75,26 @@ func (s *Snapshot) Origin() string { return s.origin }
 
 // Service returns the named service (lower case), or nil if it has no
 // registered instance.
-func (s *Snapshot) Service(name string) *Service { return s.services[name] }
+func (s *Snapshot) Service(name string) *Service { return s.shards[shardOf(name)][name] }
 
 // ServiceNames returns the names of all services, sorted. The slice is shared:
 // do not modify it.
-func (s *Snapshot) ServiceNames() []string { return s.names }
+func (s *Snapshot) ServiceNames() []string {
+	s.namesOnce.Do(func() {
+		names := make([]string, 0, s.services)
+		for _, sh := range s.shards {
+			for n := range sh {
+				names = append(names, n)
+			}
+		}
+		slices.Sort(names)
+		s.names = names
+	})
+	return s.names
+}
 
 // Len returns the number of services and instances.
-func (s *Snapshot) Len() (services, instances int) {
-	for _, svc := range s.services {
-		instances += len(svc.Instances)
-	}
-	return len(s.services), instances
-}
+func (s *Snapshot) Len() (services, instances int) { return s.services, s.instances }
 
 // Node returns the named cluster node (lower case).
 func (s *Snapshot) Node(name string) (Node, bool) {
@@ -78,18 +106,40 @@ func (s *Snapshot) Node(name string) (Node, bool) {
 // this one. Waiting on it never blocks the writer.
 func (s *Snapshot) Changed() <-chan struct{} { return s.next }
 
-// successor returns a shallow copy that shares all unchanged services.
+// successor returns a copy that shares every shard with s until the writer
+// changes it through setService.
 func (s *Snapshot) successor() *Snapshot {
-	n := &Snapshot{
-		rev:      s.rev,
-		origin:   s.origin,
-		services: make(map[string]*Service, len(s.services)+1),
-		names:    s.names,
-		nodes:    s.nodes,
-		next:     make(chan struct{}),
+	return &Snapshot{
+		rev:       s.rev,
+		origin:    s.origin,
+		shards:    s.shards,
+		services:  s.services,
+		instances: s.instances,
+		nodes:     s.nodes,
+		next:      make(chan struct{}),
 	}
-	for k, v := range s.services {
-		n.services[k] = v
+}
+
+// setService replaces (svc != nil) or removes (svc == nil) a service in a
+// snapshot that is not published yet, cloning its shard on first write.
+func (s *Snapshot) setService(name string, svc *Service) {
+	i := shardOf(name)
+	if s.owned&(1<<i) == 0 {
+		sh := make(serviceShard, len(s.shards[i])+1)
+		for k, v := range s.shards[i] {
+			sh[k] = v
+		}
+		s.shards[i] = sh
+		s.owned |= 1 << i
 	}
-	return n
+	if old := s.shards[i][name]; old != nil {
+		s.services--
+		s.instances -= len(old.Instances)
+		delete(s.shards[i], name)
+	}
+	if svc != nil {
+		s.shards[i][name] = svc
+		s.services++
+		s.instances += len(svc.Instances)
+	}
 }
