@@ -154,7 +154,9 @@ type Registry struct {
 	owners map[string]*ownerSet
 	view   map[string]map[string]*Instance // service -> id -> winning instance
 	local  map[Key]*localInfo
-	closed bool
+	// sessions indexes the local session instances by their session.
+	sessions map[string]map[Key]struct{}
+	closed   bool
 
 	snap    atomic.Pointer[Snapshot]
 	events  *history[Event]
@@ -185,14 +187,15 @@ func New(cfg Config) (*Registry, error) {
 		}
 	}
 	r := &Registry{
-		cfg:     cfg,
-		owners:  map[string]*ownerSet{cfg.Node: {version: Version{Epoch: cfg.Epoch}, inst: map[Key]*Instance{}}},
-		view:    map[string]map[string]*Instance{},
-		local:   map[Key]*localInfo{},
-		events:  newHistory[Event](cfg.History),
-		deltas:  newHistory[Delta](cfg.DeltaLog),
-		localCh: make(chan struct{}),
-		stop:    make(chan struct{}),
+		cfg:      cfg,
+		owners:   map[string]*ownerSet{cfg.Node: {version: Version{Epoch: cfg.Epoch}, inst: map[Key]*Instance{}}},
+		view:     map[string]map[string]*Instance{},
+		local:    map[Key]*localInfo{},
+		sessions: map[string]map[Key]struct{}{},
+		events:   newHistory[Event](cfg.History),
+		deltas:   newHistory[Delta](cfg.DeltaLog),
+		localCh:  make(chan struct{}),
+		stop:     make(chan struct{}),
 	}
 	r.snap.Store(&Snapshot{
 		origin: fmt.Sprintf("%s@%d", cfg.Node, cfg.Epoch),
@@ -384,10 +387,8 @@ func (r *Registry) RemoveSession(session string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	tx := r.begin()
-	for k, in := range r.owners[r.cfg.Node].inst {
-		if in.Check.Kind == CheckSession && in.Check.Session == session {
-			r.removeLocal(tx, k)
-		}
+	for k := range r.sessions[session] {
+		r.removeLocal(tx, k)
 	}
 	r.commit(tx)
 	return len(tx.deltas)
@@ -455,6 +456,17 @@ func (r *Registry) putLocal(tx *txn, in *Instance, renew bool) *Instance {
 	}
 	in.Updated = now
 	set.inst[key] = in
+	if old != nil {
+		r.unindexSession(old)
+	}
+	if in.Check.Kind == CheckSession {
+		keys := r.sessions[in.Check.Session]
+		if keys == nil {
+			keys = map[Key]struct{}{}
+			r.sessions[in.Check.Session] = keys
+		}
+		keys[key] = struct{}{}
+	}
 	set.version.Seq++
 	tx.deltas = append(tx.deltas, Delta{Owner: r.cfg.Node, Version: set.version, Op: OpUpsert, Instance: in, Time: now})
 	tx.touch(r, key)
@@ -473,11 +485,25 @@ func (r *Registry) removeLocal(tx *txn, key Key) {
 	now := r.cfg.Now()
 	delete(set.inst, key)
 	delete(r.local, key)
+	r.unindexSession(old)
 	set.version.Seq++
 	tx.deltas = append(tx.deltas, Delta{Owner: r.cfg.Node, Version: set.version, Op: OpRemove, Instance: old, Time: now})
 	tx.touch(r, key)
 	if old.Check.Kind == CheckNone {
 		tx.dirty = append(tx.dirty, key)
+	}
+}
+
+// unindexSession drops a local instance from the session index.
+func (r *Registry) unindexSession(in *Instance) {
+	if in.Check.Kind != CheckSession {
+		return
+	}
+	if keys := r.sessions[in.Check.Session]; keys != nil {
+		delete(keys, in.Key())
+		if len(keys) == 0 {
+			delete(r.sessions, in.Check.Session)
+		}
 	}
 }
 

@@ -212,8 +212,21 @@ func TestRemoveSession(t *testing.T) {
 		in.Check = Check{Kind: CheckSession, Session: sess}
 		r.Register(ctx, in)
 	}
-	if n := r.RemoveSession("s1"); n != 2 {
+	// a1 moves from session s1 to s3: ending s1 must leave it alone.
+	moved := inst("api", "a1", "10.0.0.1")
+	moved.Check = Check{Kind: CheckSession, Session: "s3"}
+	r.Register(ctx, moved)
+	if n := r.RemoveSession("s1"); n != 1 {
 		t.Fatalf("removed %d", n)
+	}
+	if fmt.Sprint(ids(r.Snapshot().Service("api"))) != "[a1=passing a2=passing]" {
+		t.Fatal(ids(r.Snapshot().Service("api")))
+	}
+	if n := r.RemoveSession("s3"); n != 1 {
+		t.Fatalf("removed %d", n)
+	}
+	if len(r.sessions) != 1 {
+		t.Fatalf("session index holds %d sessions, want 1", len(r.sessions))
 	}
 	if fmt.Sprint(ids(r.Snapshot().Service("api"))) != "[a2=passing]" {
 		t.Fatal(ids(r.Snapshot().Service("api")))
