@@ -43,7 +43,7 @@ type msgWriter struct {
 func getWriter() *msgWriter { return writerPool.Get().(*msgWriter) }
 
 func putWriter(w *msgWriter) {
-	if cap(w.b) <= 1<<16+512 {
+	if cap(w.b) <= 1<<17 { // a full TCP answer (64 KiB) after append growth
 		writerPool.Put(w)
 	}
 }
