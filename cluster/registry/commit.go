@@ -1,0 +1,152 @@
+package registry
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"strings"
+)
+
+// Commits: every locked write collects its effects in a txn; commit turns
+// them into the merged view, events, deltas and a new snapshot.
+
+// txn collects the effects of one locked write: the local deltas, the keys of
+// the merged view to recompute and the persisted keys that changed.
+type txn struct {
+	deltas  []Delta
+	touched map[Key]struct{}
+	dirty   []Key
+}
+
+func (r *Registry) begin() *txn { return &txn{} }
+
+func (tx *txn) touch(_ *Registry, k Key) {
+	if tx.touched == nil {
+		tx.touched = map[Key]struct{}{}
+	}
+	tx.touched[k] = struct{}{}
+}
+
+// commit recomputes the merged view for the touched keys, records events and
+// deltas, publishes a new snapshot and wakes the readers. It returns the
+// persistence generation the caller must wait for (0 if none).
+func (r *Registry) commit(tx *txn) uint64 {
+	if len(tx.touched) == 0 && len(tx.deltas) == 0 {
+		return 0
+	}
+	old := r.snap.Load()
+	next := old.successor()
+	var events []Event
+	changed := map[string][]string{} // service -> ids whose winner changed
+	for k := range tx.touched {
+		prev := r.view[k.Service][k.ID]
+		win := r.winner(k)
+		if win == prev {
+			continue
+		}
+		svc := r.view[k.Service]
+		if win == nil {
+			delete(svc, k.ID)
+			if len(svc) == 0 {
+				delete(r.view, k.Service)
+			}
+			events = append(events, Event{Op: OpRemove, Instance: prev})
+		} else {
+			if svc == nil {
+				svc = map[string]*Instance{}
+				r.view[k.Service] = svc
+			}
+			svc[k.ID] = win
+			events = append(events, Event{Op: OpUpsert, Instance: win})
+		}
+		changed[k.Service] = append(changed[k.Service], k.ID)
+	}
+	// Events in a stable order, so that every watcher sees the same sequence.
+	slices.SortFunc(events, func(a, b Event) int {
+		return cmp.Or(strings.Compare(a.Instance.Service, b.Instance.Service), strings.Compare(a.Instance.ID, b.Instance.ID))
+	})
+	for i := range events {
+		next.rev++
+		events[i].Rev = next.rev
+	}
+	for name, ids := range changed {
+		svc := r.view[name]
+		if len(svc) == 0 {
+			next.setService(name, nil)
+			continue
+		}
+		next.setService(name, &Service{Name: name, Rev: next.rev, Instances: serviceInstances(old.Service(name), svc, ids)})
+	}
+	if len(tx.deltas) > 0 {
+		r.deltas.append(tx.deltas...)
+		close(r.localCh)
+		r.localCh = make(chan struct{})
+	}
+	var gen uint64
+	if r.persist != nil && len(tx.dirty) > 0 {
+		gen = r.persist.mark(tx.dirty)
+	}
+	if len(events) > 0 {
+		r.events.append(events...)
+		r.snap.Store(next)
+		close(old.next)
+	}
+	return gen
+}
+
+// winner picks the instance that the merged view shows for k: of the owners
+// that hold k, the latest update wins, ties broken by owner name, so that
+// every node picks the same one.
+func (r *Registry) winner(k Key) *Instance {
+	var win *Instance
+	for _, set := range r.owners {
+		in := set.inst[k]
+		if in == nil {
+			continue
+		}
+		if win == nil || in.Updated.After(win.Updated) || (in.Updated.Equal(win.Updated) && in.Owner > win.Owner) {
+			win = in
+		}
+	}
+	return win
+}
+
+func (r *Registry) waitDurable(ctx context.Context, gen uint64) error {
+	if gen == 0 || r.persist == nil {
+		return nil
+	}
+	return r.persist.wait(ctx, gen)
+}
+
+// errPersist wraps store failures.
+var errPersist = errors.New("registry: registration applied in memory but not persisted")
+
+// serviceInstances returns the sorted instance list of a service whose view
+// is svc, given its previous state and the ids that changed. A few changes to
+// a large service patch a copy of the previous list, so that a burst of
+// registrations into one service costs O(n) each rather than O(n log n).
+func serviceInstances(prev *Service, svc map[string]*Instance, ids []string) []*Instance {
+	if prev == nil || len(ids) > len(prev.Instances)/4+1 {
+		insts := make([]*Instance, 0, len(svc))
+		for _, in := range svc {
+			insts = append(insts, in)
+		}
+		slices.SortFunc(insts, func(a, b *Instance) int { return strings.Compare(a.ID, b.ID) })
+		return insts
+	}
+	insts := make([]*Instance, len(prev.Instances), len(prev.Instances)+len(ids))
+	copy(insts, prev.Instances)
+	for _, id := range ids {
+		i, found := slices.BinarySearchFunc(insts, id, func(in *Instance, id string) int { return strings.Compare(in.ID, id) })
+		switch in := svc[id]; {
+		case in == nil && found:
+			insts = slices.Delete(insts, i, i+1)
+		case in != nil && found:
+			insts[i] = in
+		case in != nil:
+			insts = slices.Insert(insts, i, in)
+		}
+	}
+	return insts
+}

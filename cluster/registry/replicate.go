@@ -1,0 +1,168 @@
+package registry
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+)
+
+// Replication: applying peers' deltas and full states, reaping owners and
+// the owner -> version digest for anti-entropy.
+
+// Apply applies deltas received from peers. A delta applies only when it is
+// the next of its owner's current epoch, or the first of a newer epoch (which
+// replaces the owner's older state). Duplicates and older deltas are dropped.
+// Each owner whose deltas do not follow what this node holds is returned as a
+// gap; the caller repairs it by pulling that owner's full state.
+func (r *Registry) Apply(deltas []Delta) []GapError {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var gaps []GapError
+	gapped := map[string]bool{}
+	tx := r.begin()
+	for _, d := range deltas {
+		if d.Owner == r.cfg.Node || gapped[d.Owner] {
+			continue
+		}
+		set := r.owners[d.Owner]
+		var have Version
+		if set != nil {
+			have = set.version
+		}
+		switch {
+		case set != nil && d.Version.Compare(have) <= 0:
+			continue // duplicate or old
+		case (set == nil || d.Version.Epoch > have.Epoch) && d.Version.Seq == 1:
+			r.replaceOwnerLocked(tx, OwnerState{Owner: d.Owner, Version: Version{Epoch: d.Version.Epoch}})
+			set = r.owners[d.Owner]
+		case set == nil || d.Version.Epoch != have.Epoch || d.Version.Seq != have.Seq+1:
+			gapped[d.Owner] = true
+			gaps = append(gaps, GapError{Owner: d.Owner, Have: have, Got: d.Version})
+			continue
+		}
+		key := d.Instance.Key()
+		if d.Op == OpRemove {
+			delete(set.inst, key)
+		} else {
+			set.inst[key] = d.Instance
+		}
+		set.version = d.Version
+		tx.touch(r, key)
+	}
+	r.commit(tx)
+	return gaps
+}
+
+// ReplaceOwner installs the full state of a remote owner if it is newer than
+// what this node holds. It reports whether it did.
+func (r *Registry) ReplaceOwner(st OwnerState) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st.Owner == r.cfg.Node {
+		return false
+	}
+	if set := r.owners[st.Owner]; set != nil && st.Version.Compare(set.version) <= 0 {
+		return false
+	}
+	tx := r.begin()
+	r.replaceOwnerLocked(tx, st)
+	r.commit(tx)
+	return true
+}
+
+// RemoveOwner drops everything a remote owner registered, when it has failed
+// or left. It returns how many instances were removed.
+func (r *Registry) RemoveOwner(owner string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	set := r.owners[owner]
+	if owner == r.cfg.Node || set == nil {
+		return 0
+	}
+	tx := r.begin()
+	delete(r.owners, owner)
+	for k := range set.inst {
+		tx.touch(r, k)
+	}
+	r.commit(tx)
+	return len(set.inst)
+}
+
+func (r *Registry) replaceOwnerLocked(tx *txn, st OwnerState) {
+	if old := r.owners[st.Owner]; old != nil {
+		for k := range old.inst {
+			tx.touch(r, k)
+		}
+	}
+	old := r.owners[st.Owner]
+	set := &ownerSet{version: st.Version, inst: make(map[Key]*Instance, len(st.Instances))}
+	for _, in := range st.Instances {
+		k := in.Key()
+		// An unchanged instance keeps its pointer, so that installing a
+		// full state only emits events for what really changed.
+		if old != nil {
+			if o := old.inst[k]; o != nil && o.Updated.Equal(in.Updated) && sameContent(o, in) {
+				in = o
+			}
+		}
+		set.inst[k] = in
+		tx.touch(r, k)
+	}
+	r.owners[st.Owner] = set
+}
+
+// OwnerState returns the full state of an owner, local or remote.
+func (r *Registry) OwnerState(owner string) (OwnerState, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	set := r.owners[owner]
+	if set == nil {
+		return OwnerState{}, false
+	}
+	st := OwnerState{Owner: owner, Version: set.version, Instances: make([]*Instance, 0, len(set.inst))}
+	for _, in := range set.inst {
+		st.Instances = append(st.Instances, in)
+	}
+	slices.SortFunc(st.Instances, func(a, b *Instance) int {
+		return cmp.Or(strings.Compare(a.Service, b.Service), strings.Compare(a.ID, b.ID))
+	})
+	return st, true
+}
+
+// Digest returns the version held for every owner.
+func (r *Registry) Digest() map[string]Version {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := make(map[string]Version, len(r.owners))
+	for o, set := range r.owners {
+		d[o] = set.version
+	}
+	return d
+}
+
+// SetNode adds or updates a cluster node served under <node>.node.<domain>.
+func (r *Registry) SetNode(n Node) {
+	n.Name = strings.ToLower(n.Name)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.updateNodes(func(m map[string]Node) { m[n.Name] = n })
+}
+
+// RemoveNode removes a cluster node from DNS.
+func (r *Registry) RemoveNode(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.updateNodes(func(m map[string]Node) { delete(m, strings.ToLower(name)) })
+}
+
+func (r *Registry) updateNodes(f func(map[string]Node)) {
+	old := r.snap.Load()
+	next := old.successor()
+	next.nodes = make(map[string]Node, len(old.nodes)+1)
+	for k, v := range old.nodes {
+		next.nodes[k] = v
+	}
+	f(next.nodes)
+	r.snap.Store(next)
+	close(old.next)
+}
