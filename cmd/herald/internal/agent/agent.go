@@ -70,6 +70,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ReapFailed > 0 {
 		clCfg.ReapFailed = cfg.ReapFailed
 	}
+	if cfg.ProbeInterval > 0 {
+		clCfg.ProbeInterval = cfg.ProbeInterval
+	}
+	if cfg.ProbeTimeout > 0 {
+		clCfg.ProbeTimeout = cfg.ProbeTimeout
+	}
+	if cfg.SuspicionMult > 0 {
+		clCfg.SuspicionMult = cfg.SuspicionMult
+	}
 	clCfg.Logger = cfg.Logger.With("component", "cluster") // the cluster adds the node itself
 	clCfg.Registerer = metrics
 	cl, err := cluster.New(clCfg)

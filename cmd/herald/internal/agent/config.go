@@ -34,6 +34,13 @@ type Config struct {
 	// ReapFailed is how long a failed node's instances stay. Default: the
 	// cluster package's.
 	ReapFailed time.Duration
+	// ProbeInterval, ProbeTimeout and SuspicionMult tune failure detection:
+	// lower values remove a dead node's instances sooner and risk false
+	// positives on a loaded host. Zero: the cluster package's defaults
+	// (400ms, 200ms, 3).
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	SuspicionMult int
 	// DNSAddr serves DNS over UDP and TCP. Default 127.0.0.1:8600.
 	DNSAddr string
 	// GRPCAddr serves the API, Watch and peer replication. Default 127.0.0.1:8700.
