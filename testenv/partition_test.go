@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,21 +61,11 @@ func (m *ownedModel) firstOwnedBy(nodes []int, n int) [][2]string {
 	}
 	slices.SortFunc(out, func(a, b [2]string) int {
 		if a[0] != b[0] {
-			return compareStrings(a[0], b[0])
+			return strings.Compare(a[0], b[0])
 		}
-		return compareStrings(a[1], b[1])
+		return strings.Compare(a[1], b[1])
 	})
 	return out[:min(n, len(out))]
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // dnsMonitor queries every listed node's DNS over UDP until stop, and
