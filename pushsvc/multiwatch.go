@@ -17,6 +17,7 @@ const (
 	fieldItems       = 1
 	fieldItemWatchID = 1
 	fieldItemResp    = 2
+	fieldItemMoreIDs = 5
 )
 
 // MultiWatch serves many watches on one stream. Each watch has the
@@ -41,7 +42,7 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 		parts = s.advanceAll(watches, parts)
 		for id, w := range watches {
 			if p := s.progressDue(w); p != nil {
-				parts = appendItem(parts, id, p)
+				parts = appendItem(parts, []uint64{id}, p)
 			}
 		}
 		if len(parts) > 0 {
@@ -65,37 +66,42 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 	}
 }
 
-// advanceAll appends the next item of every watch that has news. Watches
-// at the same revision with the same services share one encoded response.
+// advanceAll appends the next items of the watches that have news. Watches
+// at the same revision with the same services get the same response, so it
+// is built once and sent once, as one item naming all of them.
 func (s *service) advanceAll(watches map[uint64]*watchState, parts [][]byte) [][]byte {
-	type memoKey struct {
+	type groupKey struct {
 		last uint64
 		key  string
 	}
-	type memoVal struct {
+	type group struct {
 		resp [][]byte
 		last uint64
+		ids  []uint64
 	}
-	var memo map[memoKey]memoVal
-	if len(watches) > 1 {
-		memo = make(map[memoKey]memoVal, 4)
-	}
+	var single [1]*group
+	groups := map[groupKey]*group{}
+	order := single[:0]
 	for id, w := range watches {
-		k := memoKey{w.last, w.key}
-		v, ok := memo[k]
-		if ok {
-			w.last = v.last
-			if v.resp != nil {
+		k := groupKey{w.last, w.key}
+		g := groups[k]
+		if g == nil {
+			g = &group{resp: s.advance(w), last: w.last}
+			groups[k] = g
+			order = append(order, g)
+		} else {
+			w.last = g.last
+			if g.resp != nil {
 				w.sentTick = s.tick.Load()
 			}
-		} else {
-			v = memoVal{resp: s.advance(w), last: w.last}
-			if memo != nil {
-				memo[k] = v
-			}
 		}
-		if v.resp != nil {
-			parts = appendItem(parts, id, v.resp)
+		if g.resp != nil {
+			g.ids = append(g.ids, id)
+		}
+	}
+	for _, g := range order {
+		if len(g.ids) > 0 {
+			parts = appendItem(parts, g.ids, g.resp)
 		}
 	}
 	return parts
@@ -130,25 +136,40 @@ func (s *service) multiWatchOp(watches map[uint64]*watchState, req *heraldpb.Mul
 	w := s.startWatch(req.GetWatch(), names)
 	watches[id] = w
 	s.watchers.Add(1)
-	parts = appendItem(parts, id, w.first)
+	parts = appendItem(parts, []uint64{id}, w.first)
 	w.first = nil
 	return parts
 }
 
-// appendItem appends a MultiWatchResponse.items entry that wraps the
+// appendItem appends a MultiWatchResponse.items entry for the watches ids
+// (the first as watch_id, the rest as more_watch_ids) that wraps the
 // WatchResponse encoded in resp; the entries of resp are not copied.
-func appendItem(parts [][]byte, id uint64, resp [][]byte) [][]byte {
+func appendItem(parts [][]byte, ids []uint64, resp [][]byte) [][]byte {
 	n := 0
 	for _, p := range resp {
 		n += len(p)
 	}
-	body := protowire.SizeTag(fieldItemWatchID) + protowire.SizeVarint(id) +
+	more := 0
+	for _, id := range ids[1:] {
+		more += protowire.SizeVarint(id)
+	}
+	body := protowire.SizeTag(fieldItemWatchID) + protowire.SizeVarint(ids[0]) +
 		protowire.SizeTag(fieldItemResp) + protowire.SizeBytes(n)
-	prefix := make([]byte, 0, 24)
+	if more > 0 {
+		body += protowire.SizeTag(fieldItemMoreIDs) + protowire.SizeBytes(more)
+	}
+	prefix := make([]byte, 0, 24+more)
 	prefix = protowire.AppendTag(prefix, fieldItems, protowire.BytesType)
 	prefix = protowire.AppendVarint(prefix, uint64(body))
 	prefix = protowire.AppendTag(prefix, fieldItemWatchID, protowire.VarintType)
-	prefix = protowire.AppendVarint(prefix, id)
+	prefix = protowire.AppendVarint(prefix, ids[0])
+	if more > 0 {
+		prefix = protowire.AppendTag(prefix, fieldItemMoreIDs, protowire.BytesType) // packed
+		prefix = protowire.AppendVarint(prefix, uint64(more))
+		for _, id := range ids[1:] {
+			prefix = protowire.AppendVarint(prefix, id)
+		}
+	}
 	prefix = protowire.AppendTag(prefix, fieldItemResp, protowire.BytesType)
 	prefix = protowire.AppendVarint(prefix, uint64(n))
 	parts = append(parts, prefix)

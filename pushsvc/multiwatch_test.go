@@ -29,8 +29,10 @@ func recvItems(t *testing.T, mw heraldpb.Herald_MultiWatchClient, n int) ([]stri
 				continue
 			}
 			r := it.Response
-			resps[it.WatchId] = r
-			out = append(out, fmt.Sprintf("%d:%s:%s", it.WatchId, strings.TrimPrefix(r.Kind.String(), "KIND_"), eventIDs(r)))
+			for _, id := range append([]uint64{it.WatchId}, it.MoreWatchIds...) {
+				resps[id] = r
+				out = append(out, fmt.Sprintf("%d:%s:%s", id, strings.TrimPrefix(r.Kind.String(), "KIND_"), eventIDs(r)))
+			}
 		}
 	}
 	sort.Strings(out)
@@ -88,6 +90,28 @@ func TestMultiWatch(t *testing.T) {
 				t.Fatalf("items\n%v\nwant\n%v", got, st.want)
 			}
 		})
+	}
+	// Watches 5 and 6 watch the same services from the same revision: a
+	// change reaches both in one item.
+	e.register(t, "web", "web-3")
+	m, err := mw.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shared *heraldpb.MultiWatchResponse_Item
+	for _, it := range m.Items {
+		if len(it.MoreWatchIds) > 0 {
+			shared = it
+		}
+	}
+	if shared == nil || len(m.Items) != 2 {
+		t.Fatalf("want one item for watches 5 and 6 and one for 4, got %v", m.Items)
+	}
+	if ids := fmt.Sprint(append([]uint64{shared.WatchId}, shared.MoreWatchIds...)); ids != "[5 6]" && ids != "[6 5]" {
+		t.Fatalf("shared item names watches %s, want 5 and 6", ids)
+	}
+	if got := eventIDs(shared.Response); got != "UPSERT:web-3" {
+		t.Fatalf("shared item events %s", got)
 	}
 	if err := mw.CloseSend(); err != nil {
 		t.Fatal(err)

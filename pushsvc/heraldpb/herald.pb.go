@@ -1754,11 +1754,15 @@ func (x *MultiWatchResponse) GetItems() []*MultiWatchResponse_Item {
 }
 
 type MultiWatchResponse_Item struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WatchId       uint64                 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
-	Response      *WatchResponse         `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
-	Code          int32                  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"` // a google.golang.org/grpc/codes value; non-zero: the watch was refused or ended
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WatchId  uint64                 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	Response *WatchResponse         `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	Code     int32                  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"` // a google.golang.org/grpc/codes value; non-zero: the watch was refused or ended
+	Message  string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// The same response is also meant for these watches of the stream: a
+	// change goes out once per stream for all watches at the same revision
+	// with the same services.
+	MoreWatchIds  []uint64 `protobuf:"varint,5,rep,packed,name=more_watch_ids,json=moreWatchIds,proto3" json:"more_watch_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1819,6 +1823,13 @@ func (x *MultiWatchResponse_Item) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *MultiWatchResponse_Item) GetMoreWatchIds() []uint64 {
+	if x != nil {
+		return x.MoreWatchIds
+	}
+	return nil
 }
 
 var File_pushsvc_heraldpb_herald_proto protoreflect.FileDescriptor
@@ -1939,14 +1950,15 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\rKIND_PROGRESS\x10\x03\"]\n" +
 	"\x11MultiWatchRequest\x12\x19\n" +
 	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\x12-\n" +
-	"\x05watch\x18\x02 \x01(\v2\x17.herald.v1.WatchRequestR\x05watch\"\xd6\x01\n" +
+	"\x05watch\x18\x02 \x01(\v2\x17.herald.v1.WatchRequestR\x05watch\"\xfc\x01\n" +
 	"\x12MultiWatchResponse\x128\n" +
-	"\x05items\x18\x01 \x03(\v2\".herald.v1.MultiWatchResponse.ItemR\x05items\x1a\x85\x01\n" +
+	"\x05items\x18\x01 \x03(\v2\".herald.v1.MultiWatchResponse.ItemR\x05items\x1a\xab\x01\n" +
 	"\x04Item\x12\x19\n" +
 	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\x124\n" +
 	"\bresponse\x18\x02 \x01(\v2\x18.herald.v1.WatchResponseR\bresponse\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage*r\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12$\n" +
+	"\x0emore_watch_ids\x18\x05 \x03(\x04R\fmoreWatchIds*r\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_PASSING\x10\x01\x12\x12\n" +

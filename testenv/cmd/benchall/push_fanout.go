@@ -278,7 +278,11 @@ func pushDecode(b []byte, mode pushFanoutMode, stream int) []pushItem {
 		}
 		out := make([]pushItem, 0, len(m.GetItems()))
 		for _, it := range m.GetItems() {
-			out = append(out, pushItem{watch: int(it.GetWatchId()), kind: uint64(it.GetResponse().GetKind()), code: uint64(it.GetCode()), ids: ids(it.GetResponse())})
+			r := pushItem{kind: uint64(it.GetResponse().GetKind()), code: uint64(it.GetCode()), ids: ids(it.GetResponse())}
+			for _, w := range append([]uint64{it.GetWatchId()}, it.GetMoreWatchIds()...) {
+				r.watch = int(w)
+				out = append(out, r)
+			}
 		}
 		return out
 	}
@@ -309,6 +313,7 @@ func pushDecode(b []byte, mode pushFanoutMode, stream int) []pushItem {
 	var out []pushItem
 	pushWalk(b, func(n protowire.Number, _ uint64, item []byte) {
 		var it pushItem
+		var more []int
 		pushWalk(item, func(n protowire.Number, v uint64, sub []byte) {
 			switch n {
 			case 1:
@@ -318,9 +323,22 @@ func pushDecode(b []byte, mode pushFanoutMode, stream int) []pushItem {
 				it.kind, it.ids = r.kind, r.ids
 			case 3:
 				it.code = v
+			case 5: // more_watch_ids, packed
+				for len(sub) > 0 {
+					id, k := protowire.ConsumeVarint(sub)
+					if k < 0 {
+						break
+					}
+					more = append(more, int(id))
+					sub = sub[k:]
+				}
 			}
 		})
 		out = append(out, it)
+		for _, w := range more {
+			it.watch = w
+			out = append(out, it)
+		}
 	})
 	return out
 }
