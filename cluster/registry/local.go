@@ -24,11 +24,29 @@ func (r *Registry) Register(ctx context.Context, in *Instance) (*Instance, error
 		r.mu.Unlock()
 		return nil, ErrClosed
 	}
+	r.keepDrain(in)
 	tx := r.begin()
 	in = r.putLocal(tx, in, true)
 	gen := r.commit(tx)
 	r.mu.Unlock()
 	return in, r.waitDurable(ctx, gen)
+}
+
+// keepDrain keeps a drain across a session's re-registration. A client
+// library registers again after every reconnect with the status it last
+// set itself, so without this a network blip would undo an operator's
+// drain. The session's own status change (or an undrain) lifts it.
+func (r *Registry) keepDrain(in *Instance) {
+	if in.Check.Kind != CheckSession || in.Status != StatusPassing && in.Status != StatusWarning {
+		return
+	}
+	k := in.Key()
+	if cur := r.owners[r.cfg.Node].inst[k]; cur != nil && cur.Check.Kind == CheckSession && cur.Status == StatusDraining {
+		in.Status = StatusDraining
+	} else if until, ok := r.drained[k]; ok && r.cfg.Now().Before(until) {
+		in.Status = StatusDraining
+	}
+	delete(r.drained, k)
 }
 
 // Deregister removes an instance owned by this node.
@@ -39,6 +57,7 @@ func (r *Registry) Deregister(ctx context.Context, key Key) error {
 		r.mu.Unlock()
 		return err
 	}
+	delete(r.drained, key)
 	tx := r.begin()
 	r.removeLocal(tx, key)
 	gen := r.commit(tx)
@@ -142,7 +161,11 @@ func (r *Registry) RemoveSession(session string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	tx := r.begin()
+	now := r.cfg.Now()
 	for k := range r.sessions[session] {
+		if in := r.owners[r.cfg.Node].inst[k]; in.Status == StatusDraining && len(r.drained) < maxDrained {
+			r.drained[k] = now.Add(r.cfg.DrainMemory)
+		}
 		r.removeLocal(tx, k)
 	}
 	r.commit(tx)
@@ -300,6 +323,11 @@ func (r *Registry) expireTTLs() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.cfg.Now()
+	for k, until := range r.drained {
+		if !now.Before(until) {
+			delete(r.drained, k)
+		}
+	}
 	set := r.owners[r.cfg.Node]
 	tx := r.begin()
 	for key, li := range r.local {

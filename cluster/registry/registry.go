@@ -102,6 +102,11 @@ type Config struct {
 	DeltaLog int
 	// CheckInterval is how often TTL checks are evaluated. Default 100ms.
 	CheckInterval time.Duration
+	// DrainMemory is how long a session instance that was draining when its
+	// session ended stays draining if the same key registers again through
+	// a session. Default 30s: longer than a client's reconnect, short
+	// enough that a crashed instance that drained itself is soon served again.
+	DrainMemory time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Store persists plain local registrations. Default nil: memory only.
@@ -125,6 +130,9 @@ func (c *Config) setDefaults() error {
 	if c.DeltaLog <= 0 {
 		c.DeltaLog = 16384
 	}
+	if c.DrainMemory <= 0 {
+		c.DrainMemory = 30 * time.Second
+	}
 	if c.CheckInterval <= 0 {
 		c.CheckInterval = 100 * time.Millisecond
 	}
@@ -142,6 +150,9 @@ type localInfo struct {
 	expired  bool      // turned critical by its TTL
 }
 
+// maxDrained bounds the remembered drains.
+const maxDrained = 10000
+
 // Registry is the in-memory registry of one node. Its methods are safe for
 // concurrent use. Reads (Snapshot, EventsSince) never wait for writes.
 type Registry struct {
@@ -153,6 +164,9 @@ type Registry struct {
 	local  map[Key]*localInfo
 	// sessions indexes the local session instances by their session.
 	sessions map[string]map[Key]struct{}
+	// drained remembers, until the given time, the session instances that
+	// were draining when their session ended (see keepDrain).
+	drained map[Key]time.Time
 	closed   bool
 
 	snap    atomic.Pointer[Snapshot]
@@ -189,6 +203,7 @@ func New(cfg Config) (*Registry, error) {
 		view:     map[string]map[string]*Instance{},
 		local:    map[Key]*localInfo{},
 		sessions: map[string]map[Key]struct{}{},
+		drained:  map[Key]time.Time{},
 		events:   newHistory[Event](cfg.History),
 		deltas:   newHistory[Delta](cfg.DeltaLog),
 		localCh:  make(chan struct{}),

@@ -500,3 +500,65 @@ func TestPersistence(t *testing.T) {
 		t.Fatal("a failed commit must be reported")
 	}
 }
+
+func TestSessionReRegistrationKeepsDrain(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	r := newReg(t, "n1", func(c *Config) { c.Now = clk.Now; c.DrainMemory = 30 * time.Second })
+	sess := func(id, session string) *Instance {
+		in := inst("api", id, "10.0.0.1")
+		in.Check = Check{Kind: CheckSession, Session: session}
+		return in
+	}
+	status := func(id string) Status {
+		if in := r.Snapshot().Service("api").Instance(id); in != nil {
+			return in.Status
+		}
+		return StatusUnknown
+	}
+	// An operator drains; the client's session breaks and it registers
+	// again as passing on a new session: the drain stays.
+	r.Register(ctx, sess("a1", "s1"))
+	r.SetStatus(ctx, "api", "a1", StatusDraining)
+	r.RemoveSession("s1")
+	r.Register(ctx, sess("a1", "s2"))
+	if st := status("a1"); st != StatusDraining {
+		t.Fatalf("after reconnect: %s, want draining", st)
+	}
+	// Reconnected before the old session ended: the drain stays too.
+	r.Register(ctx, sess("a1", "s3"))
+	if st := status("a1"); st != StatusDraining {
+		t.Fatalf("re-registered on a new session: %s, want draining", st)
+	}
+	// An undrain lifts it, and a later reconnect keeps it passing.
+	r.SetStatus(ctx, "api", "a1", StatusPassing)
+	r.RemoveSession("s3")
+	r.Register(ctx, sess("a1", "s4"))
+	if st := status("a1"); st != StatusPassing {
+		t.Fatalf("after undrain and reconnect: %s, want passing", st)
+	}
+	// The memory fades: a drained instance whose session ended more than
+	// DrainMemory ago comes back passing.
+	r.SetStatus(ctx, "api", "a1", StatusDraining)
+	r.RemoveSession("s4")
+	clk.Add(31 * time.Second)
+	r.expireTTLs()
+	r.Register(ctx, sess("a1", "s5"))
+	if st := status("a1"); st != StatusPassing {
+		t.Fatalf("after DrainMemory: %s, want passing", st)
+	}
+	// A deregistration forgets it at once; plain registrations are the
+	// source of truth and are never kept drained.
+	r.SetStatus(ctx, "api", "a1", StatusDraining)
+	r.Deregister(ctx, Key{"api", "a1"})
+	r.Register(ctx, sess("a1", "s6"))
+	if st := status("a1"); st != StatusPassing {
+		t.Fatalf("after deregister: %s, want passing", st)
+	}
+	r.Register(ctx, inst("api", "p1", "10.0.0.1"))
+	r.SetStatus(ctx, "api", "p1", StatusDraining)
+	r.Register(ctx, inst("api", "p1", "10.0.0.1"))
+	if st := status("p1"); st != StatusPassing {
+		t.Fatalf("plain re-registration: %s, want passing", st)
+	}
+}
