@@ -79,11 +79,16 @@ func TestServerUDPAndTCP(t *testing.T) {
 			}
 		})
 	}
-	if got := counterValue(t, reg, "SRV", "NOERROR"); got != 2 {
-		t.Errorf("herald_dns_requests_total{SRV,NOERROR} = %v, want 2", got)
-	}
-	if got := counterValue(t, reg, "A", "NXDOMAIN"); got != 2 {
-		t.Errorf("herald_dns_requests_total{A,NXDOMAIN} = %v, want 2", got)
+	// The handler counts a request after it has written the answer, so the
+	// client can see the answer first: wait for the counters.
+	for _, c := range []struct{ qtype, rcode string }{{"SRV", "NOERROR"}, {"A", "NXDOMAIN"}} {
+		deadline := time.Now().Add(5 * time.Second)
+		for counterValue(t, reg, c.qtype, c.rcode) != 2 {
+			if time.Now().After(deadline) {
+				t.Fatalf("herald_dns_requests_total{%s,%s} = %v, want 2", c.qtype, c.rcode, counterValue(t, reg, c.qtype, c.rcode))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 }
 
