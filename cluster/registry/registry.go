@@ -167,7 +167,7 @@ type Registry struct {
 	// drained remembers, until the given time, the session instances that
 	// were draining when their session ended (see keepDrain).
 	drained map[Key]time.Time
-	closed   bool
+	closed  bool
 
 	snap    atomic.Pointer[Snapshot]
 	events  *history[Event]
