@@ -55,10 +55,12 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 		case req := <-reqs:
 			parts = s.multiWatchOp(watches, req, parts)
 		case err := <-recvErr:
-			if errors.Is(err, io.EOF) {
-				return nil
+			if !errors.Is(err, io.EOF) {
+				return err
 			}
-			return err
+			// The client half-closed: it starts no more watches, but the
+			// ones it has keep streaming until it cancels the call.
+			reqs, recvErr = nil, nil
 		case <-notify:
 		case <-ctx.Done():
 			return toStatus(ctx.Err())
@@ -86,7 +88,8 @@ func (s *service) advanceAll(watches map[uint64]*watchState, parts [][]byte) [][
 		k := groupKey{w.last, w.key}
 		g := groups[k]
 		if g == nil {
-			g = &group{resp: s.advance(w), last: w.last}
+			resp := s.advance(w) // moves w.last
+			g = &group{resp: resp, last: w.last}
 			groups[k] = g
 			order = append(order, g)
 		} else {
@@ -115,9 +118,9 @@ func (s *service) multiWatchOp(watches map[uint64]*watchState, req *heraldpb.Mul
 		if _, ok := watches[id]; ok {
 			delete(watches, id)
 			s.watchers.Add(-1)
-			parts = append(parts, errorItem(id, status.Errorf(codes.Canceled, "watch %d canceled", id)))
 		}
-		return parts
+		// Acknowledged even for an unknown id, so a client never waits.
+		return append(parts, errorItem(id, status.Errorf(codes.Canceled, "watch %d canceled", id)))
 	}
 	var err error
 	switch {

@@ -1,6 +1,7 @@
 package pushsvc
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -43,7 +44,9 @@ func TestMultiWatch(t *testing.T) {
 	e := newEnv(t, envOpts{server: func(c *Config) { c.MaxWatchesPerStream = 4 }})
 	e.register(t, "api", "api-1")
 	e.register(t, "web", "web-1")
-	mw, err := e.client.MultiWatch(ctxT(t))
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	mw, err := e.client.MultiWatch(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,11 +70,11 @@ func TestMultiWatch(t *testing.T) {
 		{"duplicate id", func() { send(1, &heraldpb.WatchRequest{}) }, []string{"1:InvalidArgument"}},
 		{"a change goes to its watch only", func() { e.register(t, "api", "api-2") }, []string{"1:DELTA:UPSERT:api-2"}},
 		{"cancel is acknowledged", func() { send(2, nil) }, []string{"2:Canceled"}},
-		{"cancel unknown is ignored, only the other watch hears", func() {
+		{"cancel unknown is acknowledged, only the other watch hears", func() {
 			send(99, nil)
 			e.register(t, "web", "web-2")
 			e.register(t, "api", "api-3")
-		}, []string{"1:DELTA:UPSERT:api-3"}},
+		}, []string{"1:DELTA:UPSERT:api-3", "99:Canceled"}},
 		{"resume on the stream", func() {
 			last = e.reg.Snapshot().Revision()
 			send(4, &heraldpb.WatchRequest{Services: []string{"web"}, Revision: last, Origin: e.reg.Snapshot().Origin()})
@@ -113,8 +116,14 @@ func TestMultiWatch(t *testing.T) {
 	if got := eventIDs(shared.Response); got != "UPSERT:web-3" {
 		t.Fatalf("shared item events %s", got)
 	}
+	// A half-close starts no more watches, but the open ones keep streaming.
 	if err := mw.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
+	e.register(t, "web", "web-4")
+	if got, _ := recvItems(t, mw, 3); strings.Join(got, " ") != "4:DELTA:UPSERT:web-4 5:DELTA:UPSERT:web-4 6:DELTA:UPSERT:web-4" {
+		t.Fatalf("after CloseSend: %v", got)
+	}
+	cancel()
 	waitFor(t, 2*time.Second, "watch count back to zero", func() bool { return e.srv.watchers.Load() == 0 })
 }

@@ -187,7 +187,9 @@ func New(cfg Config) (*Server, error) {
 
 // Close ends every Watch and Session stream (sessions' instances are
 // removed) and stops the server's goroutines. It does not stop the
-// *grpc.Server: call Close, then GracefulStop. Close is idempotent.
+// *grpc.Server, and a watch blocked sending to a client that does not read
+// ends only when that server stops: call Close, then GracefulStop with a
+// deadline, then Stop. Close is idempotent.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)

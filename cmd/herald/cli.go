@@ -58,7 +58,8 @@ func parse(fs *flag.FlagSet, args []string) error {
 // dial connects to the agent. The connection is lazy; errors surface on the
 // first call and are explained by callErr.
 func (cf *clientFlags) dial() (pb.HeraldClient, func(), error) {
-	conn, err := grpc.NewClient("passthrough:///"+cf.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("passthrough:///"+cf.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20))) // a watch snapshot is one message
 	if err != nil {
 		return nil, nil, usagef("bad -addr %q: %v", cf.addr, err)
 	}

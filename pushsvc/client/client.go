@@ -142,6 +142,10 @@ func ParseAddrs(s string) []string {
 	return out
 }
 
+// MaxMessageSize is the largest message the client accepts from an agent
+// (64 MiB): a Watch snapshot of every service travels as one message.
+const MaxMessageSize = 64 << 20
+
 // New creates a client for the agents at addrs (host:port each). With no
 // addresses it uses HERALD_ADDR, else DefaultAddr. It does not connect until
 // it is used.
@@ -171,7 +175,13 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	}
 	c := &Client{opts: o, addrs: addrs}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, o.dialOpts...)
+	dial := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A Watch snapshot is one message; grpc's default 4 MiB receive
+		// limit would cap a watch of every service at roughly 30,000
+		// instances.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize)),
+	}, o.dialOpts...)
 	for _, a := range addrs {
 		cc, err := grpc.NewClient("passthrough:///"+a, dial...)
 		if err != nil {
