@@ -122,22 +122,28 @@ func (f *feed) restart(base uint64) {
 	f.wake()
 }
 
-// since appends to dst the entries after revision after that match, up to
-// max events scanned, and returns the revision reached. It returns errBehind
-// if the events after `after` are gone, or more than max are pending.
+// since appends to dst the entries after revision after that match, and
+// returns the revision reached. It returns errBehind if the events after
+// `after` are gone, or if more than max of them match: then a snapshot is
+// cheaper than the deltas. Events of other services do not count, so a burst
+// elsewhere never resets a watcher.
 func (f *feed) since(after uint64, match func(string) bool, max int, dst [][]byte) ([][]byte, uint64, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if after >= f.last {
 		return dst, after, nil
 	}
-	if after < f.low || f.last-after > uint64(max) {
+	if after < f.low {
 		return dst, after, errBehind
 	}
+	base := len(dst)
 	off := int(after + 1 - f.ring[f.head].rev)
 	for i := off; i < f.n; i++ {
 		e := &f.ring[(f.head+i)%len(f.ring)]
 		if match(e.service) {
+			if len(dst)-base == max {
+				return dst[:base], after, errBehind
+			}
 			dst = append(dst, e.entry)
 		}
 	}

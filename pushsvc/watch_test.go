@@ -3,6 +3,7 @@ package pushsvc
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
@@ -493,5 +494,42 @@ func TestWatchWithoutCodec(t *testing.T) {
 	}
 	if got, _ := recvItems(t, mw, 1); strings.Join(got, " ") != "7:DELTA:UPSERT:api-2" {
 		t.Fatalf("multiwatch items %v", got)
+	}
+}
+
+// TestWatchUnrelatedBurstNoReset: a burst of more than WatchMaxLag events in
+// another service (one commit, as a node drain makes) does not reset a
+// watcher that is behind only on unrelated events.
+func TestWatchUnrelatedBurstNoReset(t *testing.T) {
+	e := newEnv(t, envOpts{server: func(c *Config) { c.WatchMaxLag = 16 }})
+	e.register(t, "api", "api-1")
+	for i := range 100 {
+		if _, err := e.reg.Register(context.Background(), &registry.Instance{Service: "bulk", ID: fmt.Sprint("b", i),
+			Address: netip.MustParseAddr("10.1.0.1"), Port: 80, Weight: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := e.client.Watch(ctxT(t), &heraldpb.WatchRequest{Services: []string{"api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, w) // snapshot
+	// One commit of 100 events in "bulk", then one change of "api".
+	if _, err := e.reg.SetStatus(context.Background(), "bulk", "", registry.StatusDraining); err != nil {
+		t.Fatal(err)
+	}
+	e.register(t, "api", "api-2")
+	for {
+		m := recv(t, w)
+		if m.Kind == heraldpb.WatchResponse_KIND_PROGRESS {
+			continue
+		}
+		if m.Kind != heraldpb.WatchResponse_KIND_DELTA || eventIDs(m) != "UPSERT:api-2" {
+			t.Fatalf("got %v %s, want the delta UPSERT:api-2 (no reset snapshot)", m.Kind, eventIDs(m))
+		}
+		break
+	}
+	if n := e.srv.resets.Load(); n != 0 {
+		t.Fatalf("%d resets", n)
 	}
 }
