@@ -34,16 +34,26 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 	defer func() { s.watchers.Add(-int64(len(watches))) }()
 
 	var parts [][]byte // the next message
+	var groups watchGroups
+	var notify <-chan struct{}
+	woke := true // the feed moved or a tick came: advance every watch
 	for {
-		notify := s.feed.wait() // a change, a progress tick or Close
+		if woke {
+			// Taken before advancing, and kept until it fires, so that no
+			// change between two wake-ups goes unnoticed.
+			notify = s.feed.wait() // a change, a progress tick or Close
+		}
 		if s.closed.Load() {
 			return toStatus(errServerClosed)
 		}
-		parts = s.advanceAll(watches, parts)
-		for id, w := range watches {
-			if p := s.progressDue(w); p != nil {
-				parts = appendItem(parts, []uint64{id}, p)
+		if woke {
+			parts = s.advanceAll(watches, parts, &groups)
+			for id, w := range watches {
+				if p := s.progressDue(w); p != nil {
+					parts = appendItem(parts, []uint64{id}, p)
+				}
 			}
+			woke = false
 		}
 		if len(parts) > 0 {
 			if err := sendFrame[heraldpb.MultiWatchResponse]((*Server)(s), stream, parts); err != nil {
@@ -62,50 +72,68 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 			// ones it has keep streaming until it cancels the call.
 			reqs, recvErr = nil, nil
 		case <-notify:
+			woke = true
 		case <-ctx.Done():
 			return toStatus(ctx.Err())
 		}
 	}
 }
 
+// watchGroups is a stream's scratch space for advanceAll, reused across
+// wake-ups so that a change costs the stream no allocations of its own.
+type watchGroups struct {
+	index map[watchGroupKey]int
+	list  []watchGroup
+}
+
+type watchGroupKey struct {
+	last uint64
+	key  string
+}
+
+type watchGroup struct {
+	resp [][]byte
+	last uint64
+	ids  []uint64
+}
+
 // advanceAll appends the next items of the watches that have news. Watches
 // at the same revision with the same services get the same response, so it
 // is built once and sent once, as one item naming all of them.
-func (s *service) advanceAll(watches map[uint64]*watchState, parts [][]byte) [][]byte {
-	type groupKey struct {
-		last uint64
-		key  string
+func (s *service) advanceAll(watches map[uint64]*watchState, parts [][]byte, g *watchGroups) [][]byte {
+	if g.index == nil {
+		g.index = map[watchGroupKey]int{}
 	}
-	type group struct {
-		resp [][]byte
-		last uint64
-		ids  []uint64
-	}
-	var single [1]*group
-	groups := map[groupKey]*group{}
-	order := single[:0]
+	clear(g.index)
+	g.list = g.list[:0]
 	for id, w := range watches {
-		k := groupKey{w.last, w.key}
-		g := groups[k]
-		if g == nil {
+		k := watchGroupKey{w.last, w.key}
+		i, ok := g.index[k]
+		if !ok {
 			resp := s.advance(w) // moves w.last
-			g = &group{resp: resp, last: w.last}
-			groups[k] = g
-			order = append(order, g)
+			i = len(g.list)
+			g.index[k] = i
+			if i < cap(g.list) {
+				g.list = g.list[:i+1]
+				g.list[i] = watchGroup{resp: resp, last: w.last, ids: g.list[i].ids[:0]}
+			} else {
+				g.list = append(g.list, watchGroup{resp: resp, last: w.last})
+			}
 		} else {
-			w.last = g.last
-			if g.resp != nil {
+			w.last = g.list[i].last
+			if g.list[i].resp != nil {
 				w.sentTick = s.tick.Load()
 			}
 		}
-		if g.resp != nil {
-			g.ids = append(g.ids, id)
+		if g.list[i].resp != nil {
+			g.list[i].ids = append(g.list[i].ids, id)
 		}
 	}
-	for _, g := range order {
-		if len(g.ids) > 0 {
-			parts = appendItem(parts, g.ids, g.resp)
+	for i := range g.list {
+		if len(g.list[i].ids) > 0 {
+			parts = appendItem(parts, g.list[i].ids, g.list[i].resp)
 		}
+		g.list[i].resp = nil // do not pin shared entries until the next wake
 	}
 	return parts
 }

@@ -127,3 +127,51 @@ func TestMultiWatch(t *testing.T) {
 	cancel()
 	waitFor(t, 2*time.Second, "watch count back to zero", func() bool { return e.srv.watchers.Load() == 0 })
 }
+
+// TestMultiWatchNoChangeLostAmongRequests: changes that land while the stream
+// is busy with watch requests still reach the watches already running.
+func TestMultiWatchNoChangeLostAmongRequests(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	mw, err := e.client.MultiWatch(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mw.Send(&heraldpb.MultiWatchRequest{WatchId: 1, Watch: &heraldpb.WatchRequest{Services: []string{"api"}}}); err != nil {
+		t.Fatal(err)
+	}
+	const changes = 200
+	done := make(chan error, 1)
+	go func() { // other watches start while the changes happen
+		for id := uint64(2); id < 2+changes; id++ {
+			if err := mw.Send(&heraldpb.MultiWatchRequest{WatchId: id, Watch: &heraldpb.WatchRequest{Services: []string{"web"}}}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := range changes {
+		e.register(t, "api", fmt.Sprintf("api-%03d", i))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for i := 0; len(seen) < changes && i < 10*changes; i++ {
+		m, err := mw.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range m.Items {
+			if it.WatchId != 1 {
+				continue
+			}
+			for _, ev := range it.Response.GetEvents() {
+				seen[ev.GetInstance().GetId()] = true
+			}
+		}
+	}
+	if len(seen) != changes {
+		t.Fatalf("watch 1 saw %d of %d changes", len(seen), changes)
+	}
+}
