@@ -21,7 +21,7 @@ type txn struct {
 
 func (r *Registry) begin() *txn { return &txn{} }
 
-func (tx *txn) touch(_ *Registry, k Key) {
+func (tx *txn) touch(k Key) {
 	if tx.touched == nil {
 		tx.touched = map[Key]struct{}{}
 	}

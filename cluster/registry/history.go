@@ -18,14 +18,6 @@ func newHistory[T any](capacity int) *history[T] {
 	return &history[T]{buf: make([]T, capacity), next: 1}
 }
 
-// reset empties the log so that the next append is numbered next.
-func (h *history[T]) reset(next uint64) {
-	h.mu.Lock()
-	clear(h.buf)
-	h.head, h.n, h.first, h.next = 0, 0, 0, next
-	h.mu.Unlock()
-}
-
 func (h *history[T]) append(items ...T) {
 	h.mu.Lock()
 	for _, it := range items {

@@ -247,7 +247,7 @@ func (r *Registry) putLocal(tx *txn, in *Instance, renew bool) *Instance {
 	}
 	set.version.Seq++
 	tx.deltas = append(tx.deltas, Delta{Owner: r.cfg.Node, Version: set.version, Op: OpUpsert, Instance: in, Time: now})
-	tx.touch(r, key)
+	tx.touch(key)
 	if (old != nil && old.Check.Kind == CheckNone) || in.Check.Kind == CheckNone {
 		tx.dirty = append(tx.dirty, key)
 	}
@@ -266,7 +266,7 @@ func (r *Registry) removeLocal(tx *txn, key Key) {
 	r.unindexSession(old)
 	set.version.Seq++
 	tx.deltas = append(tx.deltas, Delta{Owner: r.cfg.Node, Version: set.version, Op: OpRemove, Instance: old, Time: now})
-	tx.touch(r, key)
+	tx.touch(key)
 	if old.Check.Kind == CheckNone {
 		tx.dirty = append(tx.dirty, key)
 	}

@@ -47,7 +47,7 @@ func (r *Registry) Apply(deltas []Delta) []GapError {
 			set.inst[key] = d.Instance
 		}
 		set.version = d.Version
-		tx.touch(r, key)
+		tx.touch(key)
 	}
 	r.commit(tx)
 	return gaps
@@ -82,7 +82,7 @@ func (r *Registry) RemoveOwner(owner string) int {
 	tx := r.begin()
 	delete(r.owners, owner)
 	for k := range set.inst {
-		tx.touch(r, k)
+		tx.touch(k)
 	}
 	r.commit(tx)
 	return len(set.inst)
@@ -91,7 +91,7 @@ func (r *Registry) RemoveOwner(owner string) int {
 func (r *Registry) replaceOwnerLocked(tx *txn, st OwnerState) {
 	if old := r.owners[st.Owner]; old != nil {
 		for k := range old.inst {
-			tx.touch(r, k)
+			tx.touch(k)
 		}
 	}
 	old := r.owners[st.Owner]
@@ -106,7 +106,7 @@ func (r *Registry) replaceOwnerLocked(tx *txn, st OwnerState) {
 			}
 		}
 		set.inst[k] = in
-		tx.touch(r, k)
+		tx.touch(k)
 	}
 	r.owners[st.Owner] = set
 }
