@@ -90,6 +90,7 @@ type Instance struct {
 	CheckTtlNanos    int64                  `protobuf:"varint,10,opt,name=check_ttl_nanos,json=checkTtlNanos,proto3" json:"check_ttl_nanos,omitempty"`
 	Owner            string                 `protobuf:"bytes,11,opt,name=owner,proto3" json:"owner,omitempty"`
 	UpdatedUnixNanos int64                  `protobuf:"varint,12,opt,name=updated_unix_nanos,json=updatedUnixNanos,proto3" json:"updated_unix_nanos,omitempty"`
+	Stamp            uint64                 `protobuf:"varint,13,opt,name=stamp,proto3" json:"stamp,omitempty"` // hybrid logical clock stamp of the write
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -208,19 +209,90 @@ func (x *Instance) GetUpdatedUnixNanos() int64 {
 	return 0
 }
 
-type Delta struct {
+func (x *Instance) GetStamp() uint64 {
+	if x != nil {
+		return x.Stamp
+	}
+	return 0
+}
+
+// Tombstone is a deregistered key: it beats every copy with a lower stamp.
+type Tombstone struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       *Version               `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
-	Op            uint32                 `protobuf:"varint,2,opt,name=op,proto3" json:"op,omitempty"` // registry.Op
-	Instance      *Instance              `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
-	TimeUnixNanos int64                  `protobuf:"varint,4,opt,name=time_unix_nanos,json=timeUnixNanos,proto3" json:"time_unix_nanos,omitempty"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Stamp         uint64                 `protobuf:"varint,3,opt,name=stamp,proto3" json:"stamp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tombstone) Reset() {
+	*x = Tombstone{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tombstone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tombstone) ProtoMessage() {}
+
+func (x *Tombstone) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
+func (*Tombstone) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Tombstone) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Tombstone) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Tombstone) GetStamp() uint64 {
+	if x != nil {
+		return x.Stamp
+	}
+	return 0
+}
+
+type Delta struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version *Version               `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// registry.Op: 1 upsert; 2 remove, leaving a tombstone at stamp; 3 drop,
+	// the owner gave the key up to a newer write elsewhere (no tombstone).
+	Op            uint32    `protobuf:"varint,2,opt,name=op,proto3" json:"op,omitempty"`
+	Instance      *Instance `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	TimeUnixNanos int64     `protobuf:"varint,4,opt,name=time_unix_nanos,json=timeUnixNanos,proto3" json:"time_unix_nanos,omitempty"`
+	Stamp         uint64    `protobuf:"varint,5,opt,name=stamp,proto3" json:"stamp,omitempty"` // the stamp of this change
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Delta) Reset() {
 	*x = Delta{}
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[2]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -232,7 +304,7 @@ func (x *Delta) String() string {
 func (*Delta) ProtoMessage() {}
 
 func (x *Delta) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[2]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -245,7 +317,7 @@ func (x *Delta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delta.ProtoReflect.Descriptor instead.
 func (*Delta) Descriptor() ([]byte, []int) {
-	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{2}
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Delta) GetVersion() *Version {
@@ -276,6 +348,13 @@ func (x *Delta) GetTimeUnixNanos() int64 {
 	return 0
 }
 
+func (x *Delta) GetStamp() uint64 {
+	if x != nil {
+		return x.Stamp
+	}
+	return 0
+}
+
 type DeltaBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Deltas        []*Delta               `protobuf:"bytes,1,rep,name=deltas,proto3" json:"deltas,omitempty"`
@@ -285,7 +364,7 @@ type DeltaBatch struct {
 
 func (x *DeltaBatch) Reset() {
 	*x = DeltaBatch{}
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[3]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -297,7 +376,7 @@ func (x *DeltaBatch) String() string {
 func (*DeltaBatch) ProtoMessage() {}
 
 func (x *DeltaBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[3]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -310,7 +389,7 @@ func (x *DeltaBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeltaBatch.ProtoReflect.Descriptor instead.
 func (*DeltaBatch) Descriptor() ([]byte, []int) {
-	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{3}
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeltaBatch) GetDeltas() []*Delta {
@@ -328,13 +407,14 @@ type OwnerStateChunk struct {
 	Version       *Version               `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	Instances     []*Instance            `protobuf:"bytes,3,rep,name=instances,proto3" json:"instances,omitempty"`
 	Last          bool                   `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	Tombstones    []*Tombstone           `protobuf:"bytes,5,rep,name=tombstones,proto3" json:"tombstones,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OwnerStateChunk) Reset() {
 	*x = OwnerStateChunk{}
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[4]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +426,7 @@ func (x *OwnerStateChunk) String() string {
 func (*OwnerStateChunk) ProtoMessage() {}
 
 func (x *OwnerStateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[4]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +439,7 @@ func (x *OwnerStateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerStateChunk.ProtoReflect.Descriptor instead.
 func (*OwnerStateChunk) Descriptor() ([]byte, []int) {
-	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{4}
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *OwnerStateChunk) GetOwner() string {
@@ -390,6 +470,13 @@ func (x *OwnerStateChunk) GetLast() bool {
 	return false
 }
 
+func (x *OwnerStateChunk) GetTombstones() []*Tombstone {
+	if x != nil {
+		return x.Tombstones
+	}
+	return nil
+}
+
 type Hello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Owner         string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
@@ -400,7 +487,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[5]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +499,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[5]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +512,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{5}
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Hello) GetOwner() string {
@@ -456,7 +543,7 @@ type ReplicateRequest struct {
 
 func (x *ReplicateRequest) Reset() {
 	*x = ReplicateRequest{}
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[6]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +555,7 @@ func (x *ReplicateRequest) String() string {
 func (*ReplicateRequest) ProtoMessage() {}
 
 func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[6]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +568,7 @@ func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateRequest) Descriptor() ([]byte, []int) {
-	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{6}
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReplicateRequest) GetMsg() isReplicateRequest_Msg {
@@ -550,7 +637,7 @@ type ReplicateAck struct {
 
 func (x *ReplicateAck) Reset() {
 	*x = ReplicateAck{}
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[7]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +649,7 @@ func (x *ReplicateAck) String() string {
 func (*ReplicateAck) ProtoMessage() {}
 
 func (x *ReplicateAck) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[7]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +662,7 @@ func (x *ReplicateAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateAck.ProtoReflect.Descriptor instead.
 func (*ReplicateAck) Descriptor() ([]byte, []int) {
-	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{7}
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReplicateAck) GetHave() *Version {
@@ -594,7 +681,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[8]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +693,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[8]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +706,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{8}
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DigestRequest) GetFrom() string {
@@ -638,7 +725,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[9]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +737,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[9]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +750,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{9}
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DigestResponse) GetOwners() map[string]*Version {
@@ -682,7 +769,7 @@ type PullOwnerRequest struct {
 
 func (x *PullOwnerRequest) Reset() {
 	*x = PullOwnerRequest{}
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[10]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +781,7 @@ func (x *PullOwnerRequest) String() string {
 func (*PullOwnerRequest) ProtoMessage() {}
 
 func (x *PullOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[10]
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +794,7 @@ func (x *PullOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullOwnerRequest.ProtoReflect.Descriptor instead.
 func (*PullOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{10}
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PullOwnerRequest) GetOwner() string {
@@ -724,7 +811,7 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x1fcluster/clusterpb/cluster.proto\x12\x11herald.cluster.v1\"1\n" +
 	"\aVersion\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xa5\x03\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xbb\x03\n" +
 	"\bInstance\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
@@ -739,23 +826,32 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x0fcheck_ttl_nanos\x18\n" +
 	" \x01(\x03R\rcheckTtlNanos\x12\x14\n" +
 	"\x05owner\x18\v \x01(\tR\x05owner\x12,\n" +
-	"\x12updated_unix_nanos\x18\f \x01(\x03R\x10updatedUnixNanos\x1a7\n" +
+	"\x12updated_unix_nanos\x18\f \x01(\x03R\x10updatedUnixNanos\x12\x14\n" +
+	"\x05stamp\x18\r \x01(\x04R\x05stamp\x1a7\n" +
 	"\tMetaEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +
+	"\tTombstone\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
+	"\x05stamp\x18\x03 \x01(\x04R\x05stamp\"\xc4\x01\n" +
 	"\x05Delta\x124\n" +
 	"\aversion\x18\x01 \x01(\v2\x1a.herald.cluster.v1.VersionR\aversion\x12\x0e\n" +
 	"\x02op\x18\x02 \x01(\rR\x02op\x127\n" +
 	"\binstance\x18\x03 \x01(\v2\x1b.herald.cluster.v1.InstanceR\binstance\x12&\n" +
-	"\x0ftime_unix_nanos\x18\x04 \x01(\x03R\rtimeUnixNanos\">\n" +
+	"\x0ftime_unix_nanos\x18\x04 \x01(\x03R\rtimeUnixNanos\x12\x14\n" +
+	"\x05stamp\x18\x05 \x01(\x04R\x05stamp\">\n" +
 	"\n" +
 	"DeltaBatch\x120\n" +
-	"\x06deltas\x18\x01 \x03(\v2\x18.herald.cluster.v1.DeltaR\x06deltas\"\xac\x01\n" +
+	"\x06deltas\x18\x01 \x03(\v2\x18.herald.cluster.v1.DeltaR\x06deltas\"\xea\x01\n" +
 	"\x0fOwnerStateChunk\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x124\n" +
 	"\aversion\x18\x02 \x01(\v2\x1a.herald.cluster.v1.VersionR\aversion\x129\n" +
 	"\tinstances\x18\x03 \x03(\v2\x1b.herald.cluster.v1.InstanceR\tinstances\x12\x12\n" +
-	"\x04last\x18\x04 \x01(\bR\x04last\"3\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last\x12<\n" +
+	"\n" +
+	"tombstones\x18\x05 \x03(\v2\x1c.herald.cluster.v1.TombstoneR\n" +
+	"tombstones\"3\n" +
 	"\x05Hello\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xbe\x01\n" +
@@ -792,46 +888,48 @@ func file_cluster_clusterpb_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_clusterpb_cluster_proto_rawDescData
 }
 
-var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_cluster_clusterpb_cluster_proto_goTypes = []any{
 	(*Version)(nil),          // 0: herald.cluster.v1.Version
 	(*Instance)(nil),         // 1: herald.cluster.v1.Instance
-	(*Delta)(nil),            // 2: herald.cluster.v1.Delta
-	(*DeltaBatch)(nil),       // 3: herald.cluster.v1.DeltaBatch
-	(*OwnerStateChunk)(nil),  // 4: herald.cluster.v1.OwnerStateChunk
-	(*Hello)(nil),            // 5: herald.cluster.v1.Hello
-	(*ReplicateRequest)(nil), // 6: herald.cluster.v1.ReplicateRequest
-	(*ReplicateAck)(nil),     // 7: herald.cluster.v1.ReplicateAck
-	(*DigestRequest)(nil),    // 8: herald.cluster.v1.DigestRequest
-	(*DigestResponse)(nil),   // 9: herald.cluster.v1.DigestResponse
-	(*PullOwnerRequest)(nil), // 10: herald.cluster.v1.PullOwnerRequest
-	nil,                      // 11: herald.cluster.v1.Instance.MetaEntry
-	nil,                      // 12: herald.cluster.v1.DigestResponse.OwnersEntry
+	(*Tombstone)(nil),        // 2: herald.cluster.v1.Tombstone
+	(*Delta)(nil),            // 3: herald.cluster.v1.Delta
+	(*DeltaBatch)(nil),       // 4: herald.cluster.v1.DeltaBatch
+	(*OwnerStateChunk)(nil),  // 5: herald.cluster.v1.OwnerStateChunk
+	(*Hello)(nil),            // 6: herald.cluster.v1.Hello
+	(*ReplicateRequest)(nil), // 7: herald.cluster.v1.ReplicateRequest
+	(*ReplicateAck)(nil),     // 8: herald.cluster.v1.ReplicateAck
+	(*DigestRequest)(nil),    // 9: herald.cluster.v1.DigestRequest
+	(*DigestResponse)(nil),   // 10: herald.cluster.v1.DigestResponse
+	(*PullOwnerRequest)(nil), // 11: herald.cluster.v1.PullOwnerRequest
+	nil,                      // 12: herald.cluster.v1.Instance.MetaEntry
+	nil,                      // 13: herald.cluster.v1.DigestResponse.OwnersEntry
 }
 var file_cluster_clusterpb_cluster_proto_depIdxs = []int32{
-	11, // 0: herald.cluster.v1.Instance.meta:type_name -> herald.cluster.v1.Instance.MetaEntry
+	12, // 0: herald.cluster.v1.Instance.meta:type_name -> herald.cluster.v1.Instance.MetaEntry
 	0,  // 1: herald.cluster.v1.Delta.version:type_name -> herald.cluster.v1.Version
 	1,  // 2: herald.cluster.v1.Delta.instance:type_name -> herald.cluster.v1.Instance
-	2,  // 3: herald.cluster.v1.DeltaBatch.deltas:type_name -> herald.cluster.v1.Delta
+	3,  // 3: herald.cluster.v1.DeltaBatch.deltas:type_name -> herald.cluster.v1.Delta
 	0,  // 4: herald.cluster.v1.OwnerStateChunk.version:type_name -> herald.cluster.v1.Version
 	1,  // 5: herald.cluster.v1.OwnerStateChunk.instances:type_name -> herald.cluster.v1.Instance
-	5,  // 6: herald.cluster.v1.ReplicateRequest.hello:type_name -> herald.cluster.v1.Hello
-	3,  // 7: herald.cluster.v1.ReplicateRequest.deltas:type_name -> herald.cluster.v1.DeltaBatch
-	4,  // 8: herald.cluster.v1.ReplicateRequest.full:type_name -> herald.cluster.v1.OwnerStateChunk
-	0,  // 9: herald.cluster.v1.ReplicateAck.have:type_name -> herald.cluster.v1.Version
-	12, // 10: herald.cluster.v1.DigestResponse.owners:type_name -> herald.cluster.v1.DigestResponse.OwnersEntry
-	0,  // 11: herald.cluster.v1.DigestResponse.OwnersEntry.value:type_name -> herald.cluster.v1.Version
-	6,  // 12: herald.cluster.v1.Peer.Replicate:input_type -> herald.cluster.v1.ReplicateRequest
-	8,  // 13: herald.cluster.v1.Peer.Digest:input_type -> herald.cluster.v1.DigestRequest
-	10, // 14: herald.cluster.v1.Peer.PullOwner:input_type -> herald.cluster.v1.PullOwnerRequest
-	7,  // 15: herald.cluster.v1.Peer.Replicate:output_type -> herald.cluster.v1.ReplicateAck
-	9,  // 16: herald.cluster.v1.Peer.Digest:output_type -> herald.cluster.v1.DigestResponse
-	4,  // 17: herald.cluster.v1.Peer.PullOwner:output_type -> herald.cluster.v1.OwnerStateChunk
-	15, // [15:18] is the sub-list for method output_type
-	12, // [12:15] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	2,  // 6: herald.cluster.v1.OwnerStateChunk.tombstones:type_name -> herald.cluster.v1.Tombstone
+	6,  // 7: herald.cluster.v1.ReplicateRequest.hello:type_name -> herald.cluster.v1.Hello
+	4,  // 8: herald.cluster.v1.ReplicateRequest.deltas:type_name -> herald.cluster.v1.DeltaBatch
+	5,  // 9: herald.cluster.v1.ReplicateRequest.full:type_name -> herald.cluster.v1.OwnerStateChunk
+	0,  // 10: herald.cluster.v1.ReplicateAck.have:type_name -> herald.cluster.v1.Version
+	13, // 11: herald.cluster.v1.DigestResponse.owners:type_name -> herald.cluster.v1.DigestResponse.OwnersEntry
+	0,  // 12: herald.cluster.v1.DigestResponse.OwnersEntry.value:type_name -> herald.cluster.v1.Version
+	7,  // 13: herald.cluster.v1.Peer.Replicate:input_type -> herald.cluster.v1.ReplicateRequest
+	9,  // 14: herald.cluster.v1.Peer.Digest:input_type -> herald.cluster.v1.DigestRequest
+	11, // 15: herald.cluster.v1.Peer.PullOwner:input_type -> herald.cluster.v1.PullOwnerRequest
+	8,  // 16: herald.cluster.v1.Peer.Replicate:output_type -> herald.cluster.v1.ReplicateAck
+	10, // 17: herald.cluster.v1.Peer.Digest:output_type -> herald.cluster.v1.DigestResponse
+	5,  // 18: herald.cluster.v1.Peer.PullOwner:output_type -> herald.cluster.v1.OwnerStateChunk
+	16, // [16:19] is the sub-list for method output_type
+	13, // [13:16] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_cluster_clusterpb_cluster_proto_init() }
@@ -839,7 +937,7 @@ func file_cluster_clusterpb_cluster_proto_init() {
 	if File_cluster_clusterpb_cluster_proto != nil {
 		return
 	}
-	file_cluster_clusterpb_cluster_proto_msgTypes[6].OneofWrappers = []any{
+	file_cluster_clusterpb_cluster_proto_msgTypes[7].OneofWrappers = []any{
 		(*ReplicateRequest_Hello)(nil),
 		(*ReplicateRequest_Deltas)(nil),
 		(*ReplicateRequest_Full)(nil),
@@ -850,7 +948,7 @@ func file_cluster_clusterpb_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_clusterpb_cluster_proto_rawDesc), len(file_cluster_clusterpb_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

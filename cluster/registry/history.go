@@ -36,6 +36,16 @@ func (h *history[T]) append(items ...T) {
 	h.mu.Unlock()
 }
 
+// startAfter makes an empty history number its next item n+1, so that its
+// numbers keep following a sequence that advanced without items.
+func (h *history[T]) startAfter(n uint64) {
+	h.mu.Lock()
+	if h.n == 0 && n+1 > h.next {
+		h.next = n + 1
+	}
+	h.mu.Unlock()
+}
+
 // since returns up to max items numbered after `after`, and ErrCompacted if
 // some of them are no longer held. max <= 0 means no limit.
 func (h *history[T]) since(after uint64, max int) ([]T, error) {

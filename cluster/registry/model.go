@@ -121,10 +121,12 @@ type Instance struct {
 	Check   Check
 	// Owner is the node that accepted the registration; only it changes it.
 	Owner string
-	// Updated is the owner's wall clock at the last change. It orders
-	// duplicate registrations of one key made through different owners, and
-	// it measures replication lag.
+	// Updated is the owner's wall clock at the last change. It measures
+	// replication lag; it orders nothing.
 	Updated time.Time
+	// Stamp is the hybrid logical clock stamp of the write that made this
+	// state. Of all copies and tombstones of a key, the highest stamp wins.
+	Stamp Stamp
 }
 
 // Key returns the instance's key.

@@ -83,19 +83,21 @@ func (p *persister) flush(r *Registry) {
 	if len(keys) == 0 {
 		return
 	}
-	var puts []*Instance
-	var dels []Key
+	var b Batch
 	r.mu.Lock()
 	set := r.owners[r.cfg.Node]
 	for k := range keys {
 		if in := set.inst[k]; in != nil && in.Check.Kind == CheckNone {
-			puts = append(puts, in)
+			b.Puts = append(b.Puts, in)
+		} else if st, ok := set.tombs[k]; ok {
+			b.Tombstones = append(b.Tombstones, Tombstone{Key: k, Stamp: st})
 		} else {
-			dels = append(dels, k)
+			b.Deletes = append(b.Deletes, k)
 		}
 	}
+	b.Clock = r.clock.Last()
 	r.mu.Unlock()
-	err := p.store.Commit(puts, dels)
+	err := p.store.Commit(b)
 	p.mu.Lock()
 	p.done = gen
 	if err != nil {
@@ -115,4 +117,41 @@ func (p *persister) flush(r *Registry) {
 	close(p.flushed)
 	p.flushed = make(chan struct{})
 	p.mu.Unlock()
+}
+
+// loadStored installs the stored state as this node's own set under the new
+// epoch, in one commit, and makes the clock issue stamps above every stored
+// one.
+func (r *Registry) loadStored(st Stored) error {
+	r.clock.Observe(st.Clock)
+	set := r.owners[r.cfg.Node]
+	tx := r.begin()
+	for _, in := range st.Instances {
+		in.Check = Check{}
+		if err := in.Normalize(); err != nil {
+			return fmt.Errorf("registry: stored registration %s: %w", in.Key(), err)
+		}
+		in.Owner = r.cfg.Node
+		r.clock.Observe(in.Stamp)
+		set.inst[in.Key()] = in
+		tx.touch(in.Key())
+	}
+	for _, t := range st.Tombstones {
+		r.clock.Observe(t.Stamp)
+		if cur := set.inst[t.Key]; cur != nil && cur.Stamp >= t.Stamp {
+			continue
+		}
+		delete(set.inst, t.Key)
+		set.tombs[t.Key] = t.Stamp
+		tx.touch(t.Key)
+	}
+	if len(set.inst)+len(set.tombs) > 0 {
+		// The loaded state is change 1 of the epoch, not in the delta log:
+		// peers get it as full state, and no delta 1 can make them start
+		// the owner's set from empty.
+		set.version.Seq++
+		r.deltas.startAfter(set.version.Seq)
+	}
+	r.commit(tx)
+	return nil
 }

@@ -70,12 +70,35 @@ type OwnerState struct {
 	Instances []*Instance
 }
 
-// Store persists the plain registrations that this node owns.
+// Stored is what a Store holds of this node's own state.
+type Stored struct {
+	// Instances are the plain registrations this node owns, stamps set.
+	Instances []*Instance
+	// Tombstones are the keys this node deregistered, not yet expired.
+	Tombstones []Tombstone
+	// Clock is the highest stamp the node had issued or seen at its last
+	// commit, so that a restart never issues a lower one, even when the
+	// clock was stepped back in between.
+	Clock Stamp
+}
+
+// Batch is one atomic commit of a Store. A key is in at most one of Puts,
+// Tombstones and Deletes; storing one form of a key replaces the other.
+type Batch struct {
+	Puts       []*Instance
+	Tombstones []Tombstone
+	// Deletes forgets keys entirely (instance or tombstone).
+	Deletes []Key
+	// Clock is the node's clock when the batch was made.
+	Clock Stamp
+}
+
+// Store persists the plain registrations and tombstones this node owns.
 type Store interface {
-	// Load returns the stored instances.
-	Load() ([]*Instance, error)
-	// Commit writes puts and deletes in one atomic transaction.
-	Commit(puts []*Instance, deletes []Key) error
+	// Load returns the stored state.
+	Load() (Stored, error)
+	// Commit writes the batch in one atomic, durable transaction.
+	Commit(Batch) error
 }
 
 // EpochStore is a Store that also keeps the last epoch, so that epochs rise
@@ -139,9 +162,16 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// ownerSet is what one owner holds: its live instances and its tombstones.
+// A key is in at most one of the two.
 type ownerSet struct {
 	version Version
 	inst    map[Key]*Instance
+	tombs   map[Key]Stamp
+}
+
+func newOwnerSet(v Version) *ownerSet {
+	return &ownerSet{version: v, inst: map[Key]*Instance{}, tombs: map[Key]Stamp{}}
 }
 
 // local holds what only the owner knows about its own instances.
@@ -156,7 +186,8 @@ const maxDrained = 10000
 // Registry is the in-memory registry of one node. Its methods are safe for
 // concurrent use. Reads (Snapshot, EventsSince) never wait for writes.
 type Registry struct {
-	cfg Config
+	cfg   Config
+	clock *Clock
 
 	mu     sync.Mutex
 	owners map[string]*ownerSet
@@ -199,7 +230,8 @@ func New(cfg Config) (*Registry, error) {
 	}
 	r := &Registry{
 		cfg:      cfg,
-		owners:   map[string]*ownerSet{cfg.Node: {version: Version{Epoch: cfg.Epoch}, inst: map[Key]*Instance{}}},
+		clock:    NewClock(cfg.Now),
+		owners:   map[string]*ownerSet{cfg.Node: newOwnerSet(Version{Epoch: cfg.Epoch})},
 		view:     map[string]map[string]*Instance{},
 		local:    map[Key]*localInfo{},
 		sessions: map[string]map[Key]struct{}{},
@@ -219,14 +251,8 @@ func New(cfg Config) (*Registry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("registry: load stored registrations: %w", err)
 		}
-		for _, in := range stored {
-			in.Check = Check{}
-			if err := in.Normalize(); err != nil {
-				return nil, fmt.Errorf("registry: stored registration %s: %w", in.Key(), err)
-			}
-			tx := r.begin()
-			r.putLocal(tx, in, true)
-			r.commit(tx)
+		if err := r.loadStored(stored); err != nil {
+			return nil, err
 		}
 		r.persist = newPersister(cfg.Store)
 		r.wg.Add(1)

@@ -436,33 +436,49 @@ func TestConcurrentReadersNeverBlockWriters(t *testing.T) {
 
 // memStore is an in-memory Store for tests.
 type memStore struct {
-	mu   sync.Mutex
-	data map[Key]*Instance
-	fail error
+	mu    sync.Mutex
+	data  map[Key]*Instance
+	tombs map[Key]Stamp
+	clock Stamp
+	fail  error
 }
 
-func (m *memStore) Load() ([]*Instance, error) {
+func (m *memStore) Load() (Stored, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []*Instance
+	var out Stored
 	for _, in := range m.data {
-		out = append(out, in.Clone())
+		out.Instances = append(out.Instances, in.Clone())
 	}
+	for k, s := range m.tombs {
+		out.Tombstones = append(out.Tombstones, Tombstone{Key: k, Stamp: s})
+	}
+	out.Clock = m.clock
 	return out, nil
 }
 
-func (m *memStore) Commit(puts []*Instance, dels []Key) error {
+func (m *memStore) Commit(b Batch) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
 		return m.fail
 	}
-	for _, in := range puts {
+	if m.tombs == nil {
+		m.tombs = map[Key]Stamp{}
+	}
+	for _, in := range b.Puts {
 		m.data[in.Key()] = in.Clone()
+		delete(m.tombs, in.Key())
 	}
-	for _, k := range dels {
+	for _, t := range b.Tombstones {
+		m.tombs[t.Key] = t.Stamp
+		delete(m.data, t.Key)
+	}
+	for _, k := range b.Deletes {
 		delete(m.data, k)
+		delete(m.tombs, k)
 	}
+	m.clock = max(m.clock, b.Clock)
 	return nil
 }
 

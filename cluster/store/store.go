@@ -24,8 +24,10 @@ const FileName = "registrations.db"
 
 var (
 	bucket     = []byte("instances")
+	tombBucket = []byte("tombstones")
 	metaBucket = []byte("meta")
 	epochKey   = []byte("epoch")
+	clockKey   = []byte("clock")
 )
 
 // Store is a bbolt-backed registry.Store. It is safe for concurrent use.
@@ -46,6 +48,9 @@ func Open(dir string) (*Store, error) {
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucket); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(tombBucket); err != nil {
 			return err
 		}
 		_, err := tx.CreateBucketIfNotExists(metaBucket)
@@ -71,14 +76,28 @@ type record struct {
 	Meta    map[string]string `json:"meta,omitempty"`
 	Weight  uint32            `json:"weight"`
 	Status  string            `json:"status"`
+	Stamp   uint64            `json:"stamp"`
 }
 
 func key(k registry.Key) []byte { return []byte(k.Service + "/" + k.ID) }
 
-// Load returns every stored instance.
-func (s *Store) Load() ([]*registry.Instance, error) {
-	var out []*registry.Instance
+// Load returns every stored instance and tombstone, and the saved clock.
+func (s *Store) Load() (registry.Stored, error) {
+	var out registry.Stored
 	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(metaBucket).Get(clockKey); len(v) == 8 {
+			out.Clock = registry.Stamp(binary.BigEndian.Uint64(v))
+		}
+		if err := tx.Bucket(tombBucket).ForEach(func(k, v []byte) error {
+			svc, id, ok := splitKey(k)
+			if !ok || len(v) != 8 {
+				return fmt.Errorf("store: tombstone %q is malformed", k)
+			}
+			out.Tombstones = append(out.Tombstones, registry.Tombstone{Key: registry.Key{Service: svc, ID: id}, Stamp: registry.Stamp(binary.BigEndian.Uint64(v))})
+			return nil
+		}); err != nil {
+			return err
+		}
 		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
 			var r record
 			if err := json.Unmarshal(v, &r); err != nil {
@@ -92,9 +111,9 @@ func (s *Store) Load() ([]*registry.Instance, error) {
 			if err != nil {
 				return fmt.Errorf("store: record %q: %w", k, err)
 			}
-			out = append(out, &registry.Instance{
+			out.Instances = append(out.Instances, &registry.Instance{
 				Service: r.Service, ID: r.ID, Address: addr, Port: r.Port,
-				Tags: r.Tags, Meta: r.Meta, Weight: r.Weight, Status: st,
+				Tags: r.Tags, Meta: r.Meta, Weight: r.Weight, Status: st, Stamp: registry.Stamp(r.Stamp),
 			})
 			return nil
 		})
@@ -102,25 +121,53 @@ func (s *Store) Load() ([]*registry.Instance, error) {
 	return out, err
 }
 
-// Commit writes puts and deletes in one transaction.
-func (s *Store) Commit(puts []*registry.Instance, deletes []registry.Key) error {
+func splitKey(k []byte) (service, id string, ok bool) {
+	for i, c := range k {
+		if c == '/' {
+			return string(k[:i]), string(k[i+1:]), i > 0 && i < len(k)-1
+		}
+	}
+	return "", "", false
+}
+
+// Commit writes the batch in one transaction.
+func (s *Store) Commit(b registry.Batch) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucket)
-		for _, in := range puts {
+		ib, tb := tx.Bucket(bucket), tx.Bucket(tombBucket)
+		for _, in := range b.Puts {
 			v, err := json.Marshal(record{
 				Service: in.Service, ID: in.ID, Address: in.Address.String(), Port: in.Port,
-				Tags: in.Tags, Meta: in.Meta, Weight: in.Weight, Status: in.Status.String(),
+				Tags: in.Tags, Meta: in.Meta, Weight: in.Weight, Status: in.Status.String(), Stamp: uint64(in.Stamp),
 			})
 			if err != nil {
 				return fmt.Errorf("store: encode %s: %w", in.Key(), err)
 			}
-			if err := b.Put(key(in.Key()), v); err != nil {
+			if err := ib.Put(key(in.Key()), v); err != nil {
 				return fmt.Errorf("store: put %s: %w", in.Key(), err)
 			}
+			if err := tb.Delete(key(in.Key())); err != nil {
+				return fmt.Errorf("store: delete tombstone %s: %w", in.Key(), err)
+			}
 		}
-		for _, k := range deletes {
-			if err := b.Delete(key(k)); err != nil {
+		for _, t := range b.Tombstones {
+			if err := tb.Put(key(t.Key), binary.BigEndian.AppendUint64(nil, uint64(t.Stamp))); err != nil {
+				return fmt.Errorf("store: put tombstone %s: %w", t.Key, err)
+			}
+			if err := ib.Delete(key(t.Key)); err != nil {
+				return fmt.Errorf("store: delete %s: %w", t.Key, err)
+			}
+		}
+		for _, k := range b.Deletes {
+			if err := ib.Delete(key(k)); err != nil {
 				return fmt.Errorf("store: delete %s: %w", k, err)
+			}
+			if err := tb.Delete(key(k)); err != nil {
+				return fmt.Errorf("store: delete tombstone %s: %w", k, err)
+			}
+		}
+		if b.Clock != 0 {
+			if err := tx.Bucket(metaBucket).Put(clockKey, binary.BigEndian.AppendUint64(nil, uint64(b.Clock))); err != nil {
+				return fmt.Errorf("store: save clock: %w", err)
 			}
 		}
 		return nil

@@ -176,7 +176,7 @@ func (x Event_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Op.Descriptor instead.
 func (Event_Op) EnumDescriptor() ([]byte, []int) {
-	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{23, 0}
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{27, 0}
 }
 
 type WatchResponse_Kind int32
@@ -228,7 +228,7 @@ func (x WatchResponse_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WatchResponse_Kind.Descriptor instead.
 func (WatchResponse_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{24, 0}
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{28, 0}
 }
 
 type Check struct {
@@ -284,18 +284,22 @@ func (x *Check) GetTtl() *durationpb.Duration {
 }
 
 type Instance struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	Address       string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"` // IPv4 or IPv6
-	Port          uint32                 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
-	Tags          []string               `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
-	Meta          map[string]string      `protobuf:"bytes,6,rep,name=meta,proto3" json:"meta,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Weight        *uint32                `protobuf:"varint,7,opt,name=weight,proto3,oneof" json:"weight,omitempty"` // 0..65535; unset means the default (1)
-	Status        Status                 `protobuf:"varint,8,opt,name=status,proto3,enum=herald.v1.Status" json:"status,omitempty"`
-	Check         *Check                 `protobuf:"bytes,9,opt,name=check,proto3" json:"check,omitempty"`
-	Node          string                 `protobuf:"bytes,10,opt,name=node,proto3" json:"node,omitempty"`       // owner node; output only
-	Updated       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=updated,proto3" json:"updated,omitempty"` // output only
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Id      string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Address string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"` // IPv4 or IPv6
+	Port    uint32                 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	Tags    []string               `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
+	Meta    map[string]string      `protobuf:"bytes,6,rep,name=meta,proto3" json:"meta,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Weight  *uint32                `protobuf:"varint,7,opt,name=weight,proto3,oneof" json:"weight,omitempty"` // 0..65535; unset means the default (1)
+	Status  Status                 `protobuf:"varint,8,opt,name=status,proto3,enum=herald.v1.Status" json:"status,omitempty"`
+	Check   *Check                 `protobuf:"bytes,9,opt,name=check,proto3" json:"check,omitempty"`
+	Node    string                 `protobuf:"bytes,10,opt,name=node,proto3" json:"node,omitempty"`       // owner node; output only
+	Updated *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=updated,proto3" json:"updated,omitempty"` // output only
+	// The hybrid logical clock stamp of the write that made this state (output
+	// only). Of all writes of one key, made through any node, the one with the
+	// highest stamp wins everywhere.
+	Stamp         uint64 `protobuf:"varint,12,opt,name=stamp,proto3" json:"stamp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -405,6 +409,13 @@ func (x *Instance) GetUpdated() *timestamppb.Timestamp {
 		return x.Updated
 	}
 	return nil
+}
+
+func (x *Instance) GetStamp() uint64 {
+	if x != nil {
+		return x.Stamp
+	}
+	return 0
 }
 
 type InstanceKey struct {
@@ -591,8 +602,10 @@ func (x *DeregisterRequest) GetKey() *InstanceKey {
 	return nil
 }
 
+// stamp orders the deregistration against every other write of the key.
 type DeregisterResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stamp         uint64                 `protobuf:"varint,1,opt,name=stamp,proto3" json:"stamp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -625,6 +638,13 @@ func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeregisterResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterResponse) Descriptor() ([]byte, []int) {
 	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DeregisterResponse) GetStamp() uint64 {
+	if x != nil {
+		return x.Stamp
+	}
+	return 0
 }
 
 // SetStatus drains or undrains. With service and id: one instance. With only
@@ -693,6 +713,7 @@ func (x *SetStatusRequest) GetStatus() Status {
 type SetStatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Matched       uint32                 `protobuf:"varint,1,opt,name=matched,proto3" json:"matched,omitempty"`
+	Stamp         uint64                 `protobuf:"varint,2,opt,name=stamp,proto3" json:"stamp,omitempty"` // the highest stamp of the changes made; 0 if none changed
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -730,6 +751,13 @@ func (*SetStatusResponse) Descriptor() ([]byte, []int) {
 func (x *SetStatusResponse) GetMatched() uint32 {
 	if x != nil {
 		return x.Matched
+	}
+	return 0
+}
+
+func (x *SetStatusResponse) GetStamp() uint64 {
+	if x != nil {
+		return x.Stamp
 	}
 	return 0
 }
@@ -975,11 +1003,15 @@ func (*Ping) Descriptor() ([]byte, []int) {
 }
 
 type SessionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Code          int32                  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"` // a google.golang.org/grpc/codes value; 0 is OK
-	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
-	Instance      *Instance              `protobuf:"bytes,4,opt,name=instance,proto3" json:"instance,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Code      int32                  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"` // a google.golang.org/grpc/codes value; 0 is OK
+	Message   string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Instance  *Instance              `protobuf:"bytes,4,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Set on an unsolicited response (request_id 0): an instance registered on
+	// this session was replaced by a newer write of its key made through
+	// another node (or deregistered there). The session no longer holds it.
+	Lost          *InstanceKey `protobuf:"bytes,5,opt,name=lost,proto3" json:"lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1038,6 +1070,13 @@ func (x *SessionResponse) GetMessage() string {
 func (x *SessionResponse) GetInstance() *Instance {
 	if x != nil {
 		return x.Instance
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetLost() *InstanceKey {
+	if x != nil {
+		return x.Lost
 	}
 	return nil
 }
@@ -1339,11 +1378,13 @@ func (*MembersRequest) Descriptor() ([]byte, []int) {
 }
 
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"` // Serf address host:port
-	Status        string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`   // alive, leaving, left, failed
-	Tags          map[string]string      `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Address string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"` // Serf address host:port
+	Status  string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`   // alive, leaving, left, failed
+	Tags    map[string]string      `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// When the member entered its current status, as this node saw it.
+	StatusSince   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=status_since,json=statusSince,proto3" json:"status_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1406,6 +1447,13 @@ func (x *Member) GetTags() map[string]string {
 	return nil
 }
 
+func (x *Member) GetStatusSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StatusSince
+	}
+	return nil
+}
+
 type MembersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
@@ -1450,6 +1498,185 @@ func (x *MembersResponse) GetMembers() []*Member {
 	return nil
 }
 
+// Join asks the agent to join the cluster of the given Serf addresses.
+type JoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Addresses     []string               `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *JoinRequest) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+type JoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Joined        uint32                 `protobuf:"varint,1,opt,name=joined,proto3" json:"joined,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *JoinResponse) GetJoined() uint32 {
+	if x != nil {
+		return x.Joined
+	}
+	return 0
+}
+
+// ForceLeave moves a failed member to left at once, so its instances are
+// removed now and it is not reconnected to. prune also forgets it.
+type ForceLeaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Prune         bool                   `protobuf:"varint,2,opt,name=prune,proto3" json:"prune,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForceLeaveRequest) Reset() {
+	*x = ForceLeaveRequest{}
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForceLeaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForceLeaveRequest) ProtoMessage() {}
+
+func (x *ForceLeaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForceLeaveRequest.ProtoReflect.Descriptor instead.
+func (*ForceLeaveRequest) Descriptor() ([]byte, []int) {
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ForceLeaveRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ForceLeaveRequest) GetPrune() bool {
+	if x != nil {
+		return x.Prune
+	}
+	return false
+}
+
+type ForceLeaveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForceLeaveResponse) Reset() {
+	*x = ForceLeaveResponse{}
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForceLeaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForceLeaveResponse) ProtoMessage() {}
+
+func (x *ForceLeaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForceLeaveResponse.ProtoReflect.Descriptor instead.
+func (*ForceLeaveResponse) Descriptor() ([]byte, []int) {
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{25}
+}
+
 // Watch streams a snapshot of the watched services, then every change.
 type WatchRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1465,7 +1692,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[22]
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1704,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[22]
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1717,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{22}
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchRequest) GetServices() []string {
@@ -1525,7 +1752,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[23]
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1764,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[23]
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1777,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{23}
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Event) GetOp() Event_Op {
@@ -1587,7 +1814,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[24]
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1826,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[24]
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1839,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{24}
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchResponse) GetKind() WatchResponse_Kind {
@@ -1666,7 +1893,7 @@ type MultiWatchRequest struct {
 
 func (x *MultiWatchRequest) Reset() {
 	*x = MultiWatchRequest{}
-	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[25]
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1905,7 @@ func (x *MultiWatchRequest) String() string {
 func (*MultiWatchRequest) ProtoMessage() {}
 
 func (x *MultiWatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[25]
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1918,7 @@ func (x *MultiWatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiWatchRequest.ProtoReflect.Descriptor instead.
 func (*MultiWatchRequest) Descriptor() ([]byte, []int) {
-	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{25}
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MultiWatchRequest) GetWatchId() uint64 {
@@ -1718,7 +1945,7 @@ type MultiWatchResponse struct {
 
 func (x *MultiWatchResponse) Reset() {
 	*x = MultiWatchResponse{}
-	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[26]
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +1957,7 @@ func (x *MultiWatchResponse) String() string {
 func (*MultiWatchResponse) ProtoMessage() {}
 
 func (x *MultiWatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[26]
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +1970,7 @@ func (x *MultiWatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiWatchResponse.ProtoReflect.Descriptor instead.
 func (*MultiWatchResponse) Descriptor() ([]byte, []int) {
-	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{26}
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MultiWatchResponse) GetItems() []*MultiWatchResponse_Item {
@@ -1769,7 +1996,7 @@ type MultiWatchResponse_Item struct {
 
 func (x *MultiWatchResponse_Item) Reset() {
 	*x = MultiWatchResponse_Item{}
-	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[29]
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +2008,7 @@ func (x *MultiWatchResponse_Item) String() string {
 func (*MultiWatchResponse_Item) ProtoMessage() {}
 
 func (x *MultiWatchResponse_Item) ProtoReflect() protoreflect.Message {
-	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[29]
+	mi := &file_pushsvc_heraldpb_herald_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +2021,7 @@ func (x *MultiWatchResponse_Item) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiWatchResponse_Item.ProtoReflect.Descriptor instead.
 func (*MultiWatchResponse_Item) Descriptor() ([]byte, []int) {
-	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{26, 0}
+	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{30, 0}
 }
 
 func (x *MultiWatchResponse_Item) GetWatchId() uint64 {
@@ -1843,7 +2070,7 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\x04Kind\x12\r\n" +
 	"\tKIND_NONE\x10\x00\x12\f\n" +
 	"\bKIND_TTL\x10\x01\x12\x10\n" +
-	"\fKIND_SESSION\x10\x02\"\xa7\x03\n" +
+	"\fKIND_SESSION\x10\x02\"\xbd\x03\n" +
 	"\bInstance\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
@@ -1856,7 +2083,8 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\x05check\x18\t \x01(\v2\x10.herald.v1.CheckR\x05check\x12\x12\n" +
 	"\x04node\x18\n" +
 	" \x01(\tR\x04node\x124\n" +
-	"\aupdated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x1a7\n" +
+	"\aupdated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x14\n" +
+	"\x05stamp\x18\f \x01(\x04R\x05stamp\x1a7\n" +
 	"\tMetaEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
@@ -1869,14 +2097,16 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\x10RegisterResponse\x12/\n" +
 	"\binstance\x18\x01 \x01(\v2\x13.herald.v1.InstanceR\binstance\"=\n" +
 	"\x11DeregisterRequest\x12(\n" +
-	"\x03key\x18\x01 \x01(\v2\x16.herald.v1.InstanceKeyR\x03key\"\x14\n" +
-	"\x12DeregisterResponse\"g\n" +
+	"\x03key\x18\x01 \x01(\v2\x16.herald.v1.InstanceKeyR\x03key\"*\n" +
+	"\x12DeregisterResponse\x12\x14\n" +
+	"\x05stamp\x18\x01 \x01(\x04R\x05stamp\"g\n" +
 	"\x10SetStatusRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12)\n" +
-	"\x06status\x18\x03 \x01(\x0e2\x11.herald.v1.StatusR\x06status\"-\n" +
+	"\x06status\x18\x03 \x01(\x0e2\x11.herald.v1.StatusR\x06status\"C\n" +
 	"\x11SetStatusResponse\x12\x18\n" +
-	"\amatched\x18\x01 \x01(\rR\amatched\"<\n" +
+	"\amatched\x18\x01 \x01(\rR\amatched\x12\x14\n" +
+	"\x05stamp\x18\x02 \x01(\x04R\x05stamp\"<\n" +
 	"\x10HeartbeatRequest\x12(\n" +
 	"\x03key\x18\x01 \x01(\v2\x16.herald.v1.InstanceKeyR\x03key\"\x13\n" +
 	"\x11HeartbeatResponse\"\x87\x02\n" +
@@ -1891,13 +2121,14 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"set_status\x18\x04 \x01(\v2\x1b.herald.v1.SetStatusRequestH\x00R\tsetStatus\x12%\n" +
 	"\x04ping\x18\x05 \x01(\v2\x0f.herald.v1.PingH\x00R\x04pingB\x04\n" +
 	"\x02op\"\x06\n" +
-	"\x04Ping\"\x8f\x01\n" +
+	"\x04Ping\"\xbb\x01\n" +
 	"\x0fSessionResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12/\n" +
-	"\binstance\x18\x04 \x01(\v2\x13.herald.v1.InstanceR\binstance\"\x15\n" +
+	"\binstance\x18\x04 \x01(\v2\x13.herald.v1.InstanceR\binstance\x12*\n" +
+	"\x04lost\x18\x05 \x01(\v2\x16.herald.v1.InstanceKeyR\x04lost\"\x15\n" +
 	"\x13ListServicesRequest\"p\n" +
 	"\x0eServiceSummary\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
@@ -1913,17 +2144,26 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\x15ListInstancesResponse\x121\n" +
 	"\tinstances\x18\x01 \x03(\v2\x13.herald.v1.InstanceR\tinstances\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\"\x10\n" +
-	"\x0eMembersRequest\"\xb8\x01\n" +
+	"\x0eMembersRequest\"\xf7\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06status\x18\x03 \x01(\tR\x06status\x12/\n" +
-	"\x04tags\x18\x04 \x03(\v2\x1b.herald.v1.Member.TagsEntryR\x04tags\x1a7\n" +
+	"\x04tags\x18\x04 \x03(\v2\x1b.herald.v1.Member.TagsEntryR\x04tags\x12=\n" +
+	"\fstatus_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vstatusSince\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
 	"\x0fMembersResponse\x12+\n" +
-	"\amembers\x18\x01 \x03(\v2\x11.herald.v1.MemberR\amembers\"^\n" +
+	"\amembers\x18\x01 \x03(\v2\x11.herald.v1.MemberR\amembers\"+\n" +
+	"\vJoinRequest\x12\x1c\n" +
+	"\taddresses\x18\x01 \x03(\tR\taddresses\"&\n" +
+	"\fJoinResponse\x12\x16\n" +
+	"\x06joined\x18\x01 \x01(\rR\x06joined\"=\n" +
+	"\x11ForceLeaveRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
+	"\x05prune\x18\x02 \x01(\bR\x05prune\"\x14\n" +
+	"\x12ForceLeaveResponse\"^\n" +
 	"\fWatchRequest\x12\x1a\n" +
 	"\bservices\x18\x01 \x03(\tR\bservices\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x16\n" +
@@ -1964,7 +2204,7 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\x0eSTATUS_PASSING\x10\x01\x12\x12\n" +
 	"\x0eSTATUS_WARNING\x10\x02\x12\x13\n" +
 	"\x0fSTATUS_CRITICAL\x10\x03\x12\x13\n" +
-	"\x0fSTATUS_DRAINING\x10\x042\xe2\x05\n" +
+	"\x0fSTATUS_DRAINING\x10\x042\xe6\x06\n" +
 	"\x06Herald\x12C\n" +
 	"\bRegister\x12\x1a.herald.v1.RegisterRequest\x1a\x1b.herald.v1.RegisterResponse\x12I\n" +
 	"\n" +
@@ -1974,7 +2214,10 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\aSession\x12\x19.herald.v1.SessionRequest\x1a\x1a.herald.v1.SessionResponse(\x010\x01\x12O\n" +
 	"\fListServices\x12\x1e.herald.v1.ListServicesRequest\x1a\x1f.herald.v1.ListServicesResponse\x12R\n" +
 	"\rListInstances\x12\x1f.herald.v1.ListInstancesRequest\x1a .herald.v1.ListInstancesResponse\x12@\n" +
-	"\aMembers\x12\x19.herald.v1.MembersRequest\x1a\x1a.herald.v1.MembersResponse\x12<\n" +
+	"\aMembers\x12\x19.herald.v1.MembersRequest\x1a\x1a.herald.v1.MembersResponse\x127\n" +
+	"\x04Join\x12\x16.herald.v1.JoinRequest\x1a\x17.herald.v1.JoinResponse\x12I\n" +
+	"\n" +
+	"ForceLeave\x12\x1c.herald.v1.ForceLeaveRequest\x1a\x1d.herald.v1.ForceLeaveResponse\x12<\n" +
 	"\x05Watch\x12\x17.herald.v1.WatchRequest\x1a\x18.herald.v1.WatchResponse0\x01\x12M\n" +
 	"\n" +
 	"MultiWatch\x12\x1c.herald.v1.MultiWatchRequest\x1a\x1d.herald.v1.MultiWatchResponse(\x010\x01B.Z,github.com/herald-sd/herald/pushsvc/heraldpbb\x06proto3"
@@ -1992,7 +2235,7 @@ func file_pushsvc_heraldpb_herald_proto_rawDescGZIP() []byte {
 }
 
 var file_pushsvc_heraldpb_herald_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_pushsvc_heraldpb_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_pushsvc_heraldpb_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_pushsvc_heraldpb_herald_proto_goTypes = []any{
 	(Status)(0),                     // 0: herald.v1.Status
 	(Check_Kind)(0),                 // 1: herald.v1.Check.Kind
@@ -2020,24 +2263,28 @@ var file_pushsvc_heraldpb_herald_proto_goTypes = []any{
 	(*MembersRequest)(nil),          // 23: herald.v1.MembersRequest
 	(*Member)(nil),                  // 24: herald.v1.Member
 	(*MembersResponse)(nil),         // 25: herald.v1.MembersResponse
-	(*WatchRequest)(nil),            // 26: herald.v1.WatchRequest
-	(*Event)(nil),                   // 27: herald.v1.Event
-	(*WatchResponse)(nil),           // 28: herald.v1.WatchResponse
-	(*MultiWatchRequest)(nil),       // 29: herald.v1.MultiWatchRequest
-	(*MultiWatchResponse)(nil),      // 30: herald.v1.MultiWatchResponse
-	nil,                             // 31: herald.v1.Instance.MetaEntry
-	nil,                             // 32: herald.v1.Member.TagsEntry
-	(*MultiWatchResponse_Item)(nil), // 33: herald.v1.MultiWatchResponse.Item
-	(*durationpb.Duration)(nil),     // 34: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
+	(*JoinRequest)(nil),             // 26: herald.v1.JoinRequest
+	(*JoinResponse)(nil),            // 27: herald.v1.JoinResponse
+	(*ForceLeaveRequest)(nil),       // 28: herald.v1.ForceLeaveRequest
+	(*ForceLeaveResponse)(nil),      // 29: herald.v1.ForceLeaveResponse
+	(*WatchRequest)(nil),            // 30: herald.v1.WatchRequest
+	(*Event)(nil),                   // 31: herald.v1.Event
+	(*WatchResponse)(nil),           // 32: herald.v1.WatchResponse
+	(*MultiWatchRequest)(nil),       // 33: herald.v1.MultiWatchRequest
+	(*MultiWatchResponse)(nil),      // 34: herald.v1.MultiWatchResponse
+	nil,                             // 35: herald.v1.Instance.MetaEntry
+	nil,                             // 36: herald.v1.Member.TagsEntry
+	(*MultiWatchResponse_Item)(nil), // 37: herald.v1.MultiWatchResponse.Item
+	(*durationpb.Duration)(nil),     // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 39: google.protobuf.Timestamp
 }
 var file_pushsvc_heraldpb_herald_proto_depIdxs = []int32{
 	1,  // 0: herald.v1.Check.kind:type_name -> herald.v1.Check.Kind
-	34, // 1: herald.v1.Check.ttl:type_name -> google.protobuf.Duration
-	31, // 2: herald.v1.Instance.meta:type_name -> herald.v1.Instance.MetaEntry
+	38, // 1: herald.v1.Check.ttl:type_name -> google.protobuf.Duration
+	35, // 2: herald.v1.Instance.meta:type_name -> herald.v1.Instance.MetaEntry
 	0,  // 3: herald.v1.Instance.status:type_name -> herald.v1.Status
 	4,  // 4: herald.v1.Instance.check:type_name -> herald.v1.Check
-	35, // 5: herald.v1.Instance.updated:type_name -> google.protobuf.Timestamp
+	39, // 5: herald.v1.Instance.updated:type_name -> google.protobuf.Timestamp
 	5,  // 6: herald.v1.RegisterRequest.instance:type_name -> herald.v1.Instance
 	5,  // 7: herald.v1.RegisterResponse.instance:type_name -> herald.v1.Instance
 	6,  // 8: herald.v1.DeregisterRequest.key:type_name -> herald.v1.InstanceKey
@@ -2048,42 +2295,48 @@ var file_pushsvc_heraldpb_herald_proto_depIdxs = []int32{
 	11, // 13: herald.v1.SessionRequest.set_status:type_name -> herald.v1.SetStatusRequest
 	16, // 14: herald.v1.SessionRequest.ping:type_name -> herald.v1.Ping
 	5,  // 15: herald.v1.SessionResponse.instance:type_name -> herald.v1.Instance
-	19, // 16: herald.v1.ListServicesResponse.services:type_name -> herald.v1.ServiceSummary
-	5,  // 17: herald.v1.ListInstancesResponse.instances:type_name -> herald.v1.Instance
-	32, // 18: herald.v1.Member.tags:type_name -> herald.v1.Member.TagsEntry
-	24, // 19: herald.v1.MembersResponse.members:type_name -> herald.v1.Member
-	2,  // 20: herald.v1.Event.op:type_name -> herald.v1.Event.Op
-	5,  // 21: herald.v1.Event.instance:type_name -> herald.v1.Instance
-	3,  // 22: herald.v1.WatchResponse.kind:type_name -> herald.v1.WatchResponse.Kind
-	27, // 23: herald.v1.WatchResponse.events:type_name -> herald.v1.Event
-	26, // 24: herald.v1.MultiWatchRequest.watch:type_name -> herald.v1.WatchRequest
-	33, // 25: herald.v1.MultiWatchResponse.items:type_name -> herald.v1.MultiWatchResponse.Item
-	28, // 26: herald.v1.MultiWatchResponse.Item.response:type_name -> herald.v1.WatchResponse
-	7,  // 27: herald.v1.Herald.Register:input_type -> herald.v1.RegisterRequest
-	9,  // 28: herald.v1.Herald.Deregister:input_type -> herald.v1.DeregisterRequest
-	11, // 29: herald.v1.Herald.SetStatus:input_type -> herald.v1.SetStatusRequest
-	13, // 30: herald.v1.Herald.Heartbeat:input_type -> herald.v1.HeartbeatRequest
-	15, // 31: herald.v1.Herald.Session:input_type -> herald.v1.SessionRequest
-	18, // 32: herald.v1.Herald.ListServices:input_type -> herald.v1.ListServicesRequest
-	21, // 33: herald.v1.Herald.ListInstances:input_type -> herald.v1.ListInstancesRequest
-	23, // 34: herald.v1.Herald.Members:input_type -> herald.v1.MembersRequest
-	26, // 35: herald.v1.Herald.Watch:input_type -> herald.v1.WatchRequest
-	29, // 36: herald.v1.Herald.MultiWatch:input_type -> herald.v1.MultiWatchRequest
-	8,  // 37: herald.v1.Herald.Register:output_type -> herald.v1.RegisterResponse
-	10, // 38: herald.v1.Herald.Deregister:output_type -> herald.v1.DeregisterResponse
-	12, // 39: herald.v1.Herald.SetStatus:output_type -> herald.v1.SetStatusResponse
-	14, // 40: herald.v1.Herald.Heartbeat:output_type -> herald.v1.HeartbeatResponse
-	17, // 41: herald.v1.Herald.Session:output_type -> herald.v1.SessionResponse
-	20, // 42: herald.v1.Herald.ListServices:output_type -> herald.v1.ListServicesResponse
-	22, // 43: herald.v1.Herald.ListInstances:output_type -> herald.v1.ListInstancesResponse
-	25, // 44: herald.v1.Herald.Members:output_type -> herald.v1.MembersResponse
-	28, // 45: herald.v1.Herald.Watch:output_type -> herald.v1.WatchResponse
-	30, // 46: herald.v1.Herald.MultiWatch:output_type -> herald.v1.MultiWatchResponse
-	37, // [37:47] is the sub-list for method output_type
-	27, // [27:37] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	6,  // 16: herald.v1.SessionResponse.lost:type_name -> herald.v1.InstanceKey
+	19, // 17: herald.v1.ListServicesResponse.services:type_name -> herald.v1.ServiceSummary
+	5,  // 18: herald.v1.ListInstancesResponse.instances:type_name -> herald.v1.Instance
+	36, // 19: herald.v1.Member.tags:type_name -> herald.v1.Member.TagsEntry
+	39, // 20: herald.v1.Member.status_since:type_name -> google.protobuf.Timestamp
+	24, // 21: herald.v1.MembersResponse.members:type_name -> herald.v1.Member
+	2,  // 22: herald.v1.Event.op:type_name -> herald.v1.Event.Op
+	5,  // 23: herald.v1.Event.instance:type_name -> herald.v1.Instance
+	3,  // 24: herald.v1.WatchResponse.kind:type_name -> herald.v1.WatchResponse.Kind
+	31, // 25: herald.v1.WatchResponse.events:type_name -> herald.v1.Event
+	30, // 26: herald.v1.MultiWatchRequest.watch:type_name -> herald.v1.WatchRequest
+	37, // 27: herald.v1.MultiWatchResponse.items:type_name -> herald.v1.MultiWatchResponse.Item
+	32, // 28: herald.v1.MultiWatchResponse.Item.response:type_name -> herald.v1.WatchResponse
+	7,  // 29: herald.v1.Herald.Register:input_type -> herald.v1.RegisterRequest
+	9,  // 30: herald.v1.Herald.Deregister:input_type -> herald.v1.DeregisterRequest
+	11, // 31: herald.v1.Herald.SetStatus:input_type -> herald.v1.SetStatusRequest
+	13, // 32: herald.v1.Herald.Heartbeat:input_type -> herald.v1.HeartbeatRequest
+	15, // 33: herald.v1.Herald.Session:input_type -> herald.v1.SessionRequest
+	18, // 34: herald.v1.Herald.ListServices:input_type -> herald.v1.ListServicesRequest
+	21, // 35: herald.v1.Herald.ListInstances:input_type -> herald.v1.ListInstancesRequest
+	23, // 36: herald.v1.Herald.Members:input_type -> herald.v1.MembersRequest
+	26, // 37: herald.v1.Herald.Join:input_type -> herald.v1.JoinRequest
+	28, // 38: herald.v1.Herald.ForceLeave:input_type -> herald.v1.ForceLeaveRequest
+	30, // 39: herald.v1.Herald.Watch:input_type -> herald.v1.WatchRequest
+	33, // 40: herald.v1.Herald.MultiWatch:input_type -> herald.v1.MultiWatchRequest
+	8,  // 41: herald.v1.Herald.Register:output_type -> herald.v1.RegisterResponse
+	10, // 42: herald.v1.Herald.Deregister:output_type -> herald.v1.DeregisterResponse
+	12, // 43: herald.v1.Herald.SetStatus:output_type -> herald.v1.SetStatusResponse
+	14, // 44: herald.v1.Herald.Heartbeat:output_type -> herald.v1.HeartbeatResponse
+	17, // 45: herald.v1.Herald.Session:output_type -> herald.v1.SessionResponse
+	20, // 46: herald.v1.Herald.ListServices:output_type -> herald.v1.ListServicesResponse
+	22, // 47: herald.v1.Herald.ListInstances:output_type -> herald.v1.ListInstancesResponse
+	25, // 48: herald.v1.Herald.Members:output_type -> herald.v1.MembersResponse
+	27, // 49: herald.v1.Herald.Join:output_type -> herald.v1.JoinResponse
+	29, // 50: herald.v1.Herald.ForceLeave:output_type -> herald.v1.ForceLeaveResponse
+	32, // 51: herald.v1.Herald.Watch:output_type -> herald.v1.WatchResponse
+	34, // 52: herald.v1.Herald.MultiWatch:output_type -> herald.v1.MultiWatchResponse
+	41, // [41:53] is the sub-list for method output_type
+	29, // [29:41] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_pushsvc_heraldpb_herald_proto_init() }
@@ -2104,7 +2357,7 @@ func file_pushsvc_heraldpb_herald_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pushsvc_heraldpb_herald_proto_rawDesc), len(file_pushsvc_heraldpb_herald_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   30,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

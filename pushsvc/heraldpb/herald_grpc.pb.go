@@ -30,6 +30,8 @@ const (
 	Herald_ListServices_FullMethodName  = "/herald.v1.Herald/ListServices"
 	Herald_ListInstances_FullMethodName = "/herald.v1.Herald/ListInstances"
 	Herald_Members_FullMethodName       = "/herald.v1.Herald/Members"
+	Herald_Join_FullMethodName          = "/herald.v1.Herald/Join"
+	Herald_ForceLeave_FullMethodName    = "/herald.v1.Herald/ForceLeave"
 	Herald_Watch_FullMethodName         = "/herald.v1.Herald/Watch"
 	Herald_MultiWatch_FullMethodName    = "/herald.v1.Herald/MultiWatch"
 )
@@ -46,6 +48,8 @@ type HeraldClient interface {
 	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
 	ListInstances(ctx context.Context, in *ListInstancesRequest, opts ...grpc.CallOption) (*ListInstancesResponse, error)
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
+	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
+	ForceLeave(ctx context.Context, in *ForceLeaveRequest, opts ...grpc.CallOption) (*ForceLeaveResponse, error)
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 	MultiWatch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[MultiWatchRequest, MultiWatchResponse], error)
 }
@@ -141,6 +145,26 @@ func (c *heraldClient) Members(ctx context.Context, in *MembersRequest, opts ...
 	return out, nil
 }
 
+func (c *heraldClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinResponse)
+	err := c.cc.Invoke(ctx, Herald_Join_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *heraldClient) ForceLeave(ctx context.Context, in *ForceLeaveRequest, opts ...grpc.CallOption) (*ForceLeaveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForceLeaveResponse)
+	err := c.cc.Invoke(ctx, Herald_ForceLeave_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *heraldClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Herald_ServiceDesc.Streams[1], Herald_Watch_FullMethodName, cOpts...)
@@ -185,6 +209,8 @@ type HeraldServer interface {
 	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
 	ListInstances(context.Context, *ListInstancesRequest) (*ListInstancesResponse, error)
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
+	Join(context.Context, *JoinRequest) (*JoinResponse, error)
+	ForceLeave(context.Context, *ForceLeaveRequest) (*ForceLeaveResponse, error)
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	MultiWatch(grpc.BidiStreamingServer[MultiWatchRequest, MultiWatchResponse]) error
 	mustEmbedUnimplementedHeraldServer()
@@ -220,6 +246,12 @@ func (UnimplementedHeraldServer) ListInstances(context.Context, *ListInstancesRe
 }
 func (UnimplementedHeraldServer) Members(context.Context, *MembersRequest) (*MembersResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Members not implemented")
+}
+func (UnimplementedHeraldServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedHeraldServer) ForceLeave(context.Context, *ForceLeaveRequest) (*ForceLeaveResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ForceLeave not implemented")
 }
 func (UnimplementedHeraldServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method Watch not implemented")
@@ -381,6 +413,42 @@ func _Herald_Members_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Herald_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HeraldServer).Join(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Herald_Join_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HeraldServer).Join(ctx, req.(*JoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Herald_ForceLeave_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForceLeaveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HeraldServer).ForceLeave(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Herald_ForceLeave_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HeraldServer).ForceLeave(ctx, req.(*ForceLeaveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Herald_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -433,6 +501,14 @@ var Herald_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Members",
 			Handler:    _Herald_Members_Handler,
+		},
+		{
+			MethodName: "Join",
+			Handler:    _Herald_Join_Handler,
+		},
+		{
+			MethodName: "ForceLeave",
+			Handler:    _Herald_ForceLeave_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
