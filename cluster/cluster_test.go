@@ -72,7 +72,7 @@ func TestConvergence(t *testing.T) {
 	// Deregistrations converge too, and the DNS node names are published.
 	for j := 0; j < total; j += 2 {
 		owner := nodes[j%len(nodes)]
-		if err := owner.reg.Deregister(context.Background(), registry.Key{Service: "api", ID: fmt.Sprintf("api-%04d", j)}); err != nil {
+		if _, err := owner.reg.Deregister(context.Background(), registry.Key{Service: "api", ID: fmt.Sprintf("api-%04d", j)}); err != nil {
 			t.Fatal(err)
 		}
 	}

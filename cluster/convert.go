@@ -41,6 +41,7 @@ func instanceToPB(in *registry.Instance) *clusterpb.Instance {
 		CheckTtlNanos:    int64(in.Check.TTL),
 		Owner:            in.Owner,
 		UpdatedUnixNanos: in.Updated.UnixNano(),
+		Stamp:            uint64(in.Stamp),
 	}
 }
 
@@ -66,6 +67,7 @@ func instanceFromPB(p *clusterpb.Instance, owner string) (*registry.Instance, er
 		Check:   registry.Check{Kind: registry.CheckKind(p.GetCheckKind()), TTL: time.Duration(p.GetCheckTtlNanos())},
 		Owner:   owner,
 		Updated: time.Unix(0, p.GetUpdatedUnixNanos()),
+		Stamp:   registry.Stamp(p.GetStamp()),
 	}
 	if len(in.Tags) == 0 {
 		in.Tags = nil
@@ -82,16 +84,28 @@ func deltaToPB(d registry.Delta) *clusterpb.Delta {
 		Op:            uint32(d.Op),
 		Instance:      instanceToPB(d.Instance),
 		TimeUnixNanos: d.Time.UnixNano(),
+		Stamp:         uint64(d.Stamp),
 	}
 }
 
 func deltaFromPB(p *clusterpb.Delta, owner string) (registry.Delta, error) {
-	in, err := instanceFromPB(p.GetInstance(), owner)
-	if err != nil {
-		return registry.Delta{}, err
-	}
 	op := registry.Op(p.GetOp())
-	if op != registry.OpUpsert && op != registry.OpRemove {
+	var in *registry.Instance
+	switch op {
+	case registry.OpUpsert:
+		var err error
+		if in, err = instanceFromPB(p.GetInstance(), owner); err != nil {
+			return registry.Delta{}, err
+		}
+	case registry.OpRemove, registry.OpDrop:
+		// Only the key matters: the owner may never have held an instance
+		// of it (a deregistration that took the key over).
+		k := p.GetInstance()
+		if k.GetService() == "" || k.GetId() == "" {
+			return registry.Delta{}, fmt.Errorf("cluster: %s delta from %q has no key", op, owner)
+		}
+		in = &registry.Instance{Service: k.GetService(), ID: k.GetId(), Owner: owner}
+	default:
 		return registry.Delta{}, fmt.Errorf("cluster: delta from %q has unknown op %d", owner, p.GetOp())
 	}
 	return registry.Delta{
@@ -100,6 +114,7 @@ func deltaFromPB(p *clusterpb.Delta, owner string) (registry.Delta, error) {
 		Op:       op,
 		Instance: in,
 		Time:     time.Unix(0, p.GetTimeUnixNanos()),
+		Stamp:    registry.Stamp(p.GetStamp()),
 	}, nil
 }
 
@@ -121,6 +136,18 @@ func stateChunks(st registry.OwnerState) []*clusterpb.OwnerStateChunk {
 			size = 0
 		}
 		c.Instances = append(c.Instances, pb)
+		size += n
+	}
+	for _, t := range st.Tombstones {
+		pb := &clusterpb.Tombstone{Service: t.Key.Service, Id: t.Key.ID, Stamp: uint64(t.Stamp)}
+		n := proto.Size(pb)
+		c := out[len(out)-1]
+		if len(c.Instances)+len(c.Tombstones) > 0 && (len(c.Instances)+len(c.Tombstones) >= chunkSize || size+n > maxMsgBytes) {
+			c = newChunk()
+			out = append(out, c)
+			size = 0
+		}
+		c.Tombstones = append(c.Tombstones, pb)
 		size += n
 	}
 	out[len(out)-1].Last = true
@@ -151,6 +178,12 @@ func (a *stateAssembler) add(c *clusterpb.OwnerStateChunk, owner string) (*regis
 			return nil, err
 		}
 		a.st.Instances = append(a.st.Instances, in)
+	}
+	for _, t := range c.GetTombstones() {
+		if t.GetService() == "" || t.GetId() == "" {
+			return nil, fmt.Errorf("cluster: full state of %q has a tombstone without a key", owner)
+		}
+		a.st.Tombstones = append(a.st.Tombstones, registry.Tombstone{Key: registry.Key{Service: t.GetService(), ID: t.GetId()}, Stamp: registry.Stamp(t.GetStamp())})
 	}
 	if !c.GetLast() {
 		return nil, nil

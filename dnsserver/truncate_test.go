@@ -236,11 +236,11 @@ func TestAnswersFollowRegistry(t *testing.T) {
 		{"register", func() error { f.add(t, "api", "a1", "10.0.0.1", 80); return nil }, dns.RcodeSuccess, 1},
 		{"second", func() error { f.add(t, "api", "a2", "10.0.0.2", 80); return nil }, dns.RcodeSuccess, 2},
 		{"drain", func() error {
-			_, err := f.reg.SetStatus(ctx, "api", "a1", registry.StatusDraining)
+			_, _, err := f.reg.SetStatus(ctx, "api", "a1", registry.StatusDraining)
 			return err
 		}, dns.RcodeSuccess, 1},
-		{"deregister", func() error { return f.reg.Deregister(ctx, registry.Key{Service: "api", ID: "a2"}) }, dns.RcodeSuccess, 0},
-		{"gone", func() error { return f.reg.Deregister(ctx, registry.Key{Service: "api", ID: "a1"}) }, dns.RcodeNameError, 0},
+		{"deregister", func() error { _, err := f.reg.Deregister(ctx, registry.Key{Service: "api", ID: "a2"}); return err }, dns.RcodeSuccess, 0},
+		{"gone", func() error { _, err := f.reg.Deregister(ctx, registry.Key{Service: "api", ID: "a1"}); return err }, dns.RcodeNameError, 0},
 	}
 	for _, st := range steps {
 		if err := st.do(); err != nil {
@@ -386,7 +386,7 @@ func TestConcurrentQueriesDuringChanges(t *testing.T) {
 		if i%2 == 0 {
 			f.add(t, "api", fmt.Sprint("x", i), "10.9.0.1", uint16(1000+i), withTags("v1"))
 		} else {
-			_ = f.reg.Deregister(context.Background(), registry.Key{Service: "api", ID: fmt.Sprint("x", i-1)})
+			_, _ = f.reg.Deregister(context.Background(), registry.Key{Service: "api", ID: fmt.Sprint("x", i-1)})
 		}
 	}
 	close(done)

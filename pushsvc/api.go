@@ -25,34 +25,36 @@ func (s *service) Register(ctx context.Context, req *heraldpb.RegisterRequest) (
 	return &heraldpb.RegisterResponse{Instance: instanceToProto(stored)}, nil
 }
 
-// Deregister removes an instance owned by this node.
+// Deregister removes an instance, through any node: it leaves a tombstone
+// whose stamp beats every older copy of the key.
 func (s *service) Deregister(ctx context.Context, req *heraldpb.DeregisterRequest) (*heraldpb.DeregisterResponse, error) {
 	key, err := keyFromProto(req.GetKey())
+	var stamp registry.Stamp
 	if err == nil {
-		err = s.reg.Deregister(ctx, key)
+		stamp, err = s.reg.Deregister(ctx, key)
 	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &heraldpb.DeregisterResponse{}, nil
+	return &heraldpb.DeregisterResponse{Stamp: uint64(stamp)}, nil
 }
 
 // SetStatus drains or undrains one instance, a service or the whole node.
 func (s *service) SetStatus(ctx context.Context, req *heraldpb.SetStatusRequest) (*heraldpb.SetStatusResponse, error) {
-	n, err := s.setStatus(ctx, req)
+	n, stamp, err := s.setStatus(ctx, req)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &heraldpb.SetStatusResponse{Matched: uint32(n)}, nil
+	return &heraldpb.SetStatusResponse{Matched: uint32(n), Stamp: uint64(stamp)}, nil
 }
 
-func (s *service) setStatus(ctx context.Context, req *heraldpb.SetStatusRequest) (int, error) {
+func (s *service) setStatus(ctx context.Context, req *heraldpb.SetStatusRequest) (int, registry.Stamp, error) {
 	st, err := statusFromProto(req.GetStatus(), false)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if req.GetId() != "" && req.GetService() == "" {
-		return 0, invalidField("service", "is required when id is set")
+		return 0, 0, invalidField("service", "is required when id is set")
 	}
 	return s.reg.SetStatus(ctx, req.GetService(), req.GetId(), st)
 }

@@ -67,9 +67,16 @@ func TestWritesAndErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// An instance owned by another node, as replication would install it.
-	remote := &registry.Instance{Service: "api", ID: "remote-1", Address: e.instanceOf("api", "api-1").Address, Port: 1, Weight: 1, Status: registry.StatusPassing, Owner: "node-b", Updated: time.Now()}
-	e.reg.Apply([]registry.Delta{{Owner: "node-b", Version: registry.Version{Epoch: 1, Seq: 1}, Op: registry.OpUpsert, Instance: remote, Time: time.Now()}})
+	// Instances owned by another node, as replication would install them: a
+	// session instance, which only its owner may change, and a plain one,
+	// which any node may take over.
+	addr := e.instanceOf("api", "api-1").Address
+	remote := &registry.Instance{Service: "api", ID: "remote-1", Address: addr, Port: 1, Weight: 1, Status: registry.StatusPassing, Owner: "node-b", Updated: time.Now(), Stamp: 1, Check: registry.Check{Kind: registry.CheckSession}}
+	plainRemote := &registry.Instance{Service: "api", ID: "remote-2", Address: addr, Port: 1, Weight: 1, Status: registry.StatusPassing, Owner: "node-b", Updated: time.Now(), Stamp: 2}
+	e.reg.Apply([]registry.Delta{
+		{Owner: "node-b", Version: registry.Version{Epoch: 1, Seq: 1}, Op: registry.OpUpsert, Instance: remote, Time: time.Now(), Stamp: 1},
+		{Owner: "node-b", Version: registry.Version{Epoch: 1, Seq: 2}, Op: registry.OpUpsert, Instance: plainRemote, Time: time.Now(), Stamp: 2},
+	})
 
 	tests := []struct {
 		name  string
@@ -138,10 +145,13 @@ func TestWritesAndErrors(t *testing.T) {
 			_, err := e.client.Deregister(ctx, &heraldpb.DeregisterRequest{Key: key("api", "ghost")})
 			return err
 		}, codes.NotFound, []string{"ghost"}},
-		{"deregister remote", func() error {
-			_, err := e.client.Deregister(ctx, &heraldpb.DeregisterRequest{Key: key("api", "remote-1")})
+		{"deregister remote takes it over", func() error {
+			resp, err := e.client.Deregister(ctx, &heraldpb.DeregisterRequest{Key: key("api", "remote-2")})
+			if err == nil && (e.instanceOf("api", "remote-2") != nil || resp.GetStamp() <= 2) {
+				t.Errorf("remote-2 after deregistering it here: %v, stamp %d", e.instanceOf("api", "remote-2"), resp.GetStamp())
+			}
 			return err
-		}, codes.FailedPrecondition, []string{"node-b"}},
+		}, codes.OK, nil},
 		{"deregister", func() error {
 			_, err := e.client.Deregister(ctx, &heraldpb.DeregisterRequest{Key: key("API", "api-2")})
 			if err == nil && e.instanceOf("api", "api-2") != nil {

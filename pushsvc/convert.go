@@ -136,6 +136,7 @@ func instanceToProto(in *registry.Instance) *heraldpb.Instance {
 		Weight:  &w,
 		Status:  statusToProto(in.Status),
 		Node:    in.Owner,
+		Stamp:   uint64(in.Stamp),
 	}
 	switch in.Check.Kind {
 	case registry.CheckTTL:

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
@@ -26,6 +28,7 @@ func (s *service) Session(stream heraldpb.Herald_SessionServer) error {
 		}
 	}()
 
+	lost := s.reg.SessionLost(sid)
 	reqs, recvErr, stop := recvLoop(stream.Recv)
 	defer stop()
 	for {
@@ -33,6 +36,15 @@ func (s *service) Session(stream heraldpb.Herald_SessionServer) error {
 		case req := <-reqs:
 			if err := stream.Send(s.sessionOp(ctx, sid, req)); err != nil {
 				return err
+			}
+		case <-lost:
+			// Newer writes of these keys were made through other nodes.
+			for _, k := range s.reg.TakeLost(sid) {
+				msg := fmt.Sprintf("instance %s was replaced by a newer write through another node; this session no longer holds it", k)
+				resp := &heraldpb.SessionResponse{Code: int32(codes.Aborted), Message: msg, Lost: &heraldpb.InstanceKey{Service: k.Service, Id: k.ID}}
+				if err := stream.Send(resp); err != nil {
+					return err
+				}
 			}
 		case err := <-recvErr:
 			if errors.Is(err, io.EOF) {
@@ -68,10 +80,10 @@ func (s *service) sessionOp(ctx context.Context, sid string, req *heraldpb.Sessi
 	case *heraldpb.SessionRequest_Deregister:
 		var key registry.Key
 		if key, err = keyFromProto(op.Deregister); err == nil {
-			err = s.reg.Deregister(ctx, key)
+			_, err = s.reg.Deregister(ctx, key)
 		}
 	case *heraldpb.SessionRequest_SetStatus:
-		_, err = s.setStatus(ctx, op.SetStatus)
+		_, _, err = s.setStatus(ctx, op.SetStatus)
 	case *heraldpb.SessionRequest_Ping:
 	default:
 		err = invalidField("op", "is required: register, deregister, set_status or ping")

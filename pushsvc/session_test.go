@@ -85,6 +85,35 @@ func TestSessionOps(t *testing.T) {
 	waitFor(t, 2*time.Second, "session instance removed after CloseSend", func() bool { return e.instanceOf("sess", "s1") == nil })
 }
 
+// TestSessionToldWhenTakenOver: a newer registration of the session's key
+// made through another node replaces the session's copy, and the session
+// hears of it at once with the key it lost.
+func TestSessionToldWhenTakenOver(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	s, err := e.client.Session(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := sessionCall(t, s, &heraldpb.SessionRequest{RequestId: 1, Op: &heraldpb.SessionRequest_Register{Register: inst("sess", "s1")}})
+	mine := resp.GetInstance().GetStamp()
+	if mine == 0 {
+		t.Fatal("the registration carries no stamp")
+	}
+	newer := e.instanceOf("sess", "s1").Clone()
+	newer.Owner, newer.Stamp, newer.Check = "node-b", registry.Stamp(mine+1), registry.Check{}
+	e.reg.Apply([]registry.Delta{{Owner: "node-b", Version: registry.Version{Epoch: 1, Seq: 1}, Op: registry.OpUpsert, Instance: newer, Time: time.Now(), Stamp: newer.Stamp}})
+	got, err := s.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetRequestId() != 0 || got.GetLost().GetId() != "s1" || codes.Code(got.GetCode()) != codes.Aborted || got.GetMessage() == "" {
+		t.Fatalf("notice = %v", got)
+	}
+	if in := e.instanceOf("sess", "s1"); in == nil || in.Owner != "node-b" {
+		t.Fatalf("view after the takeover: %+v", in)
+	}
+}
+
 // TestSessionEnds: a session's instances go away within about a second of
 // the client vanishing, whether its connection is closed or its process is
 // killed (the kernel resets the connection).

@@ -515,7 +515,7 @@ func TestWatchUnrelatedBurstNoReset(t *testing.T) {
 	}
 	recv(t, w) // snapshot
 	// One commit of 100 events in "bulk", then one change of "api".
-	if _, err := e.reg.SetStatus(context.Background(), "bulk", "", registry.StatusDraining); err != nil {
+	if _, _, err := e.reg.SetStatus(context.Background(), "bulk", "", registry.StatusDraining); err != nil {
 		t.Fatal(err)
 	}
 	e.register(t, "api", "api-2")

@@ -186,7 +186,7 @@ func TestScaleIn(t *testing.T) {
 		return ok1 && ok2
 	})
 	drained := time.Now()
-	if _, err := reg.SetStatus(context.Background(), "echo", "b2", registry.StatusDraining); err != nil {
+	if _, _, err := reg.SetStatus(context.Background(), "echo", "b2", registry.StatusDraining); err != nil {
 		t.Fatal(err)
 	}
 	var pushed time.Time
@@ -278,7 +278,7 @@ func TestEmptyPushProtection(t *testing.T) {
 			})
 			register(t, reg, b1.instance())
 			eventually(t, 5*time.Second, "b1 pushed", func() bool { return len(mustPushes(rb)) == 1 })
-			if err := reg.Deregister(context.Background(), registry.Key{Service: "echo", ID: "b1"}); err != nil {
+			if _, err := reg.Deregister(context.Background(), registry.Key{Service: "echo", ID: "b1"}); err != nil {
 				t.Fatal(err)
 			}
 			if !tc.protect {

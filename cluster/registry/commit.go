@@ -17,6 +17,7 @@ type txn struct {
 	deltas  []Delta
 	touched map[Key]struct{}
 	dirty   []Key
+	lost    []lostKey
 }
 
 func (r *Registry) begin() *txn { return &txn{} }
@@ -32,8 +33,13 @@ func (tx *txn) touch(k Key) {
 // deltas, publishes a new snapshot and wakes the readers. It returns the
 // persistence generation the caller must wait for (0 if none).
 func (r *Registry) commit(tx *txn) uint64 {
+	var gen uint64
+	if r.persist != nil && len(tx.dirty) > 0 {
+		gen = r.persist.mark(tx.dirty)
+	}
+	r.notifyLost(tx.lost)
 	if len(tx.touched) == 0 && len(tx.deltas) == 0 {
-		return 0
+		return gen
 	}
 	old := r.snap.Load()
 	next := old.successor()
@@ -83,10 +89,6 @@ func (r *Registry) commit(tx *txn) uint64 {
 		close(r.localCh)
 		r.localCh = make(chan struct{})
 	}
-	var gen uint64
-	if r.persist != nil && len(tx.dirty) > 0 {
-		gen = r.persist.mark(tx.dirty)
-	}
 	if len(events) > 0 {
 		r.events.append(events...)
 		r.snap.Store(next)
@@ -95,21 +97,61 @@ func (r *Registry) commit(tx *txn) uint64 {
 	return gen
 }
 
-// winner picks the instance that the merged view shows for k: of the owners
-// that hold k, the latest update wins, ties broken by owner name, so that
-// every node picks the same one.
+// winner picks the instance that the merged view shows for k: of every
+// owner's instance or tombstone of k, the highest stamp wins, ties broken by
+// owner name, so that every node picks the same one. A winning tombstone
+// means the key is absent.
 func (r *Registry) winner(k Key) *Instance {
 	var win *Instance
-	for _, set := range r.owners {
+	var best Stamp
+	var bestOwner string
+	for owner, set := range r.owners {
 		in := set.inst[k]
-		if in == nil {
+		st, tomb := set.tombs[k]
+		if in != nil {
+			st = in.Stamp
+		} else if !tomb {
 			continue
 		}
-		if win == nil || in.Updated.After(win.Updated) || (in.Updated.Equal(win.Updated) && in.Owner > win.Owner) {
-			win = in
+		if bestOwner == "" || st > best || (st == best && owner > bestOwner) {
+			win, best, bestOwner = in, st, owner
 		}
 	}
 	return win
+}
+
+// resolveTakeovers drops this node's own entries of the touched keys that a
+// newer write through another node has replaced, so that one live
+// registration per key remains. Callers hold r.mu, after applying remote
+// state to tx.
+func (r *Registry) resolveTakeovers(tx *txn) {
+	local := r.owners[r.cfg.Node]
+	var lose []Key
+	for k := range tx.touched {
+		mine, ok := local.tombs[k]
+		if in := local.inst[k]; in != nil {
+			mine, ok = in.Stamp, true
+		}
+		if !ok {
+			continue
+		}
+		for owner, set := range r.owners {
+			if owner == r.cfg.Node {
+				continue
+			}
+			theirs, has := set.tombs[k]
+			if in := set.inst[k]; in != nil {
+				theirs, has = in.Stamp, true
+			}
+			if has && (theirs > mine || (theirs == mine && owner > r.cfg.Node)) {
+				lose = append(lose, k)
+				break
+			}
+		}
+	}
+	for _, k := range lose {
+		r.dropLocal(tx, k, true)
+	}
 }
 
 func (r *Registry) waitDurable(ctx context.Context, gen uint64) error {

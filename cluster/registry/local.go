@@ -11,8 +11,12 @@ import (
 // Local writes: the registrations this node owns, their lifetimes (TTL
 // checks, sessions) and the local delta log that peers replicate.
 
-// Register adds or updates an instance owned by this node. Registering the
-// same key with the same content again changes nothing. The returned
+// Register adds or updates an instance owned by this node. A key held by
+// another node is taken over: the new registration carries a stamp above
+// every stamp this node has seen, so it wins everywhere, and the old owner
+// drops its copy when it learns of it. Registering the same key with the
+// same content again changes nothing and returns the stored stamp; with a
+// Store it still returns only once that content is durable. The returned
 // instance is the stored, normalized one.
 func (r *Registry) Register(ctx context.Context, in *Instance) (*Instance, error) {
 	in = in.Clone()
@@ -49,63 +53,86 @@ func (r *Registry) keepDrain(in *Instance) {
 	delete(r.drained, k)
 }
 
-// Deregister removes an instance owned by this node.
-func (r *Registry) Deregister(ctx context.Context, key Key) error {
+// Deregister removes an instance. The key is replaced by a tombstone with
+// a new stamp, which beats every older copy that is still travelling; an
+// instance that another node owns is taken over the same way. It returns the
+// tombstone's stamp.
+func (r *Registry) Deregister(ctx context.Context, key Key) (Stamp, error) {
 	key.Service = strings.ToLower(key.Service)
-	r.mu.Lock()
-	if err := r.ownedLocked(key); err != nil {
-		r.mu.Unlock()
-		return err
-	}
-	delete(r.drained, key)
-	tx := r.begin()
-	r.removeLocal(tx, key)
-	gen := r.commit(tx)
-	r.mu.Unlock()
-	return r.waitDurable(ctx, gen)
-}
-
-// SetStatus sets the status of local instances: one instance when id is set,
-// every instance of service when only service is set, and every instance this
-// node owns when both are empty. It returns how many instances matched.
-func (r *Registry) SetStatus(ctx context.Context, service, id string, st Status) (int, error) {
-	if st == StatusUnknown || st > StatusDraining {
-		return 0, invalid("status", "must be passing, warning, critical or draining")
-	}
-	service = strings.ToLower(service)
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return 0, ErrClosed
 	}
-	if id != "" {
-		if err := r.ownedLocked(Key{service, id}); err != nil {
-			r.mu.Unlock()
-			return 0, err
-		}
+	if r.view[key.Service][key.ID] == nil {
+		r.mu.Unlock()
+		return 0, &NotFoundError{Key: key}
 	}
+	delete(r.drained, key)
+	tx := r.begin()
+	stamp := r.removeLocal(tx, key)
+	gen := r.commit(tx)
+	r.mu.Unlock()
+	return stamp, r.waitDurable(ctx, gen)
+}
+
+// SetStatus sets the status of instances: one instance when id is set,
+// every instance of service that this node owns when only service is set,
+// and every instance this node owns when both are empty. A single plain
+// instance that another node owns is taken over with the new status; TTL
+// and session instances can only be changed through their owner. It returns
+// how many instances matched and the highest stamp of the changes (0 when
+// nothing changed).
+func (r *Registry) SetStatus(ctx context.Context, service, id string, st Status) (int, Stamp, error) {
+	if st == StatusUnknown || st > StatusDraining {
+		return 0, 0, invalid("status", "must be passing, warning, critical or draining")
+	}
+	service = strings.ToLower(service)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return 0, 0, ErrClosed
+	}
+	local := r.owners[r.cfg.Node].inst
 	tx := r.begin()
 	n := 0
-	for k, in := range r.owners[r.cfg.Node].inst {
-		if (service != "" && k.Service != service) || (id != "" && k.ID != id) {
-			continue
-		}
+	var stamp Stamp
+	set := func(in *Instance) {
 		n++
-		if li := r.local[k]; li != nil && li.expired && st.Serving() {
-			continue // its TTL ran out: only a heartbeat makes it serve again
+		if li := r.local[in.Key()]; li != nil && li.expired && st.Serving() {
+			return // its TTL ran out: only a heartbeat makes it serve again
 		}
-		if in.Status != st {
+		if in.Owner != r.cfg.Node || in.Status != st {
 			c := in.Clone()
 			c.Status = st
-			r.putLocal(tx, c, false)
+			stamp = max(stamp, r.putLocal(tx, c, false).Stamp)
+		}
+	}
+	if id != "" {
+		k := Key{service, id}
+		switch in := r.view[k.Service][k.ID]; {
+		case in == nil:
+			r.mu.Unlock()
+			return 0, 0, &NotFoundError{Key: k}
+		case in.Owner != r.cfg.Node && in.Check.Kind != CheckNone:
+			r.mu.Unlock()
+			return 0, 0, &NotOwnerError{Key: k, Owner: in.Owner}
+		default:
+			set(in)
+		}
+	} else {
+		for k, in := range local {
+			if service == "" || k.Service == service {
+				set(in)
+			}
 		}
 	}
 	gen := r.commit(tx)
 	r.mu.Unlock()
 	if n == 0 && service != "" {
-		return 0, fmt.Errorf("registry: no instance of service %q is owned by node %q: %w", service, r.cfg.Node, ErrNotFound)
+		return 0, 0, fmt.Errorf("registry: no instance of service %q is owned by node %q: %w", service, r.cfg.Node, ErrNotFound)
 	}
-	return n, r.waitDurable(ctx, gen)
+	return n, stamp, r.waitDurable(ctx, gen)
 }
 
 // DrainForShutdown marks every local instance draining without persisting
@@ -156,7 +183,9 @@ func (r *Registry) Heartbeat(ctx context.Context, key Key) error {
 	return nil
 }
 
-// RemoveSession removes every local instance registered by session.
+// RemoveSession removes every local instance registered by session. The
+// instances end without tombstones: the session's client may already have
+// registered them again through another node, and that must win.
 func (r *Registry) RemoveSession(session string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -166,8 +195,9 @@ func (r *Registry) RemoveSession(session string) int {
 		if in := r.owners[r.cfg.Node].inst[k]; in.Status == StatusDraining && len(r.drained) < maxDrained {
 			r.drained[k] = now.Add(r.cfg.DrainMemory)
 		}
-		r.removeLocal(tx, k)
+		r.dropLocal(tx, k, false)
 	}
+	delete(r.lost, session)
 	r.commit(tx)
 	return len(tx.deltas)
 }
@@ -208,7 +238,10 @@ func (r *Registry) ownedLocked(key Key) error {
 
 // putLocal stores in (normalized) as this node's and records the delta. It
 // returns the stored instance. renew restarts a TTL check's deadline: only a
-// registration or a heartbeat does that, never a status change.
+// registration or a heartbeat does that, never a status change. Content
+// equal to what this node holds keeps its stamp and changes nothing, but a
+// plain instance is still persisted again, so that its writer only hears
+// success once it is on disk.
 func (r *Registry) putLocal(tx *txn, in *Instance, renew bool) *Instance {
 	key := in.Key()
 	set := r.owners[r.cfg.Node]
@@ -230,10 +263,15 @@ func (r *Registry) putLocal(tx *txn, in *Instance, renew bool) *Instance {
 		delete(r.local, key)
 	}
 	if old != nil && sameContent(old, in) {
+		if old.Check.Kind == CheckNone {
+			tx.dirty = append(tx.dirty, key)
+		}
 		return old
 	}
 	in.Updated = now
+	in.Stamp = r.clock.Next()
 	set.inst[key] = in
+	delete(set.tombs, key)
 	if old != nil {
 		r.unindexSession(old)
 	}
@@ -246,28 +284,69 @@ func (r *Registry) putLocal(tx *txn, in *Instance, renew bool) *Instance {
 		keys[key] = struct{}{}
 	}
 	set.version.Seq++
-	tx.deltas = append(tx.deltas, Delta{Owner: r.cfg.Node, Version: set.version, Op: OpUpsert, Instance: in, Time: now})
+	tx.deltas = append(tx.deltas, Delta{Owner: r.cfg.Node, Version: set.version, Op: OpUpsert, Instance: in, Time: now, Stamp: in.Stamp})
 	tx.touch(key)
-	if (old != nil && old.Check.Kind == CheckNone) || in.Check.Kind == CheckNone {
+	if plain(old) || plain(in) {
 		tx.dirty = append(tx.dirty, key)
 	}
 	return in
 }
 
-func (r *Registry) removeLocal(tx *txn, key Key) {
+// plain reports whether in is a persisted kind of instance.
+func plain(in *Instance) bool { return in != nil && in.Check.Kind == CheckNone }
+
+// removeLocal replaces this node's entry of key (an instance, or nothing
+// when the key is another owner's) with a tombstone at a new stamp and
+// returns the stamp.
+func (r *Registry) removeLocal(tx *txn, key Key) Stamp {
 	set := r.owners[r.cfg.Node]
 	old := set.inst[key]
-	if old == nil {
-		return
-	}
 	now := r.cfg.Now()
+	stamp := r.clock.Next()
 	delete(set.inst, key)
 	delete(r.local, key)
-	r.unindexSession(old)
+	set.tombs[key] = stamp
+	carrier := old
+	if old != nil {
+		r.unindexSession(old)
+	} else {
+		carrier = &Instance{Service: key.Service, ID: key.ID, Owner: r.cfg.Node}
+	}
 	set.version.Seq++
-	tx.deltas = append(tx.deltas, Delta{Owner: r.cfg.Node, Version: set.version, Op: OpRemove, Instance: old, Time: now})
+	tx.deltas = append(tx.deltas, Delta{Owner: r.cfg.Node, Version: set.version, Op: OpRemove, Instance: carrier, Time: now, Stamp: stamp})
 	tx.touch(key)
-	if old.Check.Kind == CheckNone {
+	if old == nil || plain(old) {
+		tx.dirty = append(tx.dirty, key) // TTL and session instances are never stored
+	}
+	return stamp
+}
+
+// dropLocal forgets this node's entry of key (instance or tombstone)
+// without leaving a tombstone: a newer write elsewhere replaced it, its
+// session or TTL ended, or the tombstone expired. With notify, a session
+// that held the instance is told that it lost it.
+func (r *Registry) dropLocal(tx *txn, key Key, notify bool) {
+	set := r.owners[r.cfg.Node]
+	old := set.inst[key]
+	_, tomb := set.tombs[key]
+	if old == nil && !tomb {
+		return
+	}
+	delete(set.inst, key)
+	delete(set.tombs, key)
+	delete(r.local, key)
+	carrier := &Instance{Service: key.Service, ID: key.ID, Owner: r.cfg.Node}
+	if old != nil {
+		carrier = old
+		r.unindexSession(old)
+		if notify && old.Check.Kind == CheckSession {
+			tx.lost = append(tx.lost, lostKey{session: old.Check.Session, key: key})
+		}
+	}
+	set.version.Seq++
+	tx.deltas = append(tx.deltas, Delta{Owner: r.cfg.Node, Version: set.version, Op: OpDrop, Instance: carrier, Time: r.cfg.Now()})
+	tx.touch(key)
+	if old == nil || plain(old) {
 		tx.dirty = append(tx.dirty, key)
 	}
 }
@@ -344,7 +423,17 @@ func (r *Registry) expireTTLs() {
 			}
 			continue
 		}
-		r.removeLocal(tx, key)
+		r.dropLocal(tx, key, false)
+	}
+	// Tombstones expire; this node's peers forget them with the drop.
+	if len(set.tombs) > 0 && now.Sub(r.lastTombGC) >= time.Second {
+		r.lastTombGC = now
+		horizon := StampAt(now.Add(-r.cfg.TombstoneTTL))
+		for key, st := range set.tombs {
+			if st < horizon {
+				r.dropLocal(tx, key, false)
+			}
+		}
 	}
 	r.commit(tx)
 }

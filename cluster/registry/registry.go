@@ -15,12 +15,22 @@ type Op uint8
 // Ops.
 const (
 	OpUpsert Op = iota + 1
+	// OpRemove removes an instance. In a Delta it leaves a tombstone at the
+	// delta's stamp.
 	OpRemove
+	// OpDrop only occurs in Deltas: the owner forgot its entry of a key
+	// (instance or tombstone) without a tombstone, because a newer write
+	// elsewhere replaced it, its session or TTL ended, or the tombstone
+	// expired.
+	OpDrop
 )
 
 func (o Op) String() string {
-	if o == OpRemove {
+	switch o {
+	case OpRemove:
 		return "remove"
+	case OpDrop:
+		return "drop"
 	}
 	return "upsert"
 }
@@ -57,17 +67,21 @@ type Delta struct {
 	Version Version
 	Op      Op
 	// Instance is the new state for OpUpsert, and carries at least the key
-	// for OpRemove.
+	// for OpRemove and OpDrop.
 	Instance *Instance
 	// Time is the owner's wall clock when it made the change.
 	Time time.Time
+	// Stamp is the change's stamp: the instance's for OpUpsert, the
+	// tombstone's for OpRemove, none for OpDrop.
+	Stamp Stamp
 }
 
 // OwnerState is the full set of one owner at a version.
 type OwnerState struct {
-	Owner     string
-	Version   Version
-	Instances []*Instance
+	Owner      string
+	Version    Version
+	Instances  []*Instance
+	Tombstones []Tombstone
 }
 
 // Stored is what a Store holds of this node's own state.
@@ -130,6 +144,10 @@ type Config struct {
 	// a session. Default 30s: longer than a client's reconnect, short
 	// enough that a crashed instance that drained itself is soon served again.
 	DrainMemory time.Duration
+	// TombstoneTTL is how long a deregistered key's tombstone is kept to beat
+	// older copies still travelling: on a partitioned side, in a peer's
+	// retry, or in a data dir restored after a while. Default 72h.
+	TombstoneTTL time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Store persists plain local registrations. Default nil: memory only.
@@ -158,6 +176,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.CheckInterval <= 0 {
 		c.CheckInterval = 100 * time.Millisecond
+	}
+	if c.TombstoneTTL <= 0 {
+		c.TombstoneTTL = 72 * time.Hour
 	}
 	return nil
 }
@@ -198,7 +219,10 @@ type Registry struct {
 	// drained remembers, until the given time, the session instances that
 	// were draining when their session ended (see keepDrain).
 	drained map[Key]time.Time
-	closed  bool
+	// lost holds, per session, the keys it lost to newer writes elsewhere.
+	lost       map[string]*lostQueue
+	lastTombGC time.Time
+	closed     bool
 
 	snap    atomic.Pointer[Snapshot]
 	events  *history[Event]
@@ -236,6 +260,7 @@ func New(cfg Config) (*Registry, error) {
 		local:    map[Key]*localInfo{},
 		sessions: map[string]map[Key]struct{}{},
 		drained:  map[Key]time.Time{},
+		lost:     map[string]*lostQueue{},
 		events:   newHistory[Event](cfg.History),
 		deltas:   newHistory[Delta](cfg.DeltaLog),
 		localCh:  make(chan struct{}),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,14 +91,14 @@ func TestRegisterUpdateDeregister(t *testing.T) {
 	if s1.Service("api").Instances[0].Address.String() != "10.0.0.1" {
 		t.Fatal("old snapshot was mutated")
 	}
-	if err := r.Deregister(ctx, Key{"api", "a1"}); err != nil {
+	if _, err := r.Deregister(ctx, Key{"api", "a1"}); err != nil {
 		t.Fatal(err)
 	}
 	if r.Snapshot().Service("api") != nil {
 		t.Fatal("service still present after its last instance left")
 	}
 	var nf *NotFoundError
-	if err := r.Deregister(ctx, Key{"api", "a1"}); !errors.As(err, &nf) || nf.Key.ID != "a1" {
+	if _, err := r.Deregister(ctx, Key{"api", "a1"}); !errors.As(err, &nf) || nf.Key.ID != "a1" {
 		t.Fatalf("second deregister = %v, want NotFoundError naming a1", err)
 	}
 	evs, err := r.EventsSince(0, 0)
@@ -113,25 +114,25 @@ func TestSetStatus(t *testing.T) {
 		r.Register(ctx, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
 	}
 	r.Register(ctx, inst("web", "w0", "10.0.0.1"))
-	if n, err := r.SetStatus(ctx, "api", "a1", StatusDraining); n != 1 || err != nil {
+	if n, _, err := r.SetStatus(ctx, "api", "a1", StatusDraining); n != 1 || err != nil {
 		t.Fatalf("drain one = %d, %v", n, err)
 	}
 	if fmt.Sprint(ids(r.Snapshot().Service("api"))) != "[a0=passing a1=draining a2=passing]" {
 		t.Fatal(ids(r.Snapshot().Service("api")))
 	}
-	if n, err := r.SetStatus(ctx, "", "", StatusDraining); n != 4 || err != nil {
+	if n, _, err := r.SetStatus(ctx, "", "", StatusDraining); n != 4 || err != nil {
 		t.Fatalf("drain node = %d, %v", n, err)
 	}
-	if n, _ := r.SetStatus(ctx, "api", "", StatusPassing); n != 3 {
+	if n, _, _ := r.SetStatus(ctx, "api", "", StatusPassing); n != 3 {
 		t.Fatalf("undrain service matched %d", n)
 	}
 	if fmt.Sprint(ids(r.Snapshot().Service("web"))) != "[w0=draining]" {
 		t.Fatal(ids(r.Snapshot().Service("web")))
 	}
-	if _, err := r.SetStatus(ctx, "nope", "", StatusDraining); !errors.Is(err, ErrNotFound) {
+	if _, _, err := r.SetStatus(ctx, "nope", "", StatusDraining); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown service: %v", err)
 	}
-	if _, err := r.SetStatus(ctx, "api", "", StatusUnknown); !errors.Is(err, ErrInvalid) {
+	if _, _, err := r.SetStatus(ctx, "api", "", StatusUnknown); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad status: %v", err)
 	}
 }
@@ -328,36 +329,104 @@ func TestReplaceOwnerEmitsOnlyChanges(t *testing.T) {
 	}
 }
 
-func TestDuplicateKeyAcrossOwners(t *testing.T) {
+func TestOneLiveRegistrationPerKey(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	// b's clock is 30s behind a's: stamps still order what b saw after a.
+	slow := &fakeClock{now: time.Unix(970, 0)}
+	a := newReg(t, "a", func(c *Config) { c.Now = clk.Now })
+	b := newReg(t, "b", func(c *Config) { c.Now = slow.Now })
+	first, err := a.Register(ctx, inst("api", "x", "10.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicate(t, a, b, 0)
+	// b registers the key after seeing a's copy: b takes it over.
+	second, err := b.Register(ctx, inst("api", "x", "10.0.0.2"))
+	if err != nil || second.Stamp <= first.Stamp {
+		t.Fatalf("takeover stamp %v <= %v (%v)", second.Stamp, first.Stamp, err)
+	}
+	replicate(t, b, a, 0)
+	for _, r := range []*Registry{a, b} {
+		got := r.Snapshot().Service("api").Instances
+		if len(got) != 1 || got[0].Owner != "b" || got[0].Address.String() != "10.0.0.2" {
+			t.Fatalf("%s: winner %+v", r.NodeName(), got[0])
+		}
+	}
+	// a dropped its copy on learning of b's newer one, and says so.
+	if st, _ := a.OwnerState("a"); len(st.Instances) != 0 || len(st.Tombstones) != 0 {
+		t.Fatalf("a still holds its copy: %+v", st)
+	}
+	ds, _ := a.LocalDeltasSince(1, 0)
+	if len(ds) != 1 || ds[0].Op != OpDrop {
+		t.Fatalf("a's deltas after the takeover: %+v", ds)
+	}
+	// Deregistering on b leaves a tombstone; a's old copy never comes back,
+	// even on a node that still holds it (c has only a's first delta).
+	c := newReg(t, "c", func(c *Config) { c.Now = clk.Now })
+	replicate(t, a, c, 0)
+	gone, err := b.Deregister(ctx, Key{"api", "x"})
+	if err != nil || gone <= second.Stamp {
+		t.Fatalf("deregister stamp %v (%v)", gone, err)
+	}
+	replicate(t, b, a, 1)
+	replicate(t, b, c, 0)
+	for _, r := range []*Registry{a, b, c} {
+		if svc := r.Snapshot().Service("api"); svc != nil {
+			t.Fatalf("%s still serves %+v after the deregistration", r.NodeName(), svc.Instances[0])
+		}
+	}
+	// A deregistration through a node that does not own the key takes it
+	// over with a tombstone too; an unknown key is not found.
+	third, _ := b.Register(ctx, inst("api", "y", "10.0.0.3"))
+	replicate(t, b, a, 2)
+	stamp, err := a.Deregister(ctx, Key{"api", "y"})
+	if err != nil || stamp <= third.Stamp {
+		t.Fatalf("deregister through a: %v %v", stamp, err)
+	}
+	replicate(t, a, b, 1)
+	if svc := b.Snapshot().Service("api"); svc != nil {
+		t.Fatalf("b still serves y: %+v", svc.Instances)
+	}
+	if _, err := a.Deregister(ctx, Key{"api", "nope"}); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+}
+
+func TestConcurrentWritesConvergeOnTheHighestStamp(t *testing.T) {
 	ctx := context.Background()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	a := newReg(t, "a", func(c *Config) { c.Now = clk.Now })
 	b := newReg(t, "b", func(c *Config) { c.Now = clk.Now })
+	// Partitioned: both write x without seeing each other. b's is later.
 	a.Register(ctx, inst("api", "x", "10.0.0.1"))
-	clk.Add(time.Second)
+	clk.Add(time.Millisecond)
 	b.Register(ctx, inst("api", "x", "10.0.0.2"))
+	clk.Add(time.Millisecond)
+	a.Deregister(ctx, Key{"api", "x"}) // a's tombstone is the newest write
+	// Heal in either order: both end with x absent, and neither holds a
+	// live copy any more.
 	replicate(t, a, b, 0)
 	replicate(t, b, a, 0)
 	for _, r := range []*Registry{a, b} {
-		got := r.Snapshot().Service("api").Instances
-		if len(got) != 1 || got[0].Owner != "b" {
-			t.Fatalf("%s: winner %+v", r.NodeName(), got[0])
+		if svc := r.Snapshot().Service("api"); svc != nil {
+			t.Fatalf("%s serves %+v", r.NodeName(), svc.Instances[0])
 		}
 	}
-	// Only the owner may change it.
+	if st, _ := b.OwnerState("b"); len(st.Instances) != 0 {
+		t.Fatalf("b kept its losing copy: %+v", st.Instances)
+	}
+	// A heartbeat still goes only to the owner of a TTL instance.
+	ttl := inst("api", "t", "10.0.0.9")
+	ttl.Check = Check{Kind: CheckTTL, TTL: time.Minute}
+	a.Register(ctx, ttl)
+	replicate(t, a, b, 2)
 	var no *NotOwnerError
-	if err := a.Deregister(ctx, Key{"api", "y"}); !errors.Is(err, ErrNotFound) {
-		t.Fatal(err)
+	if err := b.Heartbeat(ctx, Key{"api", "t"}); !errors.As(err, &no) || no.Owner != "a" {
+		t.Fatalf("heartbeat on a foreign instance = %v", err)
 	}
-	if err := b.Deregister(ctx, Key{"api", "x"}); err != nil {
-		t.Fatal(err)
-	}
-	replicate(t, b, a, 1)
-	if got := a.Snapshot().Service("api").Instances; len(got) != 1 || got[0].Owner != "a" {
-		t.Fatal("a's own registration should win again")
-	}
-	if err := b.Heartbeat(ctx, Key{"api", "x"}); !errors.As(err, &no) || no.Owner != "a" {
-		t.Fatalf("heartbeat on foreign instance = %v", err)
+	if _, _, err := b.SetStatus(ctx, "api", "t", StatusDraining); !errors.As(err, &no) {
+		t.Fatalf("drain of a foreign TTL instance = %v", err)
 	}
 }
 
@@ -576,5 +645,79 @@ func TestSessionReRegistrationKeepsDrain(t *testing.T) {
 	r.Register(ctx, inst("api", "p1", "10.0.0.1"))
 	if st := status("p1"); st != StatusPassing {
 		t.Fatalf("plain re-registration: %s, want passing", st)
+	}
+}
+
+func TestAcknowledgedMeansDurable(t *testing.T) {
+	ctx := context.Background()
+	st := &memStore{data: map[Key]*Instance{}, fail: errors.New("no space left on device")}
+	r := newReg(t, "n1", func(c *Config) { c.Store = st })
+	// Every retry of the same write reports the failure until it succeeds,
+	// even though the first attempt already changed memory.
+	for range 3 {
+		if _, err := r.Register(ctx, inst("api", "a1", "10.0.0.1")); err == nil || !strings.Contains(err.Error(), "no space") {
+			t.Fatalf("register while the store fails = %v", err)
+		}
+	}
+	st.mu.Lock()
+	st.fail = nil
+	st.mu.Unlock()
+	in, err := r.Register(ctx, inst("api", "a1", "10.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	got := st.data[Key{"api", "a1"}]
+	st.mu.Unlock()
+	if got == nil || got.Stamp != in.Stamp {
+		t.Fatalf("stored %+v, acknowledged stamp %v", got, in.Stamp)
+	}
+}
+
+func TestRestartKeepsTombstonesAndNeverIssuesLowerStamps(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	st := &memStore{data: map[Key]*Instance{}}
+	r := newReg(t, "n1", func(c *Config) { c.Store = st; c.Now = clk.Now })
+	kept, _ := r.Register(ctx, inst("api", "kept", "10.0.0.1"))
+	r.Register(ctx, inst("api", "gone", "10.0.0.1"))
+	tomb, err := r.Deregister(ctx, Key{"api", "gone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	// The clock steps back 30s before the restart.
+	clk.Add(-30 * time.Second)
+	r2 := newReg(t, "n1", func(c *Config) { c.Store = st; c.Now = clk.Now })
+	own, _ := r2.OwnerState("n1")
+	if len(own.Instances) != 1 || own.Instances[0].Stamp != kept.Stamp || len(own.Tombstones) != 1 || own.Tombstones[0].Stamp != tomb {
+		t.Fatalf("reloaded %+v", own)
+	}
+	next, err := r2.Register(ctx, inst("api", "new", "10.0.0.1"))
+	if err != nil || next.Stamp <= tomb {
+		t.Fatalf("stamp after restart %v <= %v (%v)", next.Stamp, tomb, err)
+	}
+	// A peer holding the old copy of "gone" learns of the tombstone.
+	peer := newReg(t, "n2", func(c *Config) { c.Now = clk.Now })
+	peer.ReplaceOwner(own)
+	if svc := peer.Snapshot().Service("api"); svc == nil || svc.Instance("gone") != nil || svc.Instance("kept") == nil {
+		t.Fatalf("peer view %+v", svc)
+	}
+}
+
+func TestTombstonesExpire(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	r := newReg(t, "n1", func(c *Config) { c.Now = clk.Now; c.TombstoneTTL = time.Minute })
+	r.Register(ctx, inst("api", "a", "10.0.0.1"))
+	r.Deregister(ctx, Key{"api", "a"})
+	r.expireTTLs()
+	if st, _ := r.OwnerState("n1"); len(st.Tombstones) != 1 {
+		t.Fatalf("tombstone gone early: %+v", st)
+	}
+	clk.Add(2 * time.Minute)
+	r.expireTTLs()
+	if st, _ := r.OwnerState("n1"); len(st.Tombstones) != 0 {
+		t.Fatalf("tombstone kept past its TTL: %+v", st)
 	}
 }

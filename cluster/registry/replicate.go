@@ -41,14 +41,23 @@ func (r *Registry) Apply(deltas []Delta) []GapError {
 			continue
 		}
 		key := d.Instance.Key()
-		if d.Op == OpRemove {
+		switch d.Op {
+		case OpRemove:
 			delete(set.inst, key)
-		} else {
+			set.tombs[key] = d.Stamp
+			r.clock.Observe(d.Stamp)
+		case OpDrop:
+			delete(set.inst, key)
+			delete(set.tombs, key)
+		default:
 			set.inst[key] = d.Instance
+			delete(set.tombs, key)
+			r.clock.Observe(d.Instance.Stamp)
 		}
 		set.version = d.Version
 		tx.touch(key)
 	}
+	r.resolveTakeovers(tx)
 	r.commit(tx)
 	return gaps
 }
@@ -66,6 +75,7 @@ func (r *Registry) ReplaceOwner(st OwnerState) bool {
 	}
 	tx := r.begin()
 	r.replaceOwnerLocked(tx, st)
+	r.resolveTakeovers(tx)
 	r.commit(tx)
 	return true
 }
@@ -84,6 +94,9 @@ func (r *Registry) RemoveOwner(owner string) int {
 	for k := range set.inst {
 		tx.touch(k)
 	}
+	for k := range set.tombs {
+		tx.touch(k)
+	}
 	r.commit(tx)
 	return len(set.inst)
 }
@@ -95,18 +108,30 @@ func (r *Registry) replaceOwnerLocked(tx *txn, st OwnerState) {
 		}
 	}
 	old := r.owners[st.Owner]
-	set := &ownerSet{version: st.Version, inst: make(map[Key]*Instance, len(st.Instances))}
+	set := &ownerSet{version: st.Version, inst: make(map[Key]*Instance, len(st.Instances)), tombs: make(map[Key]Stamp, len(st.Tombstones))}
+	for _, t := range st.Tombstones {
+		set.tombs[t.Key] = t.Stamp
+		r.clock.Observe(t.Stamp)
+		tx.touch(t.Key)
+	}
 	for _, in := range st.Instances {
 		k := in.Key()
 		// An unchanged instance keeps its pointer, so that installing a
 		// full state only emits events for what really changed.
 		if old != nil {
-			if o := old.inst[k]; o != nil && o.Updated.Equal(in.Updated) && sameContent(o, in) {
+			if o := old.inst[k]; o != nil && o.Stamp == in.Stamp && sameContent(o, in) {
 				in = o
 			}
 		}
+		delete(set.tombs, k)
 		set.inst[k] = in
+		r.clock.Observe(in.Stamp)
 		tx.touch(k)
+	}
+	if old != nil {
+		for k := range old.tombs {
+			tx.touch(k)
+		}
 	}
 	r.owners[st.Owner] = set
 }
@@ -125,6 +150,12 @@ func (r *Registry) OwnerState(owner string) (OwnerState, bool) {
 	}
 	slices.SortFunc(st.Instances, func(a, b *Instance) int {
 		return cmp.Or(strings.Compare(a.Service, b.Service), strings.Compare(a.ID, b.ID))
+	})
+	for k, s := range set.tombs {
+		st.Tombstones = append(st.Tombstones, Tombstone{Key: k, Stamp: s})
+	}
+	slices.SortFunc(st.Tombstones, func(a, b Tombstone) int {
+		return cmp.Or(strings.Compare(a.Key.Service, b.Key.Service), strings.Compare(a.Key.ID, b.Key.ID))
 	})
 	return st, true
 }

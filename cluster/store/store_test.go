@@ -26,7 +26,7 @@ func TestRoundTripThroughRegistry(t *testing.T) {
 	}
 	gone := &registry.Instance{Service: "api", ID: "a2", Address: netip.MustParseAddr("10.0.0.1"), Port: 1, Weight: 1}
 	r.Register(ctx, gone)
-	if err := r.Deregister(ctx, gone.Key()); err != nil {
+	if _, err := r.Deregister(ctx, gone.Key()); err != nil {
 		t.Fatal(err)
 	}
 	r.Close()

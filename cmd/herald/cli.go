@@ -178,7 +178,7 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "registered %s/%s on node %s\n", resp.GetInstance().GetService(), resp.GetInstance().GetId(), resp.GetInstance().GetNode())
+		fmt.Fprintf(stdout, "registered %s/%s on node %s stamp=%d\n", resp.GetInstance().GetService(), resp.GetInstance().GetId(), resp.GetInstance().GetNode(), resp.GetInstance().GetStamp())
 		return nil
 	})
 }
@@ -250,10 +250,11 @@ func runDeregister(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
-		if _, err := c.Deregister(ctx, &pb.DeregisterRequest{Key: key}); err != nil {
+		resp, err := c.Deregister(ctx, &pb.DeregisterRequest{Key: key})
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "deregistered %s/%s\n", key.Service, key.Id)
+		fmt.Fprintf(stdout, "deregistered %s/%s stamp=%d\n", key.Service, key.Id, resp.GetStamp())
 		return nil
 	})
 }

@@ -115,7 +115,7 @@ func TestWatchResumeReal(t *testing.T) {
 			eventually(t, 5*time.Second, "the watch to notice the cut", func() bool { _, ok := w.Connected(); return !ok })
 			for i := 0; i < tc.changes; i++ {
 				put("x")
-				if err := reg.Deregister(context.Background(), registry.Key{Service: "echo", ID: "x"}); err != nil {
+				if _, err := reg.Deregister(context.Background(), registry.Key{Service: "echo", ID: "x"}); err != nil {
 					t.Fatal(err)
 				}
 			}

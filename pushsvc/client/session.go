@@ -46,6 +46,8 @@ type registration struct {
 	closeOnce sync.Once
 	closeErr  error
 	count     atomic.Uint64
+	lost      chan struct{} // closed when a newer write elsewhere took the key
+	lostErr   error         // set before lost is closed
 }
 
 type sessionOp struct {
@@ -62,7 +64,7 @@ func (c *Client) Register(ctx context.Context, inst Instance, opts ...RegisterOp
 		return nil, fmt.Errorf("client: register: service and id are required")
 	}
 	inst.Tags = append([]string(nil), inst.Tags...)
-	r := &registration{c: c, grace: c.opts.drainGrace, want: inst, ops: make(chan *sessionOp), done: make(chan struct{})}
+	r := &registration{c: c, grace: c.opts.drainGrace, want: inst, ops: make(chan *sessionOp), done: make(chan struct{}), lost: make(chan struct{})}
 	for _, o := range opts {
 		o(r)
 	}
@@ -92,6 +94,23 @@ func (r *Registration) Instance() Instance {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.got
+}
+
+// Lost returns a channel that is closed when the registration ends because
+// a newer write of the same key was made through another agent (a
+// registration or deregistration elsewhere takes the key over). The
+// registration then stops re-registering, so that it does not fight the
+// newer owner; Err says what happened.
+func (r *Registration) Lost() <-chan struct{} { return r.lost }
+
+// Err returns why the registration was lost, or nil.
+func (r *Registration) Err() error {
+	select {
+	case <-r.lost:
+		return r.lostErr
+	default:
+		return nil
+	}
 }
 
 // Registrations counts how many times the instance was registered: 1, plus
@@ -127,6 +146,11 @@ func (r *Registration) SetStatus(ctx context.Context, st Status) error {
 // once, which removes the instance too. Close is idempotent.
 func (r *Registration) Close(ctx context.Context) error {
 	r.closeOnce.Do(func() {
+		if r.Err() != nil {
+			r.cancel()
+			<-r.done
+			return // the key is someone else's now: nothing to drain
+		}
 		var errs []error
 		if err := r.SetStatus(ctx, StatusDraining); err != nil {
 			errs = append(errs, fmt.Errorf("drain: %w", err))
@@ -277,6 +301,13 @@ func (r *registration) session(i int, first chan<- error) (registered bool, err 
 		case m := <-resps:
 			lastSeen = time.Now()
 			err := respErr(m)
+			if l := m.GetLost(); l != nil && m.GetRequestId() == 0 {
+				r.lostErr = fmt.Errorf("client: %s/%s: %w", l.GetService(), l.GetId(), err)
+				close(r.lost)
+				r.c.opts.logger.Warn("client: registration replaced by a newer write through another agent; no longer keeping it", "service", l.GetService(), "id", l.GetId())
+				r.cancel()
+				return registered, r.lostErr
+			}
 			if m.GetRequestId() == regID && !registered {
 				if err != nil {
 					return false, err
