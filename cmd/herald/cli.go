@@ -205,11 +205,15 @@ func registerSession(c pb.HeraldClient, cf *clientFlags, in *pb.Instance, stdout
 	}
 	fmt.Fprintf(stdout, "registered %s/%s on node %s for this session; interrupt to deregister\n", in.GetService(), in.GetId(), resp.GetInstance().GetNode())
 	for {
-		if _, err := stream.Recv(); err != nil {
+		m, err := stream.Recv()
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil // interrupted: closing the stream deregisters
 			}
 			return fmt.Errorf("session to %s ended, so the agent removed the instance: %w", cf.addr, cf.callErr(err))
+		}
+		if m.GetLost() != nil {
+			return fmt.Errorf("%s (a newer write of it was made through another node); exiting", m.GetMessage())
 		}
 	}
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -163,4 +164,35 @@ func TestCloseDrainsBeforeDeregister(t *testing.T) {
 
 func (in Instance) toRegistry() *registry.Instance {
 	return &registry.Instance{Service: in.Service, ID: in.ID, Address: in.Address, Port: in.Port, Weight: 1}
+}
+
+// TestRegistrationLostToANewerWrite: another node registers the same key
+// later; the registration learns it lost the key and stops re-registering
+// it, and Close has nothing left to do.
+func TestRegistrationLostToANewerWrite(t *testing.T) {
+	a := startReal(t, nil, "127.0.0.1:0")
+	c := newTestClient(t, []string{a.addr})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reg, err := c.Register(ctx, testInstance("e1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := a.lookup("e1").Clone()
+	newer.Owner, newer.Stamp, newer.Check = "n2", newer.Stamp+1, registry.Check{}
+	a.reg.Apply([]registry.Delta{{Owner: "n2", Version: registry.Version{Epoch: 1, Seq: 1}, Op: registry.OpUpsert, Instance: newer, Time: time.Now(), Stamp: newer.Stamp}})
+	select {
+	case <-reg.Lost():
+	case <-ctx.Done():
+		t.Fatal("the registration was not told it lost its key")
+	}
+	if err := reg.Err(); err == nil || !strings.Contains(err.Error(), "e1") {
+		t.Fatalf("Err() = %v", err)
+	}
+	if err := reg.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if in := a.lookup("e1"); in == nil || in.Owner != "n2" || reg.Registrations() != 1 {
+		t.Fatalf("after Close: %+v, registrations %d", in, reg.Registrations())
+	}
 }
