@@ -19,8 +19,14 @@ type Stamp uint64
 
 const logicalBits = 16
 
-// StampAt returns the lowest stamp of physical time t.
-func StampAt(t time.Time) Stamp { return Stamp(uint64(t.UnixMilli()) << logicalBits) }
+// StampAt returns the lowest stamp of physical time t (0 before 1970).
+func StampAt(t time.Time) Stamp {
+	ms := t.UnixMilli()
+	if ms < 0 {
+		return 0
+	}
+	return Stamp(uint64(ms) << logicalBits)
+}
 
 // Time returns the physical part of the stamp.
 func (s Stamp) Time() time.Time { return time.UnixMilli(int64(s >> logicalBits)) }

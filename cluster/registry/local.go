@@ -425,15 +425,30 @@ func (r *Registry) expireTTLs() {
 		}
 		r.dropLocal(tx, key, false)
 	}
-	// Tombstones expire; this node's peers forget them with the drop.
 	if len(set.tombs) > 0 && now.Sub(r.lastTombGC) >= time.Second {
 		r.lastTombGC = now
-		horizon := StampAt(now.Add(-r.cfg.TombstoneTTL))
-		for key, st := range set.tombs {
-			if st < horizon {
-				r.dropLocal(tx, key, false)
-			}
-		}
+		r.expireTombstones(tx, now)
 	}
 	r.commit(tx)
+}
+
+// expireTombstones drops this node's tombstones older than TombstoneTTL,
+// and the oldest ones beyond MaxTombstones, so that churn through unique
+// keys cannot grow memory without bound. Peers forget them with the drops.
+func (r *Registry) expireTombstones(tx *txn, now time.Time) {
+	set := r.owners[r.cfg.Node]
+	horizon := StampAt(now.Add(-r.cfg.TombstoneTTL))
+	if excess := len(set.tombs) - r.cfg.MaxTombstones; excess > 0 {
+		stamps := make([]Stamp, 0, len(set.tombs))
+		for _, st := range set.tombs {
+			stamps = append(stamps, st)
+		}
+		slices.Sort(stamps)
+		horizon = max(horizon, stamps[excess-1]+1)
+	}
+	for key, st := range set.tombs {
+		if st < horizon {
+			r.dropLocal(tx, key, false)
+		}
+	}
 }

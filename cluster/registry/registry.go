@@ -148,6 +148,9 @@ type Config struct {
 	// older copies still travelling: on a partitioned side, in a peer's
 	// retry, or in a data dir restored after a while. Default 72h.
 	TombstoneTTL time.Duration
+	// MaxTombstones bounds this node's own tombstones; beyond it the oldest
+	// are dropped first. Default 100000 (about 10 MB).
+	MaxTombstones int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Store persists plain local registrations. Default nil: memory only.
@@ -179,6 +182,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.TombstoneTTL <= 0 {
 		c.TombstoneTTL = 72 * time.Hour
+	}
+	if c.MaxTombstones <= 0 {
+		c.MaxTombstones = 100000
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -719,5 +720,23 @@ func TestTombstonesExpire(t *testing.T) {
 	r.expireTTLs()
 	if st, _ := r.OwnerState("n1"); len(st.Tombstones) != 0 {
 		t.Fatalf("tombstone kept past its TTL: %+v", st)
+	}
+	// Churn through unique keys keeps at most MaxTombstones, the newest.
+	r2 := newReg(t, "n2", func(c *Config) { c.Now = clk.Now; c.MaxTombstones = 10 })
+	for i := range 25 {
+		k := fmt.Sprint("c", i)
+		r2.Register(ctx, inst("api", k, "10.0.0.1"))
+		r2.Deregister(ctx, Key{"api", k})
+	}
+	clk.Add(2 * time.Second)
+	r2.expireTTLs()
+	st, _ := r2.OwnerState("n2")
+	if len(st.Tombstones) != 10 {
+		t.Fatalf("%d tombstones kept, want 10", len(st.Tombstones))
+	}
+	for _, tb := range st.Tombstones {
+		if n, _ := strconv.Atoi(strings.TrimPrefix(tb.Key.ID, "c")); n < 15 {
+			t.Fatalf("kept an old tombstone %s", tb.Key)
+		}
 	}
 }
