@@ -26,7 +26,7 @@ func codeOf(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, registry.ErrNotOwner):
 		return codes.FailedPrecondition
-	case errors.Is(err, registry.ErrClosed), errors.Is(err, errServerClosed):
+	case errors.Is(err, registry.ErrClosed), errors.Is(err, errServerClosed), errors.Is(err, registry.ErrNotDurable):
 		return codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded

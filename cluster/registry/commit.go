@@ -3,7 +3,6 @@ package registry
 import (
 	"cmp"
 	"context"
-	"errors"
 	"slices"
 	"strings"
 )
@@ -161,8 +160,6 @@ func (r *Registry) waitDurable(ctx context.Context, gen uint64) error {
 	return r.persist.wait(ctx, gen)
 }
 
-// errPersist wraps store failures.
-var errPersist = errors.New("registry: registration applied in memory but not persisted")
 
 // serviceInstances returns the sorted instance list of a service whose view
 // is svc, given its previous state and the ids that changed. A few changes to

@@ -5,8 +5,9 @@ import (
 	"fmt"
 )
 
-// Sentinel errors. The servers map them in one place each: pushsvc to gRPC
-// status codes, dnsserver to RCODEs.
+// Sentinel errors. Each front door maps them in one place: pushsvc to gRPC
+// status codes (pushsvc/errors.go). dnsserver only reads snapshots and
+// never sees them.
 var (
 	// ErrInvalid: a registration or request breaks a rule (InvalidArgument).
 	ErrInvalid = errors.New("invalid argument")
@@ -20,6 +21,10 @@ var (
 	ErrCompacted = errors.New("history compacted")
 	// ErrClosed: the registry was closed (Unavailable).
 	ErrClosed = errors.New("registry closed")
+	// ErrNotDurable: the write is applied in memory but the store failed to
+	// write it; it is retried, and the same write must be retried until it
+	// succeeds (Unavailable).
+	ErrNotDurable = errors.New("write applied in memory but not yet on disk; retry it")
 )
 
 // NotFoundError names what was not found. It wraps ErrNotFound.

@@ -51,7 +51,7 @@ func (p *persister) wait(ctx context.Context, gen uint64) error {
 		p.mu.Unlock()
 		if done >= gen {
 			if err != nil && errGen >= gen {
-				return fmt.Errorf("%w: %w", errPersist, err)
+				return fmt.Errorf("registry: %w: %w", ErrNotDurable, err)
 			}
 			return nil
 		}

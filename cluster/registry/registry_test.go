@@ -656,7 +656,7 @@ func TestAcknowledgedMeansDurable(t *testing.T) {
 	// Every retry of the same write reports the failure until it succeeds,
 	// even though the first attempt already changed memory.
 	for range 3 {
-		if _, err := r.Register(ctx, inst("api", "a1", "10.0.0.1")); err == nil || !strings.Contains(err.Error(), "no space") {
+		if _, err := r.Register(ctx, inst("api", "a1", "10.0.0.1")); !errors.Is(err, ErrNotDurable) || !strings.Contains(err.Error(), "no space") {
 			t.Fatalf("register while the store fails = %v", err)
 		}
 	}
