@@ -86,15 +86,20 @@ type watchGroups struct {
 	list  []watchGroup
 }
 
+// watchGroupKey: watches with equal keys get equal responses. A resume that
+// waits for its first message (resumeTo) is grouped only with resumes that
+// wait for the same revision.
 type watchGroupKey struct {
-	last uint64
-	key  string
+	last     uint64
+	resumeTo uint64
+	key      string
 }
 
 type watchGroup struct {
-	resp [][]byte
-	last uint64
-	ids  []uint64
+	resp     [][]byte
+	last     uint64
+	resumeTo uint64
+	ids      []uint64
 }
 
 // advanceAll appends the next items of the watches that have news. Watches
@@ -107,20 +112,20 @@ func (s *service) advanceAll(watches map[uint64]*watchState, parts [][]byte, g *
 	clear(g.index)
 	g.list = g.list[:0]
 	for id, w := range watches {
-		k := watchGroupKey{w.last, w.key}
+		k := watchGroupKey{w.last, w.resumeTo, w.key}
 		i, ok := g.index[k]
 		if !ok {
-			resp := s.advance(w) // moves w.last
+			resp := s.advance(w) // moves w.last and w.resumeTo
 			i = len(g.list)
 			g.index[k] = i
 			if i < cap(g.list) {
 				g.list = g.list[:i+1]
-				g.list[i] = watchGroup{resp: resp, last: w.last, ids: g.list[i].ids[:0]}
+				g.list[i] = watchGroup{resp: resp, last: w.last, resumeTo: w.resumeTo, ids: g.list[i].ids[:0]}
 			} else {
-				g.list = append(g.list, watchGroup{resp: resp, last: w.last})
+				g.list = append(g.list, watchGroup{resp: resp, last: w.last, resumeTo: w.resumeTo})
 			}
 		} else {
-			w.last = g.list[i].last
+			w.last, w.resumeTo = g.list[i].last, g.list[i].resumeTo
 			if g.list[i].resp != nil {
 				w.sentTick = s.tick.Load()
 			}
@@ -167,6 +172,9 @@ func (s *service) multiWatchOp(watches map[uint64]*watchState, req *heraldpb.Mul
 	w := s.startWatch(req.GetWatch(), names)
 	watches[id] = w
 	s.watchers.Add(1)
+	if w.first == nil { // a resume that waits for the feed: advanceAll sends it
+		return parts
+	}
 	parts = appendItem(parts, []uint64{id}, w.first)
 	w.first = nil
 	return parts

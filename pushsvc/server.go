@@ -246,7 +246,7 @@ func (s *Server) encodeLoop() {
 	defer s.wg.Done()
 	for {
 		snap := s.reg.Snapshot()
-		s.catchUp()
+		s.catchUp(snap)
 		select {
 		case <-snap.Changed():
 		case <-s.closing:
@@ -255,25 +255,36 @@ func (s *Server) encodeLoop() {
 	}
 }
 
-// catchUp moves the feed up to the registry's history, in bounded batches.
-func (s *Server) catchUp() {
+// catchUp moves the feed up to snap's revision, in bounded batches, and
+// never past it. A commit appends its events to the registry's history
+// before it publishes its snapshot, so the history may hold events that no
+// snapshot shows yet. Were the feed to take them, a watcher could get a
+// revision that a snapshot read a moment later does not reach: a resume
+// with it would be refused as from the future, and a reset snapshot would
+// go back in revision. Following the published snapshot, the feed is
+// always at or behind any snapshot read after it.
+//
+// This relies on the registry's order: every event up to a snapshot's
+// revision is in the history (or compacted away) once that snapshot is
+// visible (cluster/registry TestSnapshotAfterItsEvents).
+func (s *Server) catchUp(snap *registry.Snapshot) {
 	const batch = 1024
 	for range 1 << 20 {
-		events, err := s.reg.EventsSince(s.feed.newest(), batch)
+		from := s.feed.newest()
+		if from >= snap.Revision() {
+			return
+		}
+		events, err := s.reg.EventsSince(from, int(min(snap.Revision()-from, batch)))
 		if errors.Is(err, registry.ErrCompacted) {
-			base := s.reg.Snapshot().Revision()
-			s.log.Warn("watch feed fell behind the registry history; watchers get a fresh snapshot", "revision", base)
-			s.feed.restart(base)
-			continue
+			s.log.Warn("watch feed fell behind the registry history; watchers get a fresh snapshot", "revision", snap.Revision())
+			s.feed.restart(snap.Revision())
+			return
 		}
 		if err != nil || len(events) == 0 {
 			return
 		}
 		s.feed.append(events)
-		s.services.forget(s.reg.Snapshot(), events)
-		if len(events) < batch {
-			return
-		}
+		s.services.forget(snap, events)
 	}
 }
 

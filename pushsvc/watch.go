@@ -29,10 +29,12 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 	defer s.watchers.Add(-1)
 	ctx := stream.Context()
 	w := s.startWatch(req, names)
-	if err := sendFrame[heraldpb.WatchResponse]((*Server)(s), stream, w.first); err != nil {
-		return err
+	if w.first != nil { // nil: a resume waits for the feed (see startWatch)
+		if err := sendFrame[heraldpb.WatchResponse]((*Server)(s), stream, w.first); err != nil {
+			return err
+		}
+		w.first = nil
 	}
-	w.first = nil
 	for {
 		// One shared channel wakes every watcher: for a change, a progress
 		// tick or Close. Fewer shared channels in the select means less
@@ -64,28 +66,32 @@ type watchState struct {
 	key      string // names joined: watchers with equal keys get equal messages
 	match    func(string) bool
 	origin   string
-	last     uint64   // revision reached
-	sentTick uint64   // progress tick of the last message sent
-	first    [][]byte // the first message, built by startWatch
+	last     uint64 // revision reached
+	sentTick uint64 // progress tick of the last message sent
+	// resumeTo is nonzero while a resume waits for its first message: the
+	// registry's revision when the watch started. The first message goes
+	// out once the feed has reached it, so that it holds every missed delta.
+	resumeTo uint64
+	first    [][]byte // the first message, built by startWatch; nil while resumeTo waits
 }
 
 // startWatch builds a watcher's first message: the missed deltas of a
 // resume (a progress message if none were missed), or a snapshot, marked as
 // a reset when the client asked to resume.
+//
+// The feed follows the registry a little behind (Server.encodeLoop), so a
+// resume may find that the feed does not yet hold every event up to the
+// snapshot it read. Then first stays nil and the watch waits, without
+// blocking, for advance to find the feed at that revision: a resume never
+// gets a partial delta, or a progress message at its old revision, ahead of
+// the deltas it missed.
 func (s *service) startWatch(req *heraldpb.WatchRequest, names []string) *watchState {
 	snap := s.reg.Snapshot()
 	w := &watchState{names: names, key: strings.Join(names, ","), match: matcher(names), origin: snap.Origin(), sentTick: s.tick.Load()}
 	if s.canResume(req, snap) {
-		entries, upTo, err := s.feed.since(req.GetRevision(), w.match, s.cfg.WatchMaxLag, nil)
-		if err == nil {
-			w.last = upTo
-			kind := heraldpb.WatchResponse_KIND_DELTA
-			if len(entries) == 0 {
-				kind = heraldpb.WatchResponse_KIND_PROGRESS
-			}
-			w.first = frameParts(kind, upTo, w.origin, false, entries)
-			return w
-		}
+		w.last, w.resumeTo = req.GetRevision(), snap.Revision()
+		w.first = s.advance(w)
+		return w
 	}
 	reset := req.GetRevision() != 0 || req.GetOrigin() != ""
 	if reset {
@@ -95,24 +101,35 @@ func (s *service) startWatch(req *heraldpb.WatchRequest, names []string) *watchS
 	return w
 }
 
-// advance returns the watcher's next message, or nil when it is up to date:
-// a delta with its pending changes, or a reset snapshot if it has fallen
-// behind.
+// advance returns the watcher's next message, or nil when it is up to date
+// or its resume still waits for the feed: a delta with its pending changes
+// (a progress message when a resume missed none), or a reset snapshot if it
+// has fallen behind.
 func (s *service) advance(w *watchState) [][]byte {
 	entries, upTo, err := s.feed.since(w.last, w.match, s.cfg.WatchMaxLag, nil)
 	if errors.Is(err, errBehind) {
 		s.resets.Add(1)
 		var parts [][]byte
+		// The feed never runs ahead of the published snapshot (catchUp),
+		// so this snapshot is at or after w.last.
 		parts, w.last = s.snapshotParts(s.reg.Snapshot(), w.names, true)
-		w.sentTick = s.tick.Load()
+		w.sentTick, w.resumeTo = s.tick.Load(), 0
 		return parts
 	}
-	w.last = upTo
-	if len(entries) == 0 {
-		return nil
+	if upTo < w.resumeTo {
+		return nil // w.last stays, so the first message gets every entry
 	}
+	kind := heraldpb.WatchResponse_KIND_DELTA
+	if len(entries) == 0 {
+		if w.resumeTo == 0 {
+			w.last = upTo
+			return nil
+		}
+		kind = heraldpb.WatchResponse_KIND_PROGRESS
+	}
+	w.last, w.resumeTo = upTo, 0
 	w.sentTick = s.tick.Load()
-	return frameParts(heraldpb.WatchResponse_KIND_DELTA, upTo, w.origin, false, entries)
+	return frameParts(kind, upTo, w.origin, false, entries)
 }
 
 // progressDue returns a progress message if the watcher has been idle for
@@ -120,7 +137,7 @@ func (s *service) advance(w *watchState) [][]byte {
 // without a message mean at least the interval has passed.
 func (s *service) progressDue(w *watchState) [][]byte {
 	t := s.tick.Load()
-	if t-w.sentTick < 3 {
+	if w.resumeTo != 0 || t-w.sentTick < 3 { // a waiting resume sends its deltas first
 		return nil
 	}
 	w.sentTick = t
