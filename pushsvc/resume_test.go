@@ -212,7 +212,7 @@ func TestWatchResumeUnderWrites(t *testing.T) {
 		defer wg.Done()
 		for i := range writes / 10 {
 			st := []registry.Status{registry.StatusDraining, registry.StatusPassing}[i%2]
-			if _, err := e.reg.SetStatus(ctx, "api", "", st); err != nil {
+			if _, _, err := e.reg.SetStatus(ctx, "api", "", st); err != nil {
 				if ctx.Err() == nil {
 					t.Error(err)
 				}
