@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -38,7 +39,9 @@ func codeOf(err error) codes.Code {
 
 // toStatus converts an error into a gRPC status error. The registry's
 // messages already name the field (InvalidArgument), the id (NotFound) and
-// the owner (FailedPrecondition).
+// the owner (FailedPrecondition). An unexpected error reaches the client as
+// a generic Internal status; its detail stays in the agent's log (see
+// logInternal).
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -46,7 +49,43 @@ func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	return status.Error(codeOf(err), err.Error())
+	code := codeOf(err)
+	if code == codes.Internal {
+		return &internalError{cause: err}
+	}
+	return status.Error(code, err.Error())
+}
+
+// internalError is an unexpected error: the client gets a generic status,
+// the agent's log gets the cause.
+type internalError struct{ cause error }
+
+func (e *internalError) Error() string { return e.cause.Error() }
+func (e *internalError) Unwrap() error { return e.cause }
+
+// GRPCStatus is what grpc-go sends to the client.
+func (e *internalError) GRPCStatus() *status.Status {
+	return status.New(codes.Internal, "pushsvc: internal error; the agent's log has the detail")
+}
+
+// logInternal logs the cause of an internal error returned by an RPC.
+func (s *Server) logInternal(method string, err error) {
+	var ie *internalError
+	if errors.As(err, &ie) {
+		s.log.Error("internal error", "method", method, "err", ie.cause)
+	}
+}
+
+func (s *Server) unaryErrorLog(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	s.logInternal(info.FullMethod, err)
+	return resp, err
+}
+
+func (s *Server) streamErrorLog(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	err := h(srv, ss)
+	s.logInternal(info.FullMethod, err)
+	return err
 }
 
 // statusOf returns err as a *status.Status.

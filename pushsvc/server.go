@@ -221,6 +221,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.KeepaliveTime, Timeout: s.cfg.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.KeepaliveMinPing, PermitWithoutStream: true}),
 	}
+	opts = append(opts, grpc.ChainUnaryInterceptor(s.unaryErrorLog), grpc.ChainStreamInterceptor(s.streamErrorLog))
 	if s.grpcMetrics != nil {
 		opts = append(opts,
 			grpc.ChainUnaryInterceptor(s.grpcMetrics.UnaryServerInterceptor()),

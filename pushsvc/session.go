@@ -89,6 +89,7 @@ func (s *service) sessionOp(ctx context.Context, sid string, req *heraldpb.Sessi
 		err = invalidField("op", "is required: register, deregister, set_status or ping")
 	}
 	if err != nil {
+		(*Server)(s).logInternal("Session", err)
 		st := statusOf(err)
 		resp.Code, resp.Message = int32(st.Code()), st.Message()
 	}
