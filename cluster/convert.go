@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"fmt"
 	"google.golang.org/protobuf/proto"
 	"net/netip"
 	"time"
@@ -50,10 +49,10 @@ func instanceToPB(in *registry.Instance) *clusterpb.Instance {
 func instanceFromPB(p *clusterpb.Instance, owner string) (*registry.Instance, error) {
 	addr, ok := netip.AddrFromSlice(p.GetAddress())
 	if !ok || p.GetPort() == 0 || p.GetPort() > 65535 || p.GetService() == "" || p.GetId() == "" {
-		return nil, fmt.Errorf("cluster: malformed instance %q/%q from %q", p.GetService(), p.GetId(), owner)
+		return nil, malformed("malformed instance %q/%q from %q", p.GetService(), p.GetId(), owner)
 	}
 	if p.GetStatus() > uint32(registry.StatusDraining) {
-		return nil, fmt.Errorf("cluster: instance %q/%q from %q has unknown status %d", p.GetService(), p.GetId(), owner, p.GetStatus())
+		return nil, malformed("instance %q/%q from %q has unknown status %d", p.GetService(), p.GetId(), owner, p.GetStatus())
 	}
 	in := &registry.Instance{
 		Service: p.GetService(),
@@ -102,11 +101,11 @@ func deltaFromPB(p *clusterpb.Delta, owner string) (registry.Delta, error) {
 		// of it (a deregistration that took the key over).
 		k := p.GetInstance()
 		if k.GetService() == "" || k.GetId() == "" {
-			return registry.Delta{}, fmt.Errorf("cluster: %s delta from %q has no key", op, owner)
+			return registry.Delta{}, malformed("%s delta from %q has no key", op, owner)
 		}
 		in = &registry.Instance{Service: k.GetService(), ID: k.GetId(), Owner: owner}
 	default:
-		return registry.Delta{}, fmt.Errorf("cluster: delta from %q has unknown op %d", owner, p.GetOp())
+		return registry.Delta{}, malformed("delta from %q has unknown op %d", owner, p.GetOp())
 	}
 	return registry.Delta{
 		Owner:    owner,
@@ -164,13 +163,13 @@ type stateAssembler struct {
 func (a *stateAssembler) add(c *clusterpb.OwnerStateChunk, owner string) (*registry.OwnerState, error) {
 	v := versionFromPB(c.GetVersion())
 	if c.GetOwner() != owner {
-		return nil, fmt.Errorf("cluster: full state of %q arrived for owner %q", c.GetOwner(), owner)
+		return nil, malformed("full state of %q arrived for owner %q", c.GetOwner(), owner)
 	}
 	if !a.started {
 		a.st = registry.OwnerState{Owner: owner, Version: v}
 		a.started = true
 	} else if v != a.st.Version {
-		return nil, fmt.Errorf("cluster: full state of %q changed version mid-stream (%s, then %s)", owner, a.st.Version, v)
+		return nil, malformed("full state of %q changed version mid-stream (%s, then %s)", owner, a.st.Version, v)
 	}
 	for _, p := range c.GetInstances() {
 		in, err := instanceFromPB(p, owner)
@@ -181,7 +180,7 @@ func (a *stateAssembler) add(c *clusterpb.OwnerStateChunk, owner string) (*regis
 	}
 	for _, t := range c.GetTombstones() {
 		if t.GetService() == "" || t.GetId() == "" {
-			return nil, fmt.Errorf("cluster: full state of %q has a tombstone without a key", owner)
+			return nil, malformed("full state of %q has a tombstone without a key", owner)
 		}
 		a.st.Tombstones = append(a.st.Tombstones, registry.Tombstone{Key: registry.Key{Service: t.GetService(), ID: t.GetId()}, Stamp: registry.Stamp(t.GetStamp())})
 	}

@@ -2,11 +2,8 @@ package cluster
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/herald-sd/herald/cluster/clusterpb"
 	"github.com/herald-sd/herald/cluster/registry"
@@ -28,7 +25,7 @@ func (s *peerServer) Replicate(stream clusterpb.Peer_ReplicateServer) error {
 	}
 	owner := first.GetHello().GetOwner()
 	if owner == "" || owner == c.cfg.NodeName {
-		return status.Errorf(codes.InvalidArgument, "cluster: replicate: the stream must start with hello from another owner (got %q)", owner)
+		return peerStatus(malformed("replicate: the stream must start with hello from another owner (got %q)", owner))
 	}
 	if err := stream.Send(&clusterpb.ReplicateAck{Have: versionToPB(c.reg.Digest()[owner])}); err != nil {
 		return err
@@ -42,18 +39,18 @@ func (s *peerServer) Replicate(stream clusterpb.Peer_ReplicateServer) error {
 		switch msg := req.GetMsg().(type) {
 		case *clusterpb.ReplicateRequest_Deltas:
 			if err := c.applyDeltas(owner, msg.Deltas.GetDeltas()); err != nil {
-				return status.Error(codes.InvalidArgument, err.Error())
+				return peerStatus(err)
 			}
 		case *clusterpb.ReplicateRequest_Full:
 			st, err := full.add(msg.Full, owner)
 			if err != nil {
-				return status.Error(codes.InvalidArgument, err.Error())
+				return peerStatus(err)
 			}
 			if st != nil {
 				c.installState(*st)
 			}
 		default:
-			return status.Error(codes.InvalidArgument, "cluster: replicate: expected deltas or full state")
+			return peerStatus(malformed("replicate: expected deltas or full state"))
 		}
 		if err := stream.Send(&clusterpb.ReplicateAck{Have: versionToPB(c.reg.Digest()[owner])}); err != nil {
 			return err
@@ -115,7 +112,7 @@ func (s *peerServer) Digest(_ context.Context, _ *clusterpb.DigestRequest) (*clu
 func (s *peerServer) PullOwner(req *clusterpb.PullOwnerRequest, stream clusterpb.Peer_PullOwnerServer) error {
 	st, ok := s.c.reg.OwnerState(req.GetOwner())
 	if !ok {
-		return status.Errorf(codes.NotFound, "cluster: no state of owner %q on node %q", req.GetOwner(), s.c.cfg.NodeName)
+		return peerStatus(fmt.Errorf("%w: owner %q on node %q", ErrNoState, req.GetOwner(), s.c.cfg.NodeName))
 	}
 	for _, chunk := range stateChunks(st) {
 		if err := stream.Send(chunk); err != nil {
@@ -124,5 +121,3 @@ func (s *peerServer) PullOwner(req *clusterpb.PullOwnerRequest, stream clusterpb
 	}
 	return nil
 }
-
-var errNoSource = errors.New("cluster: no peer could provide the state")

@@ -160,7 +160,6 @@ func (r *Registry) waitDurable(ctx context.Context, gen uint64) error {
 	return r.persist.wait(ctx, gen)
 }
 
-
 // serviceInstances returns the sorted instance list of a service whose view
 // is svc, given its previous state and the ids that changed. A few changes to
 // a large service patch a copy of the previous list, so that a burst of
