@@ -51,17 +51,26 @@ func TestConfigValidation(t *testing.T) {
 func TestConvergence(t *testing.T) {
 	const total = 1000
 	nodes := startCluster(t, 3, nodeOpts{})
-	var wg sync.WaitGroup
+	// Writers run concurrently and report errors; only this goroutine may
+	// stop the test.
+	errs := make(chan error, len(nodes))
 	for i, n := range nodes {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
 			for j := i; j < total; j += len(nodes) {
-				register(t, n, "api", fmt.Sprintf("api-%04d", j))
+				in := &registry.Instance{Service: "api", ID: fmt.Sprintf("api-%04d", j), Address: netip.MustParseAddr("10.0.0.1"), Port: 80}
+				if _, err := n.reg.Register(context.Background(), in); err != nil {
+					errs <- fmt.Errorf("register %s on %s: %w", in.Key(), n.name, err)
+					return
+				}
 			}
+			errs <- nil
 		}()
 	}
-	wg.Wait()
+	for range nodes {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 	want := make([]string, 0, total)
 	for j := range total {
 		want = append(want, fmt.Sprintf("api-%04d", j))

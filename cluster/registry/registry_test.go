@@ -39,6 +39,35 @@ func newReg(t *testing.T, node string, mod ...func(*Config)) *Registry {
 	return r
 }
 
+// mustRegister, mustDeregister and mustSetStatus are the setup writes of
+// tests: any error fails the test.
+func mustRegister(t testing.TB, r *Registry, in *Instance) *Instance {
+	t.Helper()
+	got, err := r.Register(context.Background(), in)
+	if err != nil {
+		t.Fatalf("register %s on %s: %v", in.Key(), r.NodeName(), err)
+	}
+	return got
+}
+
+func mustDeregister(t testing.TB, r *Registry, k Key) Stamp {
+	t.Helper()
+	st, err := r.Deregister(context.Background(), k)
+	if err != nil {
+		t.Fatalf("deregister %s on %s: %v", k, r.NodeName(), err)
+	}
+	return st
+}
+
+func mustSetStatus(t testing.TB, r *Registry, service, id string, st Status) int {
+	t.Helper()
+	n, _, err := r.SetStatus(context.Background(), service, id, st)
+	if err != nil {
+		t.Fatalf("set %s/%s %s on %s: %v", service, id, st, r.NodeName(), err)
+	}
+	return n
+}
+
 func inst(svc, id, addr string) *Instance {
 	return &Instance{Service: svc, ID: id, Address: netip.MustParseAddr(addr), Port: 80, Weight: 1}
 }
@@ -112,9 +141,9 @@ func TestSetStatus(t *testing.T) {
 	ctx := context.Background()
 	r := newReg(t, "n1")
 	for i := range 3 {
-		r.Register(ctx, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
+		mustRegister(t, r, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
 	}
-	r.Register(ctx, inst("web", "w0", "10.0.0.1"))
+	mustRegister(t, r, inst("web", "w0", "10.0.0.1"))
 	if n, _, err := r.SetStatus(ctx, "api", "a1", StatusDraining); n != 1 || err != nil {
 		t.Fatalf("drain one = %d, %v", n, err)
 	}
@@ -187,37 +216,36 @@ func TestTTLCheck(t *testing.T) {
 	// instance, and drain does not extend a live one.
 	in2 := inst("api", "t2", "10.0.0.1")
 	in2.Check = Check{Kind: CheckTTL, TTL: 10 * time.Second}
-	r.Register(ctx, in2)
+	mustRegister(t, r, in2)
 	clk.Add(5 * time.Second)
-	r.SetStatus(ctx, "api", "t2", StatusDraining)
+	mustSetStatus(t, r, "api", "t2", StatusDraining)
 	clk.Add(6 * time.Second) // 11s after registration
 	r.expireTTLs()
 	if got := r.Snapshot().Service("api").Instance("t2").Status; got != StatusCritical {
 		t.Fatalf("drain extended the TTL: status %s", got)
 	}
-	r.SetStatus(ctx, "api", "t2", StatusPassing)
+	mustSetStatus(t, r, "api", "t2", StatusPassing)
 	if got := r.Snapshot().Service("api").Instance("t2").Status; got != StatusCritical {
 		t.Fatalf("undrain revived an expired TTL instance: status %s", got)
 	}
 	plain := inst("api", "p1", "10.0.0.1")
-	r.Register(ctx, plain)
+	mustRegister(t, r, plain)
 	if err := r.Heartbeat(ctx, Key{"api", "p1"}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("heartbeat on plain instance = %v", err)
 	}
 }
 
 func TestRemoveSession(t *testing.T) {
-	ctx := context.Background()
 	r := newReg(t, "n1")
 	for i, sess := range []string{"s1", "s1", "s2"} {
 		in := inst("api", fmt.Sprint("a", i), "10.0.0.1")
 		in.Check = Check{Kind: CheckSession, Session: sess}
-		r.Register(ctx, in)
+		mustRegister(t, r, in)
 	}
 	// a1 moves from session s1 to s3: ending s1 must leave it alone.
 	moved := inst("api", "a1", "10.0.0.1")
 	moved.Check = Check{Kind: CheckSession, Session: "s3"}
-	r.Register(ctx, moved)
+	mustRegister(t, r, moved)
 	if n := r.RemoveSession("s1"); n != 1 {
 		t.Fatalf("removed %d", n)
 	}
@@ -252,7 +280,7 @@ func TestApplyDeltasGapsAndEpochs(t *testing.T) {
 	a := newReg(t, "a", func(c *Config) { c.Epoch = 10 })
 	b := newReg(t, "b")
 	for i := range 5 {
-		a.Register(ctx, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
+		mustRegister(t, a, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
 	}
 	replicate(t, a, b, 0)
 	if got := len(b.Snapshot().Service("api").Instances); got != 5 {
@@ -260,8 +288,8 @@ func TestApplyDeltasGapsAndEpochs(t *testing.T) {
 	}
 	// Duplicates are dropped.
 	replicate(t, a, b, 2)
-	a.Deregister(ctx, Key{"api", "a0"})
-	a.Deregister(ctx, Key{"api", "a1"})
+	mustDeregister(t, a, Key{"api", "a0"})
+	mustDeregister(t, a, Key{"api", "a1"})
 	// Deliver only the second: a gap.
 	ds, _ := a.LocalDeltasSince(6, 0)
 	gaps := b.Apply(ds)
@@ -306,16 +334,15 @@ func TestApplyDeltasGapsAndEpochs(t *testing.T) {
 }
 
 func TestReplaceOwnerEmitsOnlyChanges(t *testing.T) {
-	ctx := context.Background()
 	a := newReg(t, "a")
 	b := newReg(t, "b")
 	for i := range 100 {
-		a.Register(ctx, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
+		mustRegister(t, a, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
 	}
 	st, _ := a.OwnerState("a")
 	b.ReplaceOwner(st)
 	rev := b.Snapshot().Revision()
-	a.Deregister(ctx, Key{"api", "a7"})
+	mustDeregister(t, a, Key{"api", "a7"})
 	st, _ = a.OwnerState("a")
 	// Same content, fresh pointers, as after a pull over the network.
 	for i, in := range st.Instances {
@@ -400,11 +427,11 @@ func TestConcurrentWritesConvergeOnTheHighestStamp(t *testing.T) {
 	a := newReg(t, "a", func(c *Config) { c.Now = clk.Now })
 	b := newReg(t, "b", func(c *Config) { c.Now = clk.Now })
 	// Partitioned: both write x without seeing each other. b's is later.
-	a.Register(ctx, inst("api", "x", "10.0.0.1"))
+	mustRegister(t, a, inst("api", "x", "10.0.0.1"))
 	clk.Add(time.Millisecond)
-	b.Register(ctx, inst("api", "x", "10.0.0.2"))
+	mustRegister(t, b, inst("api", "x", "10.0.0.2"))
 	clk.Add(time.Millisecond)
-	a.Deregister(ctx, Key{"api", "x"}) // a's tombstone is the newest write
+	mustDeregister(t, a, Key{"api", "x"}) // a's tombstone is the newest write
 	// Heal in either order: both end with x absent, and neither holds a
 	// live copy any more.
 	replicate(t, a, b, 0)
@@ -420,7 +447,7 @@ func TestConcurrentWritesConvergeOnTheHighestStamp(t *testing.T) {
 	// A heartbeat still goes only to the owner of a TTL instance.
 	ttl := inst("api", "t", "10.0.0.9")
 	ttl.Check = Check{Kind: CheckTTL, TTL: time.Minute}
-	a.Register(ctx, ttl)
+	mustRegister(t, a, ttl)
 	replicate(t, a, b, 2)
 	var no *NotOwnerError
 	if err := b.Heartbeat(ctx, Key{"api", "t"}); !errors.As(err, &no) || no.Owner != "a" {
@@ -432,10 +459,9 @@ func TestConcurrentWritesConvergeOnTheHighestStamp(t *testing.T) {
 }
 
 func TestEventsCompaction(t *testing.T) {
-	ctx := context.Background()
 	r := newReg(t, "n1", func(c *Config) { c.History = 4; c.DeltaLog = 4 })
 	for i := range 10 {
-		r.Register(ctx, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
+		mustRegister(t, r, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
 	}
 	if _, err := r.EventsSince(2, 0); !errors.Is(err, ErrCompacted) {
 		t.Fatalf("EventsSince(2) = %v", err)
@@ -456,13 +482,12 @@ func TestEventsCompaction(t *testing.T) {
 }
 
 func TestLargeServicePatching(t *testing.T) {
-	ctx := context.Background()
 	r := newReg(t, "n1")
 	for i := range 1000 {
-		r.Register(ctx, inst("big", fmt.Sprintf("i%04d", i), "10.0.0.1"))
+		mustRegister(t, r, inst("big", fmt.Sprintf("i%04d", i), "10.0.0.1"))
 	}
 	for i := 0; i < 1000; i += 3 {
-		r.Deregister(ctx, Key{"big", fmt.Sprintf("i%04d", i)})
+		mustDeregister(t, r, Key{"big", fmt.Sprintf("i%04d", i)})
 	}
 	svc := r.Snapshot().Service("big")
 	if len(svc.Instances) != 666 {
@@ -556,13 +581,13 @@ func TestPersistence(t *testing.T) {
 	ctx := context.Background()
 	st := &memStore{data: map[Key]*Instance{}}
 	r := newReg(t, "n1", func(c *Config) { c.Store = st; c.Epoch = 1 })
-	r.Register(ctx, inst("api", "plain", "10.0.0.1"))
-	r.Register(ctx, inst("api", "gone", "10.0.0.1"))
-	r.Deregister(ctx, Key{"api", "gone"})
+	mustRegister(t, r, inst("api", "plain", "10.0.0.1"))
+	mustRegister(t, r, inst("api", "gone", "10.0.0.1"))
+	mustDeregister(t, r, Key{"api", "gone"})
 	ttl := inst("api", "ttl", "10.0.0.1")
 	ttl.Check = Check{Kind: CheckTTL, TTL: time.Minute}
-	r.Register(ctx, ttl)
-	r.SetStatus(ctx, "api", "plain", StatusDraining)
+	mustRegister(t, r, ttl)
+	mustSetStatus(t, r, "api", "plain", StatusDraining)
 	if len(st.data) != 1 || st.data[Key{"api", "plain"}].Status != StatusDraining {
 		t.Fatalf("store holds %v", st.data)
 	}
@@ -577,7 +602,7 @@ func TestPersistence(t *testing.T) {
 	if n := r2.DrainForShutdown(); n != 0 {
 		t.Fatalf("drained %d already-draining instances", n)
 	}
-	r2.SetStatus(ctx, "api", "plain", StatusPassing)
+	mustSetStatus(t, r2, "api", "plain", StatusPassing)
 	if n := r2.DrainForShutdown(); n != 1 || st.data[Key{"api", "plain"}].Status != StatusPassing {
 		t.Fatalf("DrainForShutdown drained %d and persisted %s", n, st.data[Key{"api", "plain"}].Status)
 	}
@@ -588,7 +613,6 @@ func TestPersistence(t *testing.T) {
 }
 
 func TestSessionReRegistrationKeepsDrain(t *testing.T) {
-	ctx := context.Background()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := newReg(t, "n1", func(c *Config) { c.Now = clk.Now; c.DrainMemory = 30 * time.Second })
 	sess := func(id, session string) *Instance {
@@ -604,46 +628,46 @@ func TestSessionReRegistrationKeepsDrain(t *testing.T) {
 	}
 	// An operator drains; the client's session breaks and it registers
 	// again as passing on a new session: the drain stays.
-	r.Register(ctx, sess("a1", "s1"))
-	r.SetStatus(ctx, "api", "a1", StatusDraining)
+	mustRegister(t, r, sess("a1", "s1"))
+	mustSetStatus(t, r, "api", "a1", StatusDraining)
 	r.RemoveSession("s1")
-	r.Register(ctx, sess("a1", "s2"))
+	mustRegister(t, r, sess("a1", "s2"))
 	if st := status("a1"); st != StatusDraining {
 		t.Fatalf("after reconnect: %s, want draining", st)
 	}
 	// Reconnected before the old session ended: the drain stays too.
-	r.Register(ctx, sess("a1", "s3"))
+	mustRegister(t, r, sess("a1", "s3"))
 	if st := status("a1"); st != StatusDraining {
 		t.Fatalf("re-registered on a new session: %s, want draining", st)
 	}
 	// An undrain lifts it, and a later reconnect keeps it passing.
-	r.SetStatus(ctx, "api", "a1", StatusPassing)
+	mustSetStatus(t, r, "api", "a1", StatusPassing)
 	r.RemoveSession("s3")
-	r.Register(ctx, sess("a1", "s4"))
+	mustRegister(t, r, sess("a1", "s4"))
 	if st := status("a1"); st != StatusPassing {
 		t.Fatalf("after undrain and reconnect: %s, want passing", st)
 	}
 	// The memory fades: a drained instance whose session ended more than
 	// DrainMemory ago comes back passing.
-	r.SetStatus(ctx, "api", "a1", StatusDraining)
+	mustSetStatus(t, r, "api", "a1", StatusDraining)
 	r.RemoveSession("s4")
 	clk.Add(31 * time.Second)
 	r.expireTTLs()
-	r.Register(ctx, sess("a1", "s5"))
+	mustRegister(t, r, sess("a1", "s5"))
 	if st := status("a1"); st != StatusPassing {
 		t.Fatalf("after DrainMemory: %s, want passing", st)
 	}
 	// A deregistration forgets it at once; plain registrations are the
 	// source of truth and are never kept drained.
-	r.SetStatus(ctx, "api", "a1", StatusDraining)
-	r.Deregister(ctx, Key{"api", "a1"})
-	r.Register(ctx, sess("a1", "s6"))
+	mustSetStatus(t, r, "api", "a1", StatusDraining)
+	mustDeregister(t, r, Key{"api", "a1"})
+	mustRegister(t, r, sess("a1", "s6"))
 	if st := status("a1"); st != StatusPassing {
 		t.Fatalf("after deregister: %s, want passing", st)
 	}
-	r.Register(ctx, inst("api", "p1", "10.0.0.1"))
-	r.SetStatus(ctx, "api", "p1", StatusDraining)
-	r.Register(ctx, inst("api", "p1", "10.0.0.1"))
+	mustRegister(t, r, inst("api", "p1", "10.0.0.1"))
+	mustSetStatus(t, r, "api", "p1", StatusDraining)
+	mustRegister(t, r, inst("api", "p1", "10.0.0.1"))
 	if st := status("p1"); st != StatusPassing {
 		t.Fatalf("plain re-registration: %s, want passing", st)
 	}
@@ -681,7 +705,7 @@ func TestRestartKeepsTombstonesAndNeverIssuesLowerStamps(t *testing.T) {
 	st := &memStore{data: map[Key]*Instance{}}
 	r := newReg(t, "n1", func(c *Config) { c.Store = st; c.Now = clk.Now })
 	kept, _ := r.Register(ctx, inst("api", "kept", "10.0.0.1"))
-	r.Register(ctx, inst("api", "gone", "10.0.0.1"))
+	mustRegister(t, r, inst("api", "gone", "10.0.0.1"))
 	tomb, err := r.Deregister(ctx, Key{"api", "gone"})
 	if err != nil {
 		t.Fatal(err)
@@ -707,11 +731,10 @@ func TestRestartKeepsTombstonesAndNeverIssuesLowerStamps(t *testing.T) {
 }
 
 func TestTombstonesExpire(t *testing.T) {
-	ctx := context.Background()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := newReg(t, "n1", func(c *Config) { c.Now = clk.Now; c.TombstoneTTL = time.Minute })
-	r.Register(ctx, inst("api", "a", "10.0.0.1"))
-	r.Deregister(ctx, Key{"api", "a"})
+	mustRegister(t, r, inst("api", "a", "10.0.0.1"))
+	mustDeregister(t, r, Key{"api", "a"})
 	r.expireTTLs()
 	if st, _ := r.OwnerState("n1"); len(st.Tombstones) != 1 {
 		t.Fatalf("tombstone gone early: %+v", st)
@@ -725,8 +748,8 @@ func TestTombstonesExpire(t *testing.T) {
 	r2 := newReg(t, "n2", func(c *Config) { c.Now = clk.Now; c.MaxTombstones = 10 })
 	for i := range 25 {
 		k := fmt.Sprint("c", i)
-		r2.Register(ctx, inst("api", k, "10.0.0.1"))
-		r2.Deregister(ctx, Key{"api", k})
+		mustRegister(t, r2, inst("api", k, "10.0.0.1"))
+		mustDeregister(t, r2, Key{"api", k})
 	}
 	clk.Add(2 * time.Second)
 	r2.expireTTLs()
