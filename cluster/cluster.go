@@ -51,6 +51,9 @@ type Member struct {
 	// Status is Serf's name for it: alive, leaving, left or failed.
 	Status string
 	Tags   map[string]string
+
+	// Since is when this node saw the member enter Status; zero if unknown.
+	Since time.Time
 }
 
 // Cluster is one node's membership and replication. Create it with New, then
@@ -62,6 +65,8 @@ type Cluster struct {
 	log     *slog.Logger
 	serfLog *serfLog
 	metrics *metrics
+
+	advertise string // the Serf address peers use, host:port (port 0: the bound one)
 
 	serf atomic.Pointer[serf.Serf] // set in Start; read by Members at any time
 
@@ -76,6 +81,9 @@ type Cluster struct {
 	gate sync.RWMutex
 
 	peers *peerSet
+
+	joins  joinState
+	linked bool // reconcile only: the last pass had a link to some peer
 
 	reconcileKick chan struct{} // cap 1: membership changed
 	repairs       *ownerQueue   // owners with a gap to repair
@@ -94,6 +102,10 @@ func New(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	advertise, picked, err := advertiseAddr(cfg.BindAddr, cfg.AdvertiseAddr, privateIP)
+	if err != nil {
+		return nil, err
+	}
 	reg := cfg.Registerer
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -105,6 +117,7 @@ func New(cfg Config) (*Cluster, error) {
 	c := &Cluster{
 		cfg:           cfg,
 		key:           key,
+		advertise:     advertise,
 		reg:           cfg.Registry,
 		log:           cfg.Logger.With("node", cfg.NodeName),
 		metrics:       m,
@@ -117,6 +130,9 @@ func New(cfg Config) (*Cluster, error) {
 	c.baseCtx, c.cancelBase = context.WithCancel(context.Background())
 	c.serfLog = &serfLog{log: c.log}
 	c.peers = newPeerSet(c)
+	if picked {
+		c.log.Info("bound to every interface: advertising this host's private address to peers (set the advertise address to choose another)", "bind", cfg.BindAddr, "advertise", advertise)
+	}
 	return c, nil
 }
 
@@ -130,6 +146,9 @@ func (c *Cluster) RegisterGRPC(s grpc.ServiceRegistrar) {
 // retrying with backoff until Config.JoinTimeout or ctx ends. A node whose
 // name another member already uses, or that cannot join (a wrong or missing
 // encryption key makes every join fail), is shut down and Start returns why.
+// With Config.SnapshotPath, Serf also rejoins the members it knew, in the
+// background; Config.RetryJoin joins in the background too. However the node
+// gets its first peer, it then runs anti-entropy with one.
 func (c *Cluster) Start(ctx context.Context) error {
 	c.mu.Lock()
 	if c.started || c.stopped {
@@ -160,7 +179,10 @@ func (c *Cluster) Start(ctx context.Context) error {
 			c.Shutdown()
 			return err
 		}
-		c.syncs.add("", registry.Version{}) // anti-entropy on join
+	}
+	if len(c.cfg.RetryJoin) > 0 {
+		c.wg.Add(1)
+		go c.retryJoinLoop()
 	}
 	c.log.Info("cluster started", "serf", c.LocalAddr(), "members", len(s.Members()))
 	return nil
@@ -171,12 +193,7 @@ func (c *Cluster) serfConfig(events chan serf.Event) (*serf.Config, error) {
 	ml := memberlist.DefaultLANConfig()
 	ml.Name = c.cfg.NodeName
 	ml.BindAddr, ml.BindPort = host, port
-	if c.cfg.AdvertiseAddr != "" {
-		ah, ap, _ := splitHostPort(c.cfg.AdvertiseAddr)
-		ml.AdvertiseAddr, ml.AdvertisePort = ah, ap
-	} else {
-		ml.AdvertiseAddr, ml.AdvertisePort = host, port
-	}
+	ml.AdvertiseAddr, ml.AdvertisePort, _ = splitHostPort(c.advertise)
 	ml.ProbeInterval = c.cfg.ProbeInterval
 	ml.ProbeTimeout = c.cfg.ProbeTimeout
 	ml.SuspicionMult = c.cfg.SuspicionMult
@@ -201,6 +218,10 @@ func (c *Cluster) serfConfig(events chan serf.Event) (*serf.Config, error) {
 	sc.Logger = log.New(c.serfLog, "", 0)
 	sc.EventCh = events
 	sc.ReconnectInterval = c.cfg.ReconnectInterval
+	sc.SnapshotPath = c.cfg.SnapshotPath
+	// A node leaves on every SIGTERM, so a plain restart must rejoin too;
+	// see Config.SnapshotPath.
+	sc.RejoinAfterLeave = true
 	// Start refuses a duplicate name itself; Serf's resolution could shut
 	// down the node that legitimately holds the name.
 	sc.EnableNameConflictResolution = false
@@ -220,14 +241,16 @@ func (c *Cluster) join(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	var lastErr error
 	for attempt := 1; ; attempt++ {
-		_, err := c.serf.Load().Join(c.cfg.Join, true)
-		if msg := c.serfLog.nameConflict(); msg != "" {
-			return fmt.Errorf("%w: another member already uses the name %q (%s); give each node a unique -node", ErrNameConflict, c.cfg.NodeName, msg)
+		_, err := c.joinOnce(ctx, c.cfg.Join)
+		if errors.Is(err, ErrNameConflict) {
+			return err
 		}
 		if err == nil {
 			return nil
 		}
-		lastErr = err
+		if lastErr == nil || ctx.Err() == nil {
+			lastErr = err // keep Serf's reason, not the deadline that cut the last try
+		}
 		c.log.Warn("join failed; retrying", "join", c.cfg.Join, "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
@@ -257,14 +280,21 @@ func (c *Cluster) Members() []Member {
 	}
 	ms := s.Members()
 	out := make([]Member, 0, len(ms))
+	c.mu.Lock()
 	for _, m := range ms {
+		var since time.Time
+		if st := c.members[m.Name]; st != nil {
+			since = st.since
+		}
 		out = append(out, Member{
 			Name:   m.Name,
 			Addr:   net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
 			Status: m.Status.String(),
+			Since:  since,
 			Tags:   m.Tags,
 		})
 	}
+	c.mu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }

@@ -38,14 +38,33 @@ type Config struct {
 	// BindAddr is the Serf (memberlist) address, TCP and UDP. Default
 	// 127.0.0.1:7946. Port 0 picks a free port.
 	BindAddr string
-	// AdvertiseAddr is the address peers use to reach Serf. Default: BindAddr
-	// (with the port actually bound).
+	// AdvertiseAddr is the address peers use to reach Serf; it must not be
+	// 0.0.0.0 or ::. Default: BindAddr (with the port actually bound), or,
+	// when BindAddr's host is 0.0.0.0 or ::, this host's private IP address
+	// (as Consul picks it; New fails when there is none).
 	AdvertiseAddr string
 	// Join lists Serf addresses of existing members. Default none: start a
 	// new cluster.
 	Join []string
 	// JoinTimeout bounds the join retries (with backoff) in Start. Default 30s.
 	JoinTimeout time.Duration
+	// RetryJoin lists Serf addresses to join in the background after Start,
+	// retrying until one attempt succeeds. Unlike Join it never fails
+	// Start; until it succeeds, Ready reports ErrNotJoined while no other
+	// member is alive. Default none.
+	RetryJoin []string
+	// RetryJoinMaxWait caps the wait between RetryJoin attempts, which
+	// starts at 500ms and doubles. Default 30s.
+	RetryJoinMaxWait time.Duration
+	// SnapshotPath is a file in which Serf keeps the members it knows and its
+	// clocks, so that a restarted node rejoins them by itself, without Join.
+	// A node that left gracefully rejoins too (Serf's RejoinAfterLeave):
+	// Herald leaves on every SIGTERM, so without it a plain restart (a
+	// deploy, a reboot) would strand the node alone. Herald has no quorum
+	// that a returning node could upset, and a rejoined node's state comes
+	// back through sync. To retire a node, do not start it again; to start
+	// it into another cluster, delete the file. Default empty: no snapshot.
+	SnapshotPath string
 	// GRPCAddr is this node's gRPC address, advertised in the Serf tag "grpc";
 	// peers replicate to it. Required to receive replication. An unspecified
 	// host (0.0.0.0, ::) is replaced by the node's Serf address.
@@ -120,6 +139,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.JoinTimeout <= 0 {
 		c.JoinTimeout = 30 * time.Second
+	}
+	if c.RetryJoinMaxWait <= 0 {
+		c.RetryJoinMaxWait = 30 * time.Second
 	}
 	if c.SyncInterval <= 0 {
 		c.SyncInterval = 30 * time.Second

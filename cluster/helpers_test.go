@@ -38,6 +38,9 @@ type nodeOpts struct {
 	joinTimeout  time.Duration
 	drop         func(peer string, d registry.Delta) bool
 	reg          *registry.Registry // reuse a registry (same epoch)
+	snapshot     string             // Serf snapshot file
+	retryJoin    []string
+	noReconnect  bool // peers never reconnect to a failed member by themselves
 }
 
 func testLogger() *slog.Logger {
@@ -76,6 +79,11 @@ func fastConfig(reg *registry.Registry, o nodeOpts) cluster.Config {
 	cfg.SuspicionMaxTimeoutMult = 2
 	cfg.GossipInterval = 20 * time.Millisecond
 	cfg.DropDelta = o.drop
+	cfg.SnapshotPath = o.snapshot
+	cfg.RetryJoin = o.retryJoin
+	if o.noReconnect {
+		cfg.ReconnectInterval = time.Hour
+	}
 	cfg.Logger = testLogger()
 	return cfg
 }

@@ -14,8 +14,9 @@ import (
 type serfLog struct {
 	log *slog.Logger
 
-	mu       sync.Mutex
-	conflict string // the conflicting message, once seen
+	mu        sync.Mutex
+	conflicts uint64 // how many name-conflict messages were seen
+	conflict  string // the latest of them
 }
 
 func (w *serfLog) Write(p []byte) (int, error) {
@@ -35,17 +36,19 @@ func (w *serfLog) line(s string) {
 	}
 	if strings.Contains(s, "Node name conflicts with another node") {
 		w.mu.Lock()
-		if w.conflict == "" {
-			w.conflict = s
-		}
+		w.conflicts++
+		w.conflict = s
 		w.mu.Unlock()
 	}
 	w.log.Log(context.Background(), level, s, "component", "serf")
 }
 
-// nameConflict returns Serf's name-conflict message, if one was logged.
-func (w *serfLog) nameConflict() string {
+// nameConflicts returns how many name-conflict messages Serf logged, and
+// the latest. A join compares the count before and after: only a conflict
+// seen during that join refuses it, so an old one (a snapshot rejoin that met
+// a dead incarnation of this node) does not refuse every later join.
+func (w *serfLog) nameConflicts() (uint64, string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.conflict
+	return w.conflicts, w.conflict
 }

@@ -184,6 +184,12 @@ func (c *Cluster) reconcile(now time.Time) time.Time {
 		c.metrics.members.WithLabelValues(status).Set(float64(n))
 	}
 	c.peers.sync(want)
+	if len(want) > 0 && !c.linked {
+		// The first peer: this node joined (Join, RetryJoin, Serf's snapshot
+		// rejoin) or was joined. Pull what it missed from one of them.
+		c.syncs.add("", registry.Version{})
+	}
+	c.linked = len(want) > 0
 	for _, n := range nodes {
 		if old, ok := c.reg.Snapshot().Node(n.Name); !ok || old != n {
 			c.reg.SetNode(n)

@@ -11,8 +11,8 @@ import (
 	"github.com/herald-sd/herald/cluster/registry"
 )
 
-// codeOf maps an error to its gRPC code. It is the one place where registry
-// sentinels become status codes.
+// codeOf maps an error to its gRPC code. It is the one place where the
+// registry's sentinels and the membership hooks' become status codes.
 func codeOf(err error) codes.Code {
 	if err == nil {
 		return codes.OK
@@ -23,9 +23,9 @@ func codeOf(err error) codes.Code {
 	switch {
 	case errors.Is(err, registry.ErrInvalid):
 		return codes.InvalidArgument
-	case errors.Is(err, registry.ErrNotFound):
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, ErrUnknownMember):
 		return codes.NotFound
-	case errors.Is(err, registry.ErrNotOwner):
+	case errors.Is(err, registry.ErrNotOwner), errors.Is(err, ErrMemberNotFailed), errors.Is(err, ErrJoinFailed):
 		return codes.FailedPrecondition
 	case errors.Is(err, registry.ErrClosed), errors.Is(err, errServerClosed), errors.Is(err, registry.ErrNotDurable):
 		return codes.Unavailable
@@ -93,3 +93,19 @@ func statusOf(err error) *status.Status { return status.Convert(toStatus(err)) }
 
 // errServerClosed ends watches and sessions when the server is closed.
 var errServerClosed = errors.New("pushsvc: server closed")
+
+// Errors the membership hooks (Config.Join, Config.ForceLeave) wrap to choose
+// the RPC's code; pushsvc never imports the cluster, so the agent wraps the
+// cluster's errors in them.
+var (
+	// ErrUnknownMember: force-leave named a node that is not a member
+	// (NotFound).
+	ErrUnknownMember = errors.New("pushsvc: not a member")
+	// ErrMemberNotFailed: force-leave named a member that is alive or
+	// leaving, or the agent itself (FailedPrecondition).
+	ErrMemberNotFailed = errors.New("pushsvc: member has not failed")
+	// ErrJoinFailed: the agent could not join any of the addresses
+	// (FailedPrecondition: the request was fine, the targets were not; it is
+	// not Unavailable, which says the agent itself could not be reached).
+	ErrJoinFailed = errors.New("pushsvc: join failed")
+)

@@ -3,11 +3,12 @@
 // and reads from the registry seam (cluster/registry) only.
 //
 // It must never import Serf, miekg/dns or the cluster package: membership
-// comes in through Config.Members, and the caller owns the *grpc.Server
+// comes in through Config.Members, Join and ForceLeave, and the caller owns the *grpc.Server
 // (Serve, GracefulStop) so that other services can share it.
 package pushsvc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,16 @@ type Config struct {
 	// Members answers the Members RPC. Default nil: the local node alone,
 	// alive (a single node without Serf).
 	Members func() []*heraldpb.Member
+	// Join answers the Join RPC: join the cluster of the Serf addresses and
+	// return how many were reached. The RPC validates the addresses first.
+	// The hook wraps ErrJoinFailed to say none could be joined. Default
+	// nil: Join is Unimplemented.
+	Join func(ctx context.Context, addrs []string) (int, error)
+	// ForceLeave answers the ForceLeave RPC: move a failed member to left
+	// (prune: and forget it). The hook wraps ErrUnknownMember for a node
+	// that is not a member and ErrMemberNotFailed for one that is alive,
+	// leaving or this node. Default nil: ForceLeave is Unimplemented.
+	ForceLeave func(ctx context.Context, node string, prune bool) error
 	// WatchHistory is how many encoded events the server keeps for watchers
 	// to read and resume from. Default 16384, the registry's default history.
 	WatchHistory int

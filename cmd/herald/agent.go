@@ -18,12 +18,13 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	cfg := agent.DefaultConfig()
 	fs := flag.NewFlagSet("herald agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var join multiFlag
+	var join, retryJoin multiFlag
 	fs.BoolVar(&cfg.Dev, "dev", false, "run a single in-memory dev node with everything on 127.0.0.1")
 	fs.StringVar(&cfg.Node, "node", cfg.Node, "node name, a DNS label unique in the cluster")
 	fs.StringVar(&cfg.Bind, "bind", cfg.Bind, "Serf gossip address (UDP and TCP)")
-	fs.StringVar(&cfg.Advertise, "advertise", "", "Serf address peers should use (default: -bind)")
-	fs.Var(&join, "join", "Serf address of a node to join (repeatable, or comma separated)")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "Serf address peers should use (default: -bind; with -bind 0.0.0.0 or [::], this host's private IP)")
+	fs.Var(&join, "join", "Serf address of a node to join at start; the start fails after -join-timeout (repeatable, or comma separated)")
+	fs.Var(&retryJoin, "retry-join", "Serf address of a node to join in the background, retrying until it succeeds; /readyz waits for it while the node is alone (repeatable, or comma separated)")
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", cfg.JoinTimeout, "keep retrying -join with backoff for this long")
 	fs.StringVar(&cfg.Encrypt, "encrypt", "", "base64 gossip encryption key (16, 24 or 32 bytes)")
 	fs.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "anti-entropy period")
@@ -36,7 +37,7 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP address for /metrics, /healthz and /readyz")
 	fs.StringVar(&cfg.Domain, "domain", cfg.Domain, "DNS zone this agent is authoritative for")
 	fs.DurationVar(&cfg.DNSTTL, "dns-ttl", cfg.DNSTTL, "TTL of DNS answers (0 allowed)")
-	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory that keeps this node's plain registrations across restarts")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory that keeps this node's plain registrations and known members across restarts (a restart rejoins them)")
 	fs.DurationVar(&cfg.DrainGrace, "drain-grace", cfg.DrainGrace, "on SIGTERM, serve owned instances as draining for this long before leaving the cluster (0: leave at once)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -46,13 +47,8 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usagef("unexpected arguments %q", fs.Args())
 	}
-	for _, j := range join {
-		for _, a := range strings.Split(j, ",") {
-			if a = strings.TrimSpace(a); a != "" {
-				cfg.Join = append(cfg.Join, a)
-			}
-		}
-	}
+	cfg.Join = splitAddrs(join)
+	cfg.RetryJoin = splitAddrs(retryJoin)
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return usagef("-log-level %q: want debug, info, warn or error", *logLevel)
@@ -74,6 +70,19 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return agent.Run(ctx, cfg)
+}
+
+// splitAddrs flattens repeated, comma-separated address flags.
+func splitAddrs(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, a := range strings.Split(v, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }
 
 func portOf(addr string) string {

@@ -373,7 +373,7 @@ func printMembers(stdout io.Writer, resp *pb.MembersResponse) error {
 			tags = append(tags, k+"="+v)
 		}
 		sort.Strings(tags)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.GetName(), m.GetAddress(), m.GetStatus(), strings.Join(tags, ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.GetName(), m.GetAddress(), memberStatus(m, time.Now()), strings.Join(tags, ","))
 	}
 	return tw.Flush()
 }

@@ -77,6 +77,14 @@ type agentProc struct {
 
 func startAgent(t *testing.T, extra ...string) *agentProc {
 	t.Helper()
+	a := newAgent(t, extra...)
+	a.start()
+	return a
+}
+
+// newAgent prepares an agent on free loopback ports without starting it.
+func newAgent(t *testing.T, extra ...string) *agentProc {
+	t.Helper()
 	a := &agentProc{t: t,
 		dns:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		grpc: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
@@ -84,7 +92,6 @@ func startAgent(t *testing.T, extra ...string) *agentProc {
 		serf: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 	}
 	a.args = append([]string{"agent", "-node", "e2e", "-dns-addr", a.dns, "-grpc-addr", a.grpc, "-http-addr", a.http, "-bind", a.serf, "-dns-ttl", "0s"}, extra...)
-	a.start()
 	t.Cleanup(func() {
 		a.kill()
 		if t.Failed() {
@@ -94,7 +101,25 @@ func startAgent(t *testing.T, extra ...string) *agentProc {
 	return a
 }
 
+// start launches the agent and waits until /readyz answers 200.
 func (a *agentProc) start() {
+	a.t.Helper()
+	a.launch()
+	waitFor(a.t, 15*time.Second, "agent /readyz", func() bool { return a.readyz() == 200 })
+}
+
+// readyz returns /readyz's status code, or 0 when it does not answer.
+func (a *agentProc) readyz() int {
+	resp, err := http.Get("http://" + a.http + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// launch starts the agent process without waiting for it.
+func (a *agentProc) launch() {
 	a.t.Helper()
 	a.log = &bytes.Buffer{}
 	a.cmd = exec.Command(buildHerald(a.t), a.args...)
@@ -105,14 +130,6 @@ func (a *agentProc) start() {
 	}
 	a.done = make(chan struct{})
 	go func() { a.cmd.Wait(); close(a.done) }()
-	waitFor(a.t, 15*time.Second, "agent /readyz", func() bool {
-		resp, err := http.Get("http://" + a.http + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
 }
 
 func (a *agentProc) logText() string {
@@ -122,7 +139,7 @@ func (a *agentProc) logText() string {
 }
 
 func (a *agentProc) kill() {
-	if a.cmd.Process != nil {
+	if a.cmd != nil && a.cmd.Process != nil {
 		a.cmd.Process.Kill()
 		<-a.done
 	}

@@ -43,6 +43,8 @@ func commands() []command {
 		{"services", "list services", runServices},
 		{"instances", "list the instances of a service", runInstances},
 		{"members", "list the cluster members", runMembers},
+		{"join", "make the agent join the cluster of the given Serf addresses", runJoin},
+		{"force-leave", "remove a failed member now (its instances go at once)", runForceLeave},
 		{"watch", "print every change of the watched services as it happens", runWatch},
 		{"version", "print the version", func(_ []string, w, _ io.Writer) error {
 			fmt.Fprintln(w, "herald", version.String())

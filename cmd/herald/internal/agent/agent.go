@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc"
@@ -63,6 +64,10 @@ func Run(ctx context.Context, cfg Config) error {
 	clCfg.AdvertiseAddr = cfg.Advertise
 	clCfg.Join = cfg.Join
 	clCfg.JoinTimeout = cfg.JoinTimeout
+	clCfg.RetryJoin = cfg.RetryJoin
+	if cfg.DataDir != "" {
+		clCfg.SnapshotPath = filepath.Join(cfg.DataDir, SerfSnapshotFile)
+	}
 	clCfg.GRPCAddr = cfg.GRPCAddr
 	clCfg.DNSAddr = cfg.DNSAddr
 	clCfg.EncryptKey = cfg.Encrypt
@@ -91,6 +96,8 @@ func Run(ctx context.Context, cfg Config) error {
 	pushCfg.Logger = log.With("component", "grpc")
 	pushCfg.Metrics = metrics
 	pushCfg.Members = func() []*heraldpb.Member { return membersToProto(cl.Members()) }
+	pushCfg.Join = joinHook(cl)
+	pushCfg.ForceLeave = forceLeaveHook(cl)
 	push, err := pushsvc.New(pushCfg)
 	if err != nil {
 		return err
@@ -156,7 +163,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	closers = append(closers, func() { cl.Shutdown() })
 	ready.ready("cluster")
-	log.Info("agent ready", "dns", cfg.DNSAddr, "grpc", cfg.GRPCAddr, "http", cfg.HTTPAddr, "serf", cfg.Bind, "domain", cfg.Domain, "epoch", reg.Epoch())
+	ready.check(cl.Ready)
+	log.Info("agent ready", "dns", cfg.DNSAddr, "grpc", cfg.GRPCAddr, "http", cfg.HTTPAddr, "serf", cfg.Bind, "advertise", cl.LocalAddr(), "domain", cfg.Domain, "epoch", reg.Epoch())
 
 	select {
 	case <-ctx.Done():
@@ -194,12 +202,4 @@ func stopGRPC(gs *grpc.Server, d time.Duration) {
 		gs.Stop()
 		<-done
 	}
-}
-
-func membersToProto(ms []cluster.Member) []*heraldpb.Member {
-	out := make([]*heraldpb.Member, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, &heraldpb.Member{Name: m.Name, Address: m.Addr, Status: m.Status, Tags: m.Tags})
-	}
-	return out
 }

@@ -21,10 +21,16 @@ type Config struct {
 	Node string
 	// Bind is the Serf gossip address. Default 127.0.0.1:7946.
 	Bind string
-	// Advertise is the Serf address peers use. Default: Bind.
+	// Advertise is the Serf address peers use. Default: Bind, or, when
+	// Bind's host is 0.0.0.0 or ::, this host's private IP address (the
+	// agent refuses to start when there is none).
 	Advertise string
 	// Join lists Serf addresses of nodes to join. Default none.
 	Join []string
+	// RetryJoin lists Serf addresses to join in the background, retrying
+	// with backoff (up to 30s apart) until one join succeeds; /readyz says
+	// "cluster: not joined" until then while the node is alone. Default none.
+	RetryJoin []string
 	// JoinTimeout bounds the retries of Join. Default 30s.
 	JoinTimeout time.Duration
 	// Encrypt is a base64 gossip key (16, 24 or 32 bytes). Default none.
@@ -51,7 +57,9 @@ type Config struct {
 	Domain string
 	// DNSTTL is the TTL of DNS answers; 0 is allowed. Default 5s.
 	DNSTTL time.Duration
-	// DataDir persists the node's plain registrations. Default none (memory).
+	// DataDir persists the node's plain registrations and the Serf members
+	// it knows (serf.snapshot), so that a restart rejoins them without
+	// -join. Default none (memory).
 	DataDir string
 	// DrainGrace is how long a shutting-down node keeps serving its
 	// instances as draining before it leaves the cluster, so that watchers
@@ -96,8 +104,15 @@ func (c *Config) validate() error {
 			return fmt.Errorf("agent: %s %q: want host:port: %w", name, a, err)
 		}
 	}
-	if c.Advertise == "" {
-		c.Advertise = c.Bind
+	if c.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			return fmt.Errorf("agent: -advertise %q: want host:port: %w", c.Advertise, err)
+		}
+	}
+	for _, a := range c.RetryJoin {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("agent: -retry-join %q: want host:port: %w", a, err)
+		}
 	}
 	return nil
 }

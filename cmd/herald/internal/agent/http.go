@@ -13,10 +13,12 @@ import (
 	"github.com/herald-sd/herald/cmd/herald/internal/version"
 )
 
-// readiness tracks the parts that must be up before /readyz says so.
+// readiness tracks the parts that must be up before /readyz says so, and
+// the checks that must pass (the cluster's: joined as configured).
 type readiness struct {
 	mu      sync.Mutex
 	pending map[string]bool
+	checks  []func() error
 }
 
 func newReadiness(parts ...string) *readiness {
@@ -39,14 +41,26 @@ func (r *readiness) notReady(part string) {
 	r.mu.Unlock()
 }
 
-func (r *readiness) missing() []string {
+// check adds a condition; /readyz is not ready while it returns an error.
+func (r *readiness) check(f func() error) {
+	r.mu.Lock()
+	r.checks = append(r.checks, f)
+	r.mu.Unlock()
+}
+
+// missing returns the parts still pending and the failing checks' errors.
+func (r *readiness) missing() (parts []string, failing []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []string
 	for p := range r.pending {
-		out = append(out, p)
+		parts = append(parts, p)
 	}
-	return out
+	for _, f := range r.checks {
+		if err := f(); err != nil {
+			failing = append(failing, err.Error())
+		}
+	}
+	return parts, failing
 }
 
 // newMetricsRegistry returns the Prometheus registry with the Go runtime,
@@ -80,9 +94,15 @@ func newHTTPHandler(pr *prometheus.Registry, ready *readiness) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if m := ready.missing(); len(m) > 0 {
+		parts, failing := ready.missing()
+		if len(parts) > 0 || len(failing) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: waiting for %v\n", m)
+			if len(parts) > 0 {
+				fmt.Fprintf(w, "not ready: waiting for %v\n", parts)
+			}
+			for _, f := range failing {
+				fmt.Fprintf(w, "not ready: %s\n", f)
+			}
 			return
 		}
 		fmt.Fprintln(w, "ready")
