@@ -52,11 +52,11 @@ func inspect(path string) (reason string, err error) {
 		}
 		return fmt.Sprintf("meta page checksums do not match: %v; %v", metas[0].err, metas[1].err), nil
 	}
-	if size%int64(pageSize) != 0 {
-		return fmt.Sprintf("its %d bytes are not a whole number of %d-byte pages: cut off or extended", size, pageSize), nil
-	}
 	if size < 4*int64(pageSize) {
 		return fmt.Sprintf("cut off at %d bytes, shorter than the 4 pages of an empty file", size), nil
+	}
+	if size%int64(pageSize) != 0 {
+		return fmt.Sprintf("its %d bytes are not a whole number of %d-byte pages: cut off or extended", size, pageSize), nil
 	}
 	// Like bbolt, use the newer meta page if it is valid, else the other.
 	m := current(metas)[0]

@@ -211,8 +211,11 @@ func newPager(f io.ReaderAt, pageSize int, hwm uint64) *pager {
 
 // read returns page id with its overflow pages.
 func (r *pager) read(id uint64) (page, error) {
-	if id < 2 || id >= r.hwm {
-		return page{}, fmt.Errorf("page %d is outside the file's pages [2, %d)", id, r.hwm)
+	switch {
+	case id < 2:
+		return page{}, fmt.Errorf("page %d is a meta page", id)
+	case id >= r.hwm:
+		return page{}, fmt.Errorf("page %d lies beyond the file's %d pages", id, r.hwm)
 	}
 	head := make([]byte, pageHeaderSize)
 	if _, err := r.f.ReadAt(head, int64(id)*int64(r.pageSize)); err != nil {

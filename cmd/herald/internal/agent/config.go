@@ -53,6 +53,11 @@ type Config struct {
 	DNSTTL time.Duration
 	// DataDir persists the node's plain registrations. Default none (memory).
 	DataDir string
+	// RecoverStore starts the agent even if the store file in DataDir is
+	// damaged: the file is moved aside (registrations.db.damaged-<time>),
+	// what can be read of it is kept, and what was lost is logged. Default
+	// false: a damaged file stops the agent with an error naming it.
+	RecoverStore bool
 	// DrainGrace is how long a shutting-down node keeps serving its
 	// instances as draining before it leaves the cluster, so that watchers
 	// move new traffic away before the instances disappear. Default 1s.
@@ -95,6 +100,9 @@ func (c *Config) validate() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fmt.Errorf("agent: %s %q: want host:port: %w", name, a, err)
 		}
+	}
+	if c.RecoverStore && c.DataDir == "" {
+		return fmt.Errorf("agent: -recover-store needs -data-dir")
 	}
 	if c.Advertise == "" {
 		c.Advertise = c.Bind
