@@ -28,6 +28,11 @@ func (r *Registry) Register(ctx context.Context, in *Instance) (*Instance, error
 	tx := r.begin()
 	in = r.putLocal(tx, in, true)
 	gen := r.commit(tx)
+	if gen == 0 && r.persist != nil && in.Check.Kind == CheckNone && r.persist.pending(in.Key()) {
+		// The same content again, but not yet durable (a retry after a
+		// failed commit): acknowledge it only once a commit of it succeeds.
+		gen = r.persist.mark([]Key{in.Key()})
+	}
 	r.mu.Unlock()
 	return in, r.waitDurable(ctx, gen)
 }
