@@ -37,9 +37,10 @@ type gap struct {
 }
 
 // salvageFile reads what it can of the file at path. It reads through the
-// newest valid meta page whose root is readable, and fills the ranges it
-// could not read from the previous commit's tree, which bbolt keeps intact
-// until the next commit.
+// newest valid meta page whose root is readable, and fills the key ranges
+// it could not read from the previous commit's tree, which bbolt keeps
+// intact until the next commit: there the records are one commit old, and
+// a record that the last commit deleted in such a range comes back.
 func salvageFile(path string) salvage {
 	sv := salvage{records: map[string]map[string][]byte{}}
 	f, err := os.Open(path)
