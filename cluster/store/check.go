@@ -18,7 +18,8 @@ import (
 // ErrDamaged is wrapped by every error that reports a damaged store file.
 var ErrDamaged = errors.New("store file damaged")
 
-// DamageError says which file is damaged and how. It wraps ErrDamaged.
+// DamageError says which file is damaged and how. It wraps ErrDamaged. Its
+// message names the agent's -recover-store flag, which sets Options.Recover.
 type DamageError struct {
 	Path   string
 	Reason string

@@ -88,7 +88,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) open(recover bool) error {
+func (s *Store) open(recoverDamage bool) error {
 	mk, err := readMarker(s.dir)
 	if err != nil {
 		return err
@@ -98,13 +98,13 @@ func (s *Store) open(recover bool) error {
 		return err
 	}
 	switch {
-	case reason != "" && !recover:
+	case reason != "" && !recoverDamage:
 		return &DamageError{Path: s.path, Reason: reason}
 	case reason != "":
 		if db, err = s.recoverFile(reason, mk); err != nil {
 			return err
 		}
-	case recover:
+	case recoverDamage:
 		s.log.Info("store: -recover-store: the store file is sound, nothing to recover", "file", s.path)
 	}
 	if mk.err != nil {
