@@ -65,6 +65,15 @@ func (r *Registry) Deregister(ctx context.Context, key Key) (Stamp, error) {
 		return 0, ErrClosed
 	}
 	if r.view[key.Service][key.ID] == nil {
+		// A retry of a deregistration that is not yet on disk answers
+		// like the first attempt, once it is.
+		if st, ok := r.owners[r.cfg.Node].tombs[key]; ok && r.persist != nil && r.persist.pending(key) {
+			tx := r.begin()
+			r.retryDurable(tx, key)
+			gen := r.commit(tx)
+			r.mu.Unlock()
+			return st, r.waitDurable(ctx, gen)
+		}
 		r.mu.Unlock()
 		return 0, &NotFoundError{Key: key}
 	}
@@ -106,6 +115,8 @@ func (r *Registry) SetStatus(ctx context.Context, service, id string, st Status)
 			c := in.Clone()
 			c.Status = st
 			stamp = max(stamp, r.putLocal(tx, c, false).Stamp)
+		} else {
+			r.retryDurable(tx, in.Key())
 		}
 	}
 	if id != "" {
@@ -263,9 +274,7 @@ func (r *Registry) putLocal(tx *txn, in *Instance, renew bool) *Instance {
 		delete(r.local, key)
 	}
 	if old != nil && sameContent(old, in) {
-		if old.Check.Kind == CheckNone {
-			tx.dirty = append(tx.dirty, key)
-		}
+		r.retryDurable(tx, key)
 		return old
 	}
 	in.Updated = now
@@ -290,6 +299,15 @@ func (r *Registry) putLocal(tx *txn, in *Instance, renew bool) *Instance {
 		tx.dirty = append(tx.dirty, key)
 	}
 	return in
+}
+
+// retryDurable makes a write that changes nothing wait for the disk when
+// this node's entry of key is not yet known to be durable (a retry after a
+// failed commit), so that it is acknowledged only once a commit succeeds.
+func (r *Registry) retryDurable(tx *txn, key Key) {
+	if r.persist != nil && r.persist.pending(key) {
+		tx.dirty = append(tx.dirty, key)
+	}
 }
 
 // plain reports whether in is a persisted kind of instance.

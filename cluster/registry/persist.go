@@ -22,6 +22,9 @@ type persister struct {
 	errGen  uint64 // generation that error covers
 	kick    chan struct{}
 	flushed chan struct{} // closed and replaced after each commit
+
+	// writing holds the keys of the commit under way.
+	writing map[Key]struct{}
 }
 
 func newPersister(s Store) *persister {
@@ -42,6 +45,16 @@ func (p *persister) mark(keys []Key) uint64 {
 	default:
 	}
 	return g
+}
+
+// pending reports whether the latest state of k is not yet known to be
+// durable: it is waiting for a commit, being committed, or its commit failed.
+func (p *persister) pending(k Key) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, dirty := p.dirty[k]
+	_, writing := p.writing[k]
+	return dirty || writing
 }
 
 func (p *persister) wait(ctx context.Context, gen uint64) error {
@@ -78,7 +91,7 @@ func (p *persister) run(r *Registry, stop <-chan struct{}) {
 func (p *persister) flush(r *Registry) {
 	p.mu.Lock()
 	keys, gen := p.dirty, p.gen
-	p.dirty = map[Key]struct{}{}
+	p.dirty, p.writing = map[Key]struct{}{}, keys
 	p.mu.Unlock()
 	if len(keys) == 0 {
 		return
@@ -99,7 +112,7 @@ func (p *persister) flush(r *Registry) {
 	r.mu.Unlock()
 	err := p.store.Commit(b)
 	p.mu.Lock()
-	p.done = gen
+	p.done, p.writing = gen, nil
 	if err != nil {
 		p.err, p.errGen = err, gen
 		// Keep the keys dirty and retry them in a second, even if no

@@ -697,6 +697,33 @@ func TestAcknowledgedMeansDurable(t *testing.T) {
 	if got == nil || got.Stamp != in.Stamp {
 		t.Fatalf("stored %+v, acknowledged stamp %v", got, in.Stamp)
 	}
+	// The same for status changes and deregistrations: a retry of a write
+	// that is only in memory fails again, not "nothing to do" or NotFound.
+	setFail := func(err error) { st.mu.Lock(); st.fail = err; st.mu.Unlock() }
+	setFail(errors.New("no space left on device"))
+	for range 2 {
+		if _, _, err := r.SetStatus(ctx, "api", "a1", StatusDraining); !errors.Is(err, ErrNotDurable) {
+			t.Fatalf("drain while the store fails = %v", err)
+		}
+	}
+	for range 2 {
+		if _, err := r.Deregister(ctx, Key{"api", "a1"}); !errors.Is(err, ErrNotDurable) {
+			t.Fatalf("deregister while the store fails = %v", err)
+		}
+	}
+	setFail(nil)
+	tomb, err := r.Deregister(ctx, Key{"api", "a1"})
+	if err != nil || tomb == 0 {
+		t.Fatalf("deregister retry after the disk recovered = %v, %v", tomb, err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.data[Key{"api", "a1"}] != nil || st.tombs[Key{"api", "a1"}] != tomb {
+		t.Fatalf("store after the deregistration: %+v %+v", st.data, st.tombs)
+	}
+	if _, err := r.Deregister(ctx, Key{"api", "a1"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deregister once durable = %v, want not found", err)
+	}
 }
 
 func TestRestartKeepsTombstonesAndNeverIssuesLowerStamps(t *testing.T) {

@@ -2,16 +2,24 @@
 // survive a restart, including kill -9. It is an embedded bbolt database:
 // every commit is one fsynced transaction, never a half-written file.
 //
+// A damaged file never crashes the process: Open checks the file before
+// bbolt reads it and refuses a damaged one with an error wrapping
+// ErrDamaged, and Options.Recover moves it aside and keeps what can be read.
+// A single record that does not load is quarantined, not fatal.
+//
 // It implements registry.Store and must never import Serf, gRPC or DNS code.
 package store
 
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net/netip"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -23,47 +31,175 @@ import (
 const FileName = "registrations.db"
 
 var (
-	bucket     = []byte("instances")
-	tombBucket = []byte("tombstones")
-	metaBucket = []byte("meta")
-	epochKey   = []byte("epoch")
-	clockKey   = []byte("clock")
+	bucket      = []byte("instances")
+	tombBucket  = []byte("tombstones")
+	metaBucket  = []byte("meta")
+	quarBucket  = []byte("quarantine")
+	allBuckets  = [][]byte{bucket, tombBucket, metaBucket, quarBucket}
+	epochKey    = []byte("epoch")
+	clockKey    = []byte("clock")
+	lockTimeout = time.Second
 )
+
+// Options configures Open. The zero value is the default of every field.
+type Options struct {
+	// Recover handles a damaged file: it moves the file aside (to
+	// registrations.db.damaged-<UTC time>), writes what can be read of it
+	// into a fresh file, logs what was kept and what was lost, and opens
+	// the fresh file. Default false: Open returns an error wrapping
+	// ErrDamaged that names the file.
+	Recover bool
+	// Logger gets quarantined records, recoveries and warnings. Default
+	// slog.Default().
+	Logger *slog.Logger
+}
 
 // Store is a bbolt-backed registry.Store. It is safe for concurrent use.
 type Store struct {
-	db *bolt.DB
+	db   *bolt.DB
+	dir  string
+	path string
+	log  *slog.Logger
+	lock *os.File
+	// markerEpoch is the marker file's epoch when the store was opened;
+	// it is ahead of the database's after a crash inside SaveEpoch.
+	markerEpoch uint64
 }
 
 // Open opens (or creates) the store in dir. It fails after a second if
-// another process holds the database.
-func Open(dir string) (*Store, error) {
+// another process holds the data dir, and with an error wrapping
+// ErrDamaged if the file is damaged and opts.Recover is not set.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("store: create data dir: %w", err)
 	}
-	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	lock, err := lockDir(dir, lockTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s (is another agent using this -data-dir?): %w", path, err)
+		return nil, err
 	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucket); err != nil {
-			return err
-		}
-		if _, err := tx.CreateBucketIfNotExists(tombBucket); err != nil {
-			return err
-		}
-		_, err := tx.CreateBucketIfNotExists(metaBucket)
-		return err
-	}); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: init %s: %w", path, err)
+	s := &Store{dir: dir, path: filepath.Join(dir, FileName), log: opts.Logger, lock: lock}
+	if err := s.open(opts.Recover); err != nil {
+		lock.Close()
+		return nil, err
 	}
-	return &Store{db: db}, nil
+	return s, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) open(recoverDamage bool) error {
+	mk, err := readMarker(s.dir)
+	if err != nil {
+		return err
+	}
+	db, reason, err := openChecked(s.path, mk)
+	if err != nil {
+		return err
+	}
+	switch {
+	case reason != "" && !recoverDamage:
+		return &DamageError{Path: s.path, Reason: reason}
+	case reason != "":
+		if db, err = s.recoverFile(reason, mk); err != nil {
+			return err
+		}
+	case recoverDamage:
+		s.log.Info("store: -recover-store: the store file is sound, nothing to recover", "file", s.path)
+	}
+	if mk.err != nil {
+		s.log.Warn("store: the epoch marker is unreadable; the next epoch replaces it", "file", filepath.Join(s.dir, MarkerName), "err", mk.err)
+	}
+	s.db, s.markerEpoch = db, mk.epoch
+	if err := s.createBuckets(); err != nil {
+		db.Close()
+		return fmt.Errorf("store: init %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// createBuckets creates the buckets a new file lacks. A file that has them
+// is not written to, so that opening a store writes nothing.
+func (s *Store) createBuckets() error {
+	missing := false
+	if err := s.view(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			missing = missing || tx.Bucket(name) == nil
+		}
+		return nil
+	}); err != nil || !missing {
+		return err
+	}
+	return s.update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// openChecked opens the file at path after checking it. A missing or empty
+// file is a new store, unless the marker says this node stored state
+// before. It returns why the file is damaged, or the open database.
+func openChecked(path string, mk marker) (*bolt.DB, string, error) {
+	fi, err := os.Stat(path)
+	isNew := errors.Is(err, fs.ErrNotExist) || err == nil && fi.Size() == 0
+	switch {
+	case err != nil && !isNew:
+		return nil, "", fmt.Errorf("store: %w", err)
+	case isNew && mk.exists:
+		what := "missing"
+		if err == nil {
+			what = "empty (0 bytes)"
+		}
+		return nil, fmt.Sprintf("%s, but %s shows that this node stored registrations before", what, MarkerName), nil
+	case !isNew:
+		if reason, err := inspect(path); err != nil || reason != "" {
+			return nil, reason, err
+		}
+	}
+	db, reason, err := openBolt(path)
+	if err == nil && reason == "" && isNew {
+		// bbolt fsynced the new file's pages, but not its directory entry.
+		if err = syncDir(filepath.Dir(path)); err != nil {
+			db.Close()
+			return nil, "", fmt.Errorf("store: create %s: %w", path, err)
+		}
+	}
+	return db, reason, err
+}
+
+// Close closes the database and releases the data dir.
+func (s *Store) Close() error {
+	err := s.db.Close()
+	s.lock.Close()
+	return err
+}
+
+// view and update run a bbolt transaction. A panic or memory fault inside
+// bbolt (a file damaged while open) becomes an error wrapping ErrDamaged,
+// never a crash.
+func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = &DamageError{Path: s.path, Reason: fmt.Sprintf("reading it failed: %v", r)}
+		}
+	}()
+	return s.db.View(fn)
+}
+
+func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = &DamageError{Path: s.path, Reason: fmt.Sprintf("writing it failed: %v", r)}
+		}
+	}()
+	return s.db.Update(fn)
+}
 
 // record is the stored form of an instance: stable JSON, independent of the
 // in-memory layout.
@@ -81,46 +217,6 @@ type record struct {
 
 func key(k registry.Key) []byte { return []byte(k.Service + "/" + k.ID) }
 
-// Load returns every stored instance and tombstone, and the saved clock.
-func (s *Store) Load() (registry.Stored, error) {
-	var out registry.Stored
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(metaBucket).Get(clockKey); len(v) == 8 {
-			out.Clock = registry.Stamp(binary.BigEndian.Uint64(v))
-		}
-		if err := tx.Bucket(tombBucket).ForEach(func(k, v []byte) error {
-			svc, id, ok := splitKey(k)
-			if !ok || len(v) != 8 {
-				return fmt.Errorf("store: tombstone %q is malformed", k)
-			}
-			out.Tombstones = append(out.Tombstones, registry.Tombstone{Key: registry.Key{Service: svc, ID: id}, Stamp: registry.Stamp(binary.BigEndian.Uint64(v))})
-			return nil
-		}); err != nil {
-			return err
-		}
-		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
-			var r record
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("store: record %q: %w", k, err)
-			}
-			addr, err := netip.ParseAddr(r.Address)
-			if err != nil {
-				return fmt.Errorf("store: record %q: %w", k, err)
-			}
-			st, err := registry.ParseStatus(r.Status)
-			if err != nil {
-				return fmt.Errorf("store: record %q: %w", k, err)
-			}
-			out.Instances = append(out.Instances, &registry.Instance{
-				Service: r.Service, ID: r.ID, Address: addr, Port: r.Port,
-				Tags: r.Tags, Meta: r.Meta, Weight: r.Weight, Status: st, Stamp: registry.Stamp(r.Stamp),
-			})
-			return nil
-		})
-	})
-	return out, err
-}
-
 func splitKey(k []byte) (service, id string, ok bool) {
 	for i, c := range k {
 		if c == '/' {
@@ -130,9 +226,11 @@ func splitKey(k []byte) (service, id string, ok bool) {
 	return "", "", false
 }
 
-// Commit writes the batch in one transaction.
+// Commit writes the batch in one transaction, fsynced before it returns
+// (bbolt's NoSync stays off). A failed commit changes nothing: bbolt writes
+// the new pages into free space and the meta page last, and rolls back.
 func (s *Store) Commit(b registry.Batch) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		ib, tb := tx.Bucket(bucket), tx.Bucket(tombBucket)
 		for _, in := range b.Puts {
 			v, err := json.Marshal(record{
@@ -174,21 +272,30 @@ func (s *Store) Commit(b registry.Batch) error {
 	})
 }
 
-// LastEpoch returns the epoch saved by the last run, or 0.
+// LastEpoch returns the highest epoch saved by earlier runs, in the
+// database or in the marker file, or 0.
 func (s *Store) LastEpoch() (uint64, error) {
-	var e uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(metaBucket).Get(epochKey); len(v) == 8 {
-			e = binary.BigEndian.Uint64(v)
+	e := s.markerEpoch
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(metaBucket).Get(epochKey)
+		switch {
+		case len(v) == 8:
+			e = max(e, binary.BigEndian.Uint64(v))
+		case v != nil:
+			s.log.Warn("store: the saved epoch is malformed; using the marker file's", "file", s.path, "value", fmt.Sprintf("%x", v))
 		}
 		return nil
 	})
 	return e, err
 }
 
-// SaveEpoch records this run's epoch.
+// SaveEpoch records this run's epoch: first in the marker file, then in the
+// database, so that the marker is never behind an epoch the database holds.
 func (s *Store) SaveEpoch(e uint64) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	if err := writeMarker(s.dir, e); err != nil {
+		return err
+	}
+	return s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(metaBucket).Put(epochKey, binary.BigEndian.AppendUint64(nil, e))
 	})
 }

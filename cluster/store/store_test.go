@@ -11,7 +11,7 @@ import (
 func TestRoundTripThroughRegistry(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	st, err := Open(dir)
+	st, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,12 +33,12 @@ func TestRoundTripThroughRegistry(t *testing.T) {
 	st.Close()
 
 	// A second Open while the first is held fails clearly.
-	st, err = Open(dir)
+	st, err = Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if _, err := Open(dir); err == nil {
+	if _, err := Open(dir, Options{}); err == nil {
 		t.Fatal("second Open of a held data dir succeeded")
 	}
 	r2, err := registry.New(registry.Config{Node: "n1", Store: st, Epoch: 2})
@@ -57,7 +57,7 @@ func TestRoundTripThroughRegistry(t *testing.T) {
 }
 
 func TestEpochRisesWhenTheClockGoesBack(t *testing.T) {
-	st, err := Open(t.TempDir())
+	st, err := Open(t.TempDir(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

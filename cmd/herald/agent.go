@@ -38,6 +38,7 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	fs.StringVar(&cfg.Domain, "domain", cfg.Domain, "DNS zone this agent is authoritative for")
 	fs.DurationVar(&cfg.DNSTTL, "dns-ttl", cfg.DNSTTL, "TTL of DNS answers (0 allowed)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory that keeps this node's plain registrations and known members across restarts (a restart rejoins them)")
+	fs.BoolVar(&cfg.RecoverStore, "recover-store", false, "if the -data-dir store file is damaged, move it aside, keep what can be read of it and start (default: refuse to start)")
 	fs.DurationVar(&cfg.DrainGrace, "drain-grace", cfg.DrainGrace, "on SIGTERM, serve owned instances as draining for this long before leaving the cluster (0: leave at once)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")

@@ -338,3 +338,59 @@ func TestDataDirSurvivesKill9(t *testing.T) {
 		}
 	}
 }
+
+func TestDamagedDataDirRefusesThenRecovers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	dir := t.TempDir()
+	a := startAgent(t, "-data-dir", dir)
+	a.mustCLI("register", "-service", "db", "-id", "db-1", "-address", "10.0.2.1", "-port", "5432")
+	a.kill()
+	path := filepath.Join(dir, "registrations.db")
+	if err := os.Truncate(path, 100); err != nil { // a torn file
+		t.Fatal(err)
+	}
+
+	for _, tt := range []struct {
+		args []string
+		msg  []string
+	}{
+		{a.args, []string{"herald agent: store: " + path + " is damaged (cut off at 100 bytes", "start with -recover-store"}},
+		{[]string{"agent", "-dev", "-recover-store"}, []string{"-recover-store needs -data-dir"}},
+	} {
+		cmd := exec.Command(buildHerald(t), tt.args...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("herald %s did not exit; output:\n%s", strings.Join(tt.args, " "), out.String())
+		}
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Fatalf("herald %s: %v, want exit code 1; output:\n%s", strings.Join(tt.args, " "), err, out.String())
+		}
+		for _, want := range tt.msg {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("output does not say %q:\n%s", want, out.String())
+			}
+		}
+	}
+
+	a.args = append(a.args, "-recover-store")
+	a.start()
+	if !strings.Contains(a.logText(), "recovered a damaged store file") {
+		t.Errorf("the recovery is not in the log:\n%s", a.logText())
+	}
+	if aside, _ := filepath.Glob(path + ".damaged-*"); len(aside) != 1 {
+		t.Errorf("damaged copies %v, want one", aside)
+	}
+	a.mustCLI("register", "-service", "db", "-id", "db-2", "-address", "10.0.2.2", "-port", "5432")
+}

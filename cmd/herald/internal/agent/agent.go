@@ -36,7 +36,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	regCfg := registry.Config{Node: cfg.Node}
 	if cfg.DataDir != "" {
-		st, err := store.Open(cfg.DataDir)
+		st, err := store.Open(cfg.DataDir, store.Options{Recover: cfg.RecoverStore, Logger: log.With("component", "store")})
 		if err != nil {
 			return err
 		}

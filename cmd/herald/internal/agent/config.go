@@ -61,6 +61,11 @@ type Config struct {
 	// it knows (serf.snapshot), so that a restart rejoins them without
 	// -join. Default none (memory).
 	DataDir string
+	// RecoverStore starts the agent even if the store file in DataDir is
+	// damaged: the file is moved aside (registrations.db.damaged-<time>),
+	// what can be read of it is kept, and what was lost is logged. Default
+	// false: a damaged file stops the agent with an error naming it.
+	RecoverStore bool
 	// DrainGrace is how long a shutting-down node keeps serving its
 	// instances as draining before it leaves the cluster, so that watchers
 	// move new traffic away before the instances disappear. Default 1s.
@@ -103,6 +108,9 @@ func (c *Config) validate() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fmt.Errorf("agent: %s %q: want host:port: %w", name, a, err)
 		}
+	}
+	if c.RecoverStore && c.DataDir == "" {
+		return fmt.Errorf("agent: -recover-store needs -data-dir")
 	}
 	if c.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
