@@ -41,32 +41,36 @@ func (c *Cluster) WaitReady(i int) time.Duration {
 // alive (and nothing else as alive).
 func (c *Cluster) WaitMembers(timeout time.Duration) {
 	c.t.Helper()
-	Eventually(c.t, timeout, "every running node sees every running node alive", func() error {
-		want := map[string]bool{}
-		for i, n := range c.nodes {
-			if c.Running(i) {
-				want[n.Name] = true
+	Eventually(c.t, timeout, "every running node sees every running node alive", c.membersErr)
+}
+
+// membersErr returns how the running nodes' member lists differ from the
+// set of running nodes, or nil.
+func (c *Cluster) membersErr() error {
+	want := map[string]bool{}
+	for i, n := range c.nodes {
+		if c.Running(i) {
+			want[n.Name] = true
+		}
+	}
+	for i := range c.nodes {
+		if !c.Running(i) {
+			continue
+		}
+		alive, err := c.AliveMembers(i)
+		if err != nil {
+			return err
+		}
+		if len(alive) != len(want) {
+			return fmt.Errorf("%s sees alive %v, want %d nodes", c.nodes[i].Name, alive, len(want))
+		}
+		for _, a := range alive {
+			if !want[a] {
+				return fmt.Errorf("%s sees %s alive", c.nodes[i].Name, a)
 			}
 		}
-		for i := range c.nodes {
-			if !c.Running(i) {
-				continue
-			}
-			alive, err := c.AliveMembers(i)
-			if err != nil {
-				return err
-			}
-			if len(alive) != len(want) {
-				return fmt.Errorf("%s sees alive %v, want %d nodes", c.nodes[i].Name, alive, len(want))
-			}
-			for _, a := range alive {
-				if !want[a] {
-					return fmt.Errorf("%s sees %s alive", c.nodes[i].Name, a)
-				}
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // AliveMembers asks node i for its Serf members with status alive.

@@ -23,6 +23,9 @@
 //	HERALD_FIGURES_FILE     also append the FIGURE lines to this file
 //	HERALD_TESTENV_LOGS=1   print every node's log even when the test passes
 //	HERALD_PARTITION_SPLIT  length of the partition scenario's split (default 20s)
+//	HERALD_NEMESIS_SEED     replay the nemesis run with this seed (default: random, printed)
+//	HERALD_NEMESIS_DURATION length of the nemesis run (default 60s; make nemesis: 10m)
+//	HERALD_NEMESIS_HISTORY  write the nemesis run's history and final views to this file
 //	CI=true                 a missing tool or missing root fails instead of skipping
 package testenv
 

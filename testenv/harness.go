@@ -83,6 +83,7 @@ type Node struct {
 	proc  *proc
 	conn  *grpc.ClientConn
 	start time.Time
+	env   []string // added to the agent's environment at its next launches
 }
 
 // Cluster is a set of running agents owned by one test.
@@ -233,7 +234,7 @@ func (c *Cluster) launch(i int, join []int) {
 	if n.Netns != "" {
 		argv = append([]string{"ip", "netns", "exec", n.Netns}, argv...)
 	}
-	p, err := startProc(argv, n.LogPath)
+	p, err := startProc(argv, n.env, n.LogPath)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +52,11 @@ func (c *Cluster) Restart(i int) {
 	c.launch(i, join)
 	c.WaitReady(i)
 }
+
+// SetEnv sets the environment variables (KEY=VALUE) that node i's agent
+// gets, in addition to the test's own, from its next Restart on. It replaces
+// the ones set before; no arguments clear them.
+func (c *Cluster) SetEnv(i int, env ...string) { c.nodes[i].env = slices.Clone(env) }
 
 // Partition cuts every node of a off from every node of b, both ways
 // (Netns mode only). The test process still reaches all of them.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -19,16 +20,20 @@ type proc struct {
 	err  error         // Wait's result; read only after done
 }
 
-// startProc starts argv with stdout and stderr appended to logPath. The
-// process gets SIGKILL if the test process dies first.
-func startProc(argv []string, logPath string) (*proc, error) {
+// startProc starts argv with stdout and stderr appended to logPath, and with
+// env added to the test process's environment. The process gets SIGKILL if
+// the test process dies first.
+func startProc(argv, env []string, logPath string) (*proc, error) {
 	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("testenv: open log: %w", err)
 	}
 	defer f.Close() // the child holds its own descriptor
-	fmt.Fprintf(f, "=== testenv %s: start: %s\n", time.Now().UTC().Format(time.RFC3339Nano), strings.Join(argv, " "))
+	fmt.Fprintf(f, "=== testenv %s: start: %s\n", time.Now().UTC().Format(time.RFC3339Nano), strings.Join(append(slices.Clone(env), argv...), " "))
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout = f
 	cmd.Stderr = f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}

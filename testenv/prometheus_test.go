@@ -110,7 +110,7 @@ scrape_configs:
 		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
 		"--web.listen-address=" + addr,
 		"--log.level=warn",
-	}, logPath)
+	}, nil, logPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/herald-sd/herald/cmd/herald/internal/agent"
 )
@@ -47,6 +48,13 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected arguments %q", fs.Args())
+	}
+	if v := os.Getenv("HERALD_CLOCK_OFFSET"); v != "" {
+		off, err := time.ParseDuration(v)
+		if err != nil {
+			return usagef("HERALD_CLOCK_OFFSET=%q: want a Go duration such as 30s or -30s", v)
+		}
+		cfg.ClockOffset = off
 	}
 	cfg.Join = splitAddrs(join)
 	cfg.RetryJoin = splitAddrs(retryJoin)

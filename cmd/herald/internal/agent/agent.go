@@ -35,6 +35,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 
 	regCfg := registry.Config{Node: cfg.Node}
+	if off := cfg.ClockOffset; off != 0 {
+		log.Warn("the registry clock is shifted (HERALD_CLOCK_OFFSET, a testing aid)", "clock_offset", off)
+		regCfg.Now = func() time.Time { return time.Now().Add(off) }
+	}
 	if cfg.DataDir != "" {
 		st, err := store.Open(cfg.DataDir, store.Options{Recover: cfg.RecoverStore, Logger: log.With("component", "store")})
 		if err != nil {

@@ -70,6 +70,10 @@ type Config struct {
 	// instances as draining before it leaves the cluster, so that watchers
 	// move new traffic away before the instances disappear. Default 1s.
 	DrainGrace time.Duration
+	// ClockOffset shifts the registry's clock (the physical part of its
+	// write stamps) by this much: a testing aid that steps one node's clock
+	// without touching the host's. Default 0.
+	ClockOffset time.Duration
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
