@@ -229,14 +229,18 @@ func newKeyHistory(id string, ops []nemOp, legacy bool) *nemKeyHistory {
 			h.regs = append(h.regs, o)
 		}
 	}
+	// Writes through two nodes may share a stamp (same millisecond, same
+	// logical count, neither saw the other): the registry breaks the tie
+	// by the owner's name, and the node that took a write owns it.
 	slices.SortStableFunc(h.writes, func(a, b nemOp) int {
-		return cmp.Or(cmp.Compare(a.Stamp, b.Stamp), cmp.Compare(a.Complete, b.Complete))
+		return cmp.Or(cmp.Compare(a.Stamp, b.Stamp), strings.Compare(a.Node, b.Node), cmp.Compare(a.Complete, b.Complete))
 	})
 	return h
 }
 
-// checkStamps: two acknowledged writes of one key never share a stamp,
-// except a register that repeated the key's state exactly (it changes
+// checkStamps: two acknowledged writes of one key through one node never
+// share a stamp (through two nodes they may: the owner's name breaks the
+// tie), except a register that repeated the key's state exactly (it changes
 // nothing and returns the existing stamp). So all the registers of one
 // stamp carry the same data, and besides them there is at most one other
 // write: an undrain (a drain or deregister cannot leave the state that a
@@ -245,7 +249,7 @@ func (h *nemKeyHistory) checkStamps() []nemViolation {
 	var out []nemViolation
 	for i := 0; i < len(h.writes); {
 		j := i
-		for j < len(h.writes) && h.writes[j].Stamp == h.writes[i].Stamp {
+		for j < len(h.writes) && h.writes[j].Stamp == h.writes[i].Stamp && h.writes[j].Node == h.writes[i].Node {
 			j++
 		}
 		group := h.writes[i:j]
@@ -284,7 +288,7 @@ func (h *nemKeyHistory) winner() (w nemOp, regData *nemData, ok bool) {
 		return w, nil, true
 	}
 	for _, o := range h.writes {
-		if o.Stamp != w.Stamp {
+		if o.Stamp != w.Stamp || o.Node != w.Node {
 			continue
 		}
 		if o.Kind == nemRegister {
@@ -342,6 +346,9 @@ func (h *nemKeyHistory) matches(s nemState, present bool, w nemOp, regData *nemD
 	}
 	if !present || s.Stamp != w.Stamp || s.Status != w.Kind.status() {
 		return false
+	}
+	if !h.legacy && s.Owner != w.Node {
+		return false // the node that took the write owns its result
 	}
 	switch {
 	case w.Kind == nemRegister:
