@@ -53,7 +53,8 @@ lint:
 	$(GO) vet ./...
 
 # Regenerate the protobuf code (committed, so users need no protoc).
-# Needs Debian's protobuf-compiler: apt-get install protobuf-compiler
+# Needs Debian's protobuf-compiler and, for the well-known types, libprotobuf-dev:
+# apt-get install protobuf-compiler libprotobuf-dev
 proto:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
