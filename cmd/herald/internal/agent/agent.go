@@ -173,8 +173,7 @@ func Run(ctx context.Context, cfg Config) error {
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
-		log.Error("agent failed; shutting down", "err", err)
-		return err
+		return err // the caller reports it; the deferred closers shut down
 	}
 	ready.notReady("shutdown")
 	if n := reg.DrainForShutdown(); n > 0 && cfg.DrainGrace > 0 {
