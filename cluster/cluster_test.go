@@ -117,6 +117,11 @@ func TestDroppedDeltaRepaired(t *testing.T) {
 			n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 			register(t, n1, "api", "first")
 			waitFor(t, 10*time.Second, "first everywhere", func() bool { return sameIDs(ids(n2, "api"), "first") && sameIDs(ids(n3, "api"), "first") })
+			// Each node runs anti-entropy once it has its first peer; let n2's
+			// finish, so that only the path under test can bring "lost".
+			waitFor(t, 10*time.Second, "n2's first anti-entropy", func() bool {
+				return metric(t, n2, "herald_cluster_anti_entropy_runs_total") >= 1
+			})
 			register(t, n1, "api", "lost")
 			want := []string{"first", "lost"}
 			if tt.followUp {

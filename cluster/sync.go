@@ -131,7 +131,7 @@ func (c *Cluster) syncLoop() {
 // newer version of. It only learns owners that Serf knows alive, so a reaped
 // owner is never brought back by a peer that has not reaped it yet.
 func (c *Cluster) antiEntropy(src *peer) error {
-	c.metrics.antiEntropy.Inc()
+	defer c.metrics.antiEntropy.Inc() // counts finished runs, pulls included
 	ctx, cancel := context.WithTimeout(c.baseCtx, pullTimeout)
 	resp, err := src.client.Digest(ctx, &clusterpb.DigestRequest{From: c.cfg.NodeName})
 	cancel()
