@@ -16,6 +16,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // view is a watcher's state, built from the messages as a client would.
@@ -449,7 +450,7 @@ func TestCloseEndsStreams(t *testing.T) {
 	wantCode(t, err, codes.Unavailable)
 	_, err = s.Recv()
 	wantCode(t, err, codes.Unavailable)
-	waitFor(t, time.Second, "session instance removed", func() bool { return e.instanceOf("sess", "s1") == nil })
+	wait.Eventually(t, time.Second, "session instance removed", func() bool { return e.instanceOf("sess", "s1") == nil })
 }
 
 // TestFrameMatchesProto: a frame built from pre-encoded parts decodes to the

@@ -234,18 +234,6 @@ func dial(t *testing.T, target string, opts ...Option) (*grpc.ClientConn, *recor
 	return cc, rb
 }
 
-// eventually polls cond every 5ms until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func itoa(i int) string { return strconv.Itoa(i) }
 
 func insecureCreds() credentials.TransportCredentials { return insecure.NewCredentials() }

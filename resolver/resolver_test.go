@@ -19,6 +19,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/client"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -127,10 +128,10 @@ func TestScaleOut(t *testing.T) {
 	cc, _ := dial(t, "herald://"+a.addr+"/echo")
 	s := startSender(cc)
 	defer s.close()
-	eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
+	wait.Eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
 	register(t, reg, b2.instance())
 	registered := time.Now()
-	eventually(t, 5*time.Second, "b2 answering", func() bool { _, ok := s.firstSeen("b2"); return ok })
+	wait.Eventually(t, 5*time.Second, "b2 answering", func() bool { _, ok := s.firstSeen("b2"); return ok })
 	first, _ := s.firstSeen("b2")
 	t.Logf("scale out: first RPC on the new backend %s after its registration", first.Sub(registered))
 	if n := s.failures.Load(); n != 0 {
@@ -149,18 +150,18 @@ func TestWeightChangeKeepsConnection(t *testing.T) {
 	cc, rb := dial(t, "herald://"+a.addr+"/echo")
 	s := startSender(cc)
 	defer s.close()
-	eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
+	wait.Eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
 	for w := uint32(2); w <= 5; w++ {
 		c := in.Clone()
 		c.Weight = w
 		c.Tags = []string{fmt.Sprintf("v%d", w)}
 		register(t, reg, c)
-		eventually(t, 5*time.Second, fmt.Sprintf("weight %d pushed", w), func() bool {
+		wait.Eventually(t, 5*time.Second, fmt.Sprintf("weight %d pushed", w), func() bool {
 			return len(mustPushes(rb)) >= int(w)
 		})
 	}
 	hits := b1.Hits()
-	eventually(t, 5*time.Second, "RPCs keep flowing", func() bool { return b1.Hits() > hits+10 })
+	wait.Eventually(t, 5*time.Second, "RPCs keep flowing", func() bool { return b1.Hits() > hits+10 })
 	if n := b1.accepts.Load(); n != 1 {
 		t.Fatalf("backend accepted %d connections across 4 weight changes, want 1", n)
 	}
@@ -180,7 +181,7 @@ func TestScaleIn(t *testing.T) {
 	cc, rb := dial(t, "herald://"+a.addr+"/echo")
 	s := startSender(cc)
 	defer s.close()
-	eventually(t, 5*time.Second, "both answering", func() bool {
+	wait.Eventually(t, 5*time.Second, "both answering", func() bool {
 		_, ok1 := s.firstSeen("b1")
 		_, ok2 := s.firstSeen("b2")
 		return ok1 && ok2
@@ -190,7 +191,7 @@ func TestScaleIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pushed time.Time
-	eventually(t, 5*time.Second, "the drain pushed", func() bool {
+	wait.Eventually(t, 5*time.Second, "the drain pushed", func() bool {
 		states, times, _ := rb.pushes()
 		if n := len(states); n > 0 && slices.Equal(states[n-1], []string{"b1"}) {
 			pushed = times[n-1]
@@ -199,7 +200,7 @@ func TestScaleIn(t *testing.T) {
 		return false
 	})
 	hits := b1.Hits()
-	eventually(t, 5*time.Second, "100 more RPCs on b1", func() bool { return b1.Hits() >= hits+100 })
+	wait.Eventually(t, 5*time.Second, "100 more RPCs on b1", func() bool { return b1.Hits() >= hits+100 })
 	if last := s.lastStart("b2"); last.After(pushed) {
 		t.Fatalf("b2 got an RPC started %s after the drain was pushed", last.Sub(pushed))
 	}
@@ -220,7 +221,7 @@ func TestFailover(t *testing.T) {
 	cc, rb := dial(t, "herald://"+agents[0].addr+","+agents[1].addr+","+agents[2].addr+"/echo")
 	s := startSender(cc)
 	defer s.close()
-	eventually(t, 5*time.Second, "b0 answering", func() bool { _, ok := s.firstSeen("b0"); return ok })
+	wait.Eventually(t, 5*time.Second, "b0 answering", func() bool { _, ok := s.firstSeen("b0"); return ok })
 	steps := []struct {
 		name     string
 		graceful bool
@@ -229,7 +230,7 @@ func TestFailover(t *testing.T) {
 		agents[i].stop(st.graceful)
 		stopped := time.Now()
 		register(t, reg, b[i+1].instance())
-		eventually(t, 10*time.Second, b[i+1].name+" answering after "+st.name, func() bool {
+		wait.Eventually(t, 10*time.Second, b[i+1].name+" answering after "+st.name, func() bool {
 			_, ok := s.firstSeen(b[i+1].name)
 			return ok
 		})
@@ -272,20 +273,20 @@ func TestEmptyPushProtection(t *testing.T) {
 			b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
 			cc, rb := dial(t, "herald://"+a.addr+"/echo", WithEmptyPushProtection(tc.protect))
 			cc.Connect()
-			eventually(t, 5*time.Second, "no-instance error before anything registered", func() bool {
+			wait.Eventually(t, 5*time.Second, "no-instance error before anything registered", func() bool {
 				_, _, errs := rb.pushes()
 				return len(errs) > 0
 			})
 			register(t, reg, b1.instance())
-			eventually(t, 5*time.Second, "b1 pushed", func() bool { return len(mustPushes(rb)) == 1 })
+			wait.Eventually(t, 5*time.Second, "b1 pushed", func() bool { return len(mustPushes(rb)) == 1 })
 			if _, err := reg.Deregister(context.Background(), registry.Key{Service: "echo", ID: "b1"}); err != nil {
 				t.Fatal(err)
 			}
 			if !tc.protect {
-				eventually(t, 5*time.Second, "the empty list pushed", func() bool { return len(mustPushes(rb)) == 2 })
+				wait.Eventually(t, 5*time.Second, "the empty list pushed", func() bool { return len(mustPushes(rb)) == 2 })
 			}
 			register(t, reg, b2.instance())
-			eventually(t, 5*time.Second, "b2 pushed", func() bool {
+			wait.Eventually(t, 5*time.Second, "b2 pushed", func() bool {
 				p := mustPushes(rb)
 				return len(p) > 0 && slices.Equal(p[len(p)-1], []string{"b2"})
 			})
@@ -315,19 +316,19 @@ func TestTransientDisconnect(t *testing.T) {
 		WithClientOptions(client.WithBackoff(client.Backoff{Base: time.Minute, Max: time.Minute})))
 	s := startSender(cc)
 	defer s.close()
-	eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
+	wait.Eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
 	a.stop(false)
-	eventually(t, 5*time.Second, "the watch to notice", func() bool { _, ok := rb.watcher().Connected(); return !ok })
+	wait.Eventually(t, 5*time.Second, "the watch to notice", func() bool { _, ok := rb.watcher().Connected(); return !ok })
 	pushesBefore := len(mustPushes(rb))
 	a2 := startAgent(t, reg, a.addr)
 	register(t, reg, b2.instance())
 	start := time.Now()
-	eventually(t, 5*time.Second, "reconnect on ResolveNow", func() bool {
+	wait.Eventually(t, 5*time.Second, "reconnect on ResolveNow", func() bool {
 		rb.resolver.ResolveNow(grpcresolver.ResolveNowOptions{})
 		_, ok := rb.watcher().Connected()
 		return ok
 	})
-	eventually(t, 5*time.Second, "b2 answering", func() bool { _, ok := s.firstSeen("b2"); return ok })
+	wait.Eventually(t, 5*time.Second, "b2 answering", func() bool { _, ok := s.firstSeen("b2"); return ok })
 	t.Logf("reconnected to the restarted agent %s after ResolveNow", time.Since(start))
 	if p := mustPushes(rb); len(p) != pushesBefore+1 || !slices.Equal(p[len(p)-1], []string{"b1", "b2"}) {
 		t.Fatalf("pushes %v: want exactly one new push [b1 b2] after the reconnect", p)
@@ -348,7 +349,7 @@ func TestClose(t *testing.T) {
 		}
 		cc, rb := dial(t, "herald://"+addr+"/echo")
 		cc.Connect()
-		eventually(t, 5*time.Second, "the resolver built", func() bool { return rb.watcher() != nil })
+		wait.Eventually(t, 5*time.Second, "the resolver built", func() bool { return rb.watcher() != nil })
 		cc.Close()
 		select {
 		case <-rb.watcher().Done():

@@ -19,6 +19,7 @@ import (
 
 	"github.com/herald-sd/herald/pushsvc/client"
 	"github.com/herald-sd/herald/resolver"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // backend is a tiny gRPC server (the standard health service) that counts
@@ -132,7 +133,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	stopCallers := sync.OnceFunc(func() { close(stop); wg.Wait() })
 	t.Cleanup(stopCallers)
-	Eventually(t, 15*time.Second, "every backend serves RPCs", func() error {
+	wait.Eventually(t, 15*time.Second, "every backend serves RPCs", func() error {
 		for _, b := range bs {
 			if b.calls.Load() == 0 {
 				return fmt.Errorf("%s has no RPCs yet", b.name)
@@ -149,7 +150,7 @@ func TestGracefulShutdown(t *testing.T) {
 		in, ok := view.instance(svc, id)
 		return in.Status, ok
 	}
-	drainedIn, err := pollFast(10*time.Second, func() error {
+	drainedIn, err := wait.Until(10*time.Second, measureEvery, func() error {
 		for _, id := range []string{"b0", "b1"} {
 			if st, ok := statusOf(id); !ok || st != client.StatusDraining {
 				return fmt.Errorf("%s: status %v (present %v), want draining", id, st, ok)
@@ -165,7 +166,7 @@ func TestGracefulShutdown(t *testing.T) {
 	// drained backends must get no new RPCs while they are draining.
 	<-time.After(grace / 4) // a window inside the drain, not a wait for a condition
 	before := bs[0].calls.Load() + bs[1].calls.Load()
-	_, err = pollFast(15*time.Second, func() error {
+	_, err = wait.Until(15*time.Second, measureEvery, func() error {
 		for _, id := range []string{"b0", "b1"} {
 			if _, ok := statusOf(id); ok {
 				return fmt.Errorf("%s still present", id)
@@ -184,7 +185,7 @@ func TestGracefulShutdown(t *testing.T) {
 	bs[0].srv.GracefulStop()
 	bs[1].srv.GracefulStop()
 	more := ok.Load() + 200
-	Eventually(t, 10*time.Second, "200 more RPCs after the drained backends stopped", func() error {
+	wait.Eventually(t, 10*time.Second, "200 more RPCs after the drained backends stopped", func() error {
 		if n := ok.Load(); n < more {
 			return fmt.Errorf("%d of %d RPCs", n, more)
 		}

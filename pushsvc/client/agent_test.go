@@ -12,6 +12,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // realAgent is an in-process pushsvc server with its own registry.
@@ -94,7 +95,7 @@ func TestSessionAgentRestart(t *testing.T) {
 		t.Fatal("instance survived its session")
 	}
 	a2 := startReal(t, a.reg, a.addr)
-	eventually(t, 10*time.Second, "re-registration on the restarted agent", func() bool {
+	wait.Eventually(t, 10*time.Second, "re-registration on the restarted agent", func() bool {
 		return a2.lookup("e1") != nil && reg.Registrations() == 2
 	})
 	if err := reg.Close(ctx); err != nil {
@@ -121,7 +122,7 @@ func TestSessionFailover(t *testing.T) {
 		t.Fatal("want the registration on the first agent only")
 	}
 	a.stop()
-	eventually(t, 10*time.Second, "registration on the second agent", func() bool { return b.lookup("e1") != nil })
+	wait.Eventually(t, 10*time.Second, "registration on the second agent", func() bool { return b.lookup("e1") != nil })
 }
 
 // TestCloseDrainsBeforeDeregister: a watcher sees the instance draining for

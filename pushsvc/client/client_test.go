@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -130,7 +131,7 @@ func TestWatchSlowConsumer(t *testing.T) {
 			Events: []*heraldpb.Event{upsert("web", "i"+string(rune('a'+i%26)), uint64(i))}}
 	}
 	var last Update
-	eventually(t, 5*time.Second, "the last revision", func() bool {
+	wait.Eventually(t, 5*time.Second, "the last revision", func() bool {
 		select {
 		case last = <-w.Updates():
 		default:
@@ -164,7 +165,7 @@ func TestSessionReregistersWithStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.kill <- struct{}{}
-	eventually(t, 5*time.Second, "re-registration", func() bool {
+	wait.Eventually(t, 5*time.Second, "re-registration", func() bool {
 		_, _, live, regs := f.snapshot()
 		return regs == 2 && live["echo/e1"] != nil && reg.Registrations() == 2
 	})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // cutProxy forwards TCP to target. cut drops every connection, and while it
@@ -112,7 +113,7 @@ func TestWatchResumeReal(t *testing.T) {
 				t.Fatalf("first update %v", u.Services)
 			}
 			p.cut(true)
-			eventually(t, 5*time.Second, "the watch to notice the cut", func() bool { _, ok := w.Connected(); return !ok })
+			wait.Eventually(t, 5*time.Second, "the watch to notice the cut", func() bool { _, ok := w.Connected(); return !ok })
 			for i := 0; i < tc.changes; i++ {
 				put("x")
 				if _, err := reg.Deregister(context.Background(), registry.Key{Service: "echo", ID: "x"}); err != nil {
