@@ -19,6 +19,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/client"
+	"github.com/herald-sd/herald/pushsvc/heraldtest"
 	"github.com/herald-sd/herald/testenv/wait"
 )
 
@@ -121,11 +122,11 @@ func register(t *testing.T, reg *registry.Registry, in *registry.Instance) {
 // TestScaleOut: a backend registered while a round_robin client is running
 // gets RPCs; the delay from the register call's return is logged.
 func TestScaleOut(t *testing.T) {
-	reg := newRegistry(t)
-	a := startAgent(t, reg, "127.0.0.1:0")
+	a := heraldtest.NewAgent(t)
+	reg := a.Registry()
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
 	register(t, reg, b1.instance())
-	cc, _ := dial(t, "herald://"+a.addr+"/echo")
+	cc, _ := dial(t, "herald://"+a.Addr()+"/echo")
 	s := startSender(cc)
 	defer s.close()
 	wait.Eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
@@ -142,12 +143,12 @@ func TestScaleOut(t *testing.T) {
 // TestWeightChangeKeepsConnection: a new weight or tag reaches the balancer
 // as attributes, without making the client redial the backend.
 func TestWeightChangeKeepsConnection(t *testing.T) {
-	reg := newRegistry(t)
-	a := startAgent(t, reg, "127.0.0.1:0")
+	a := heraldtest.NewAgent(t)
+	reg := a.Registry()
 	b1 := startBackend(t, "b1")
 	in := b1.instance()
 	register(t, reg, in)
-	cc, rb := dial(t, "herald://"+a.addr+"/echo")
+	cc, rb := dial(t, "herald://"+a.Addr()+"/echo")
 	s := startSender(cc)
 	defer s.close()
 	wait.Eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
@@ -173,12 +174,12 @@ func TestWeightChangeKeepsConnection(t *testing.T) {
 // TestScaleIn: once the drain of a backend is pushed, no RPC started after
 // the push reaches it.
 func TestScaleIn(t *testing.T) {
-	reg := newRegistry(t)
-	a := startAgent(t, reg, "127.0.0.1:0")
+	a := heraldtest.NewAgent(t)
+	reg := a.Registry()
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
 	register(t, reg, b1.instance())
 	register(t, reg, b2.instance())
-	cc, rb := dial(t, "herald://"+a.addr+"/echo")
+	cc, rb := dial(t, "herald://"+a.Addr()+"/echo")
 	s := startSender(cc)
 	defer s.close()
 	wait.Eventually(t, 5*time.Second, "both answering", func() bool {
@@ -214,20 +215,28 @@ func TestScaleIn(t *testing.T) {
 // is killed; RPCs never fail and new backends keep arriving through the
 // next agent.
 func TestFailover(t *testing.T) {
-	reg := newRegistry(t)
-	agents := []*agent{startAgent(t, reg, "127.0.0.1:0"), startAgent(t, reg, "127.0.0.1:0"), startAgent(t, reg, "127.0.0.1:0")}
+	// Three agents of one cluster: they serve one registry.
+	reg, err := registry.New(registry.Config{Node: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() }) // after the agents' cleanups
+	var agents []*heraldtest.Agent
+	for range 3 {
+		agents = append(agents, heraldtest.NewAgent(t, heraldtest.WithRegistry(reg)))
+	}
 	b := []*backend{startBackend(t, "b0"), startBackend(t, "b1"), startBackend(t, "b2")}
 	register(t, reg, b[0].instance())
-	cc, rb := dial(t, "herald://"+agents[0].addr+","+agents[1].addr+","+agents[2].addr+"/echo")
+	cc, rb := dial(t, "herald://"+agents[0].Addr()+","+agents[1].Addr()+","+agents[2].Addr()+"/echo")
 	s := startSender(cc)
 	defer s.close()
 	wait.Eventually(t, 5*time.Second, "b0 answering", func() bool { _, ok := s.firstSeen("b0"); return ok })
 	steps := []struct {
-		name     string
-		graceful bool
-	}{{"graceful stop", true}, {"hard kill", false}}
+		name string
+		stop func(*heraldtest.Agent)
+	}{{"graceful stop", (*heraldtest.Agent).Stop}, {"hard kill", (*heraldtest.Agent).Kill}}
 	for i, st := range steps {
-		agents[i].stop(st.graceful)
+		st.stop(agents[i])
 		stopped := time.Now()
 		register(t, reg, b[i+1].instance())
 		wait.Eventually(t, 10*time.Second, b[i+1].name+" answering after "+st.name, func() bool {
@@ -235,8 +244,8 @@ func TestFailover(t *testing.T) {
 			return ok
 		})
 		agent, ok := rb.watcher().Connected()
-		if !ok || agent != agents[i+1].addr {
-			t.Fatalf("%s: watching %q (connected %v), want %q", st.name, agent, ok, agents[i+1].addr)
+		if !ok || agent != agents[i+1].Addr() {
+			t.Fatalf("%s: watching %q (connected %v), want %q", st.name, agent, ok, agents[i+1].Addr())
 		}
 		t.Logf("failover after %s: new backend served %s after the agent stopped", st.name, time.Since(stopped))
 	}
@@ -268,10 +277,10 @@ func TestEmptyPushProtection(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			reg := newRegistry(t)
-			a := startAgent(t, reg, "127.0.0.1:0")
+			a := heraldtest.NewAgent(t)
+			reg := a.Registry()
 			b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
-			cc, rb := dial(t, "herald://"+a.addr+"/echo", WithEmptyPushProtection(tc.protect))
+			cc, rb := dial(t, "herald://"+a.Addr()+"/echo", WithEmptyPushProtection(tc.protect))
 			cc.Connect()
 			wait.Eventually(t, 5*time.Second, "no-instance error before anything registered", func() bool {
 				_, _, errs := rb.pushes()
@@ -308,19 +317,21 @@ func TestEmptyPushProtection(t *testing.T) {
 // keep working; after it is back, ResolveNow reconnects at once although the
 // backoff is long, and the watch resumes.
 func TestTransientDisconnect(t *testing.T) {
-	reg := newRegistry(t)
-	a := startAgent(t, reg, "127.0.0.1:0")
+	a := heraldtest.NewAgent(t)
+	reg := a.Registry()
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
 	register(t, reg, b1.instance())
-	cc, rb := dial(t, "herald://"+a.addr+"/echo",
+	cc, rb := dial(t, "herald://"+a.Addr()+"/echo",
 		WithClientOptions(client.WithBackoff(client.Backoff{Base: time.Minute, Max: time.Minute})))
 	s := startSender(cc)
 	defer s.close()
 	wait.Eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
-	a.stop(false)
+	a.Kill()
 	wait.Eventually(t, 5*time.Second, "the watch to notice", func() bool { _, ok := rb.watcher().Connected(); return !ok })
 	pushesBefore := len(mustPushes(rb))
-	a2 := startAgent(t, reg, a.addr)
+	if err := a.Restart(); err != nil {
+		t.Fatal(err)
+	}
 	register(t, reg, b2.instance())
 	start := time.Now()
 	wait.Eventually(t, 5*time.Second, "reconnect on ResolveNow", func() bool {
@@ -336,7 +347,6 @@ func TestTransientDisconnect(t *testing.T) {
 	if n := s.failures.Load(); n != 0 {
 		t.Fatalf("%d failed RPCs", n)
 	}
-	_ = a2
 }
 
 // TestClose: Build then Close leaves no goroutine behind (goleak checks in
@@ -345,7 +355,7 @@ func TestClose(t *testing.T) {
 	for _, reachable := range []bool{true, false} {
 		addr := "127.0.0.1:1"
 		if reachable {
-			addr = startAgent(t, newRegistry(t), "127.0.0.1:0").addr
+			addr = heraldtest.NewAgent(t).Addr()
 		}
 		cc, rb := dial(t, "herald://"+addr+"/echo")
 		cc.Connect()

@@ -178,42 +178,6 @@ func TestSessionReregistersWithStatus(t *testing.T) {
 	}
 }
 
-// TestCloseDrainsThenDeregisters checks the order and the grace.
-func TestCloseDrainsThenDeregisters(t *testing.T) {
-	tests := []struct {
-		name  string
-		grace time.Duration
-	}{{"no grace", 0}, {"grace 150ms", 150 * time.Millisecond}}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			f := startFake(t)
-			c := newTestClient(t, []string{f.addr})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			reg, err := c.Register(ctx, testInstance("e1"), WithGrace(tc.grace))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := reg.Close(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := reg.Close(ctx); err != nil {
-				t.Fatal("second Close:", err)
-			}
-			ops, times, live, _ := f.snapshot()
-			if got := strings.Join(ops, " "); got != "register:STATUS_UNSPECIFIED set_status:STATUS_DRAINING deregister" {
-				t.Fatalf("ops %q", got)
-			}
-			if d := times[2].Sub(times[1]); d < tc.grace {
-				t.Fatalf("deregistered %s after the drain, want >= %s", d, tc.grace)
-			}
-			if len(live) != 0 {
-				t.Fatalf("still registered: %v", live)
-			}
-		})
-	}
-}
-
 func TestRegisterRejected(t *testing.T) {
 	f := startFake(t)
 	c := newTestClient(t, []string{f.addr})

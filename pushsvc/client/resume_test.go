@@ -10,6 +10,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc"
+	"github.com/herald-sd/herald/pushsvc/heraldtest"
 	"github.com/herald-sd/herald/testenv/wait"
 )
 
@@ -93,9 +94,9 @@ func TestWatchResumeReal(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer reg.Close()
-			a := startRealWith(t, reg, pushsvc.Config{Registry: reg, Logger: quietLog(), WatchHistory: 16, WatchMaxLag: 16})
-			p := startProxy(t, a.addr)
+			t.Cleanup(func() { reg.Close() }) // after the agent's cleanup
+			a := heraldtest.NewAgent(t, heraldtest.WithRegistry(reg), heraldtest.WithConfig(pushsvc.Config{WatchHistory: 16, WatchMaxLag: 16}))
+			p := startProxy(t, a.Addr())
 			c := newTestClient(t, []string{p.lis.Addr().String()})
 			put := func(id string) {
 				in := testInstance(id).toRegistry()

@@ -91,7 +91,7 @@ func TestSharedRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer shared.Close()
+	t.Cleanup(func() { shared.Close() }) // after the agents' cleanups
 	a1 := heraldtest.NewAgent(t, heraldtest.WithRegistry(shared))
 	a2 := heraldtest.NewAgent(t, heraldtest.WithRegistry(shared), heraldtest.WithConfig(pushsvc.Config{WatchHistory: 16}))
 	if a1.Addr() == a2.Addr() {
