@@ -152,13 +152,7 @@ func (a *Agent) Instance(service, id string) *registry.Instance {
 func (a *Agent) Stop() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.serving == nil {
-		return
-	}
-	a.ps.Close()
-	a.gs.GracefulStop()
-	<-a.serving
-	a.serving = nil
+	a.stop(true)
 }
 
 // Kill stops the agent at once, as a crash would: every connection drops,
@@ -167,15 +161,21 @@ func (a *Agent) Stop() {
 func (a *Agent) Kill() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.kill()
+	a.stop(false)
 }
 
-func (a *Agent) kill() {
+// stop is Stop (graceful) or Kill. Called with a.mu held.
+func (a *Agent) stop(graceful bool) {
 	if a.serving == nil {
 		return
 	}
-	a.gs.Stop()
-	a.ps.Close()
+	if graceful {
+		a.ps.Close()
+		a.gs.GracefulStop()
+	} else {
+		a.gs.Stop()
+		a.ps.Close()
+	}
 	<-a.serving
 	a.serving = nil
 }
@@ -189,7 +189,7 @@ func (a *Agent) Restart() error {
 	if a.closed {
 		return errors.New("heraldtest: restart: the agent is closed")
 	}
-	a.kill()
+	a.stop(false)
 	// The address is free once the old listener is closed; the retries only
 	// cover a slow release by the kernel.
 	var lis net.Listener
@@ -214,7 +214,7 @@ func (a *Agent) Close() {
 		return
 	}
 	a.closed = true
-	a.kill()
+	a.stop(false)
 	if a.ownReg {
 		a.reg.Close()
 	}
