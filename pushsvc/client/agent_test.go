@@ -18,10 +18,7 @@ func TestSessionAgentRestart(t *testing.T) {
 	c := newTestClient(t, []string{a.Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	reg, err := c.Register(ctx, testInstance("e1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := mustRegister(t, ctx, c, "e1")
 	if in := a.Instance("echo", "e1"); in == nil || in.Check.Kind != registry.CheckSession {
 		t.Fatalf("registered %+v, want a session instance", in)
 	}
@@ -50,10 +47,7 @@ func TestSessionFailover(t *testing.T) {
 	c := newTestClient(t, []string{a.Addr(), b.Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	reg, err := c.Register(ctx, testInstance("e1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := mustRegister(t, ctx, c, "e1")
 	defer reg.Close(ctx)
 	if a.Instance("echo", "e1") == nil || b.Instance("echo", "e1") != nil {
 		t.Fatal("want the registration on the first agent only")
@@ -74,10 +68,7 @@ func TestRegistrationLostToANewerWrite(t *testing.T) {
 	c := newTestClient(t, []string{a.Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	reg, err := c.Register(ctx, testInstance("e1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := mustRegister(t, ctx, c, "e1")
 	newer := a.Instance("echo", "e1").Clone()
 	newer.Owner, newer.Stamp, newer.Check = "n2", newer.Stamp+1, registry.Check{}
 	a.Registry().Apply([]registry.Delta{{Owner: "n2", Version: registry.Version{Epoch: 1, Seq: 1}, Op: registry.OpUpsert, Instance: newer, Time: time.Now(), Stamp: newer.Stamp}})

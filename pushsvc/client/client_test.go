@@ -150,6 +150,16 @@ func testInstance(id string) Instance {
 	return Instance{Service: "echo", ID: id, Address: netip.MustParseAddr("127.0.0.1"), Port: 7000}
 }
 
+// mustRegister registers testInstance(id) through c.
+func mustRegister(t *testing.T, ctx context.Context, c *Client, id string, opts ...RegisterOption) *Registration {
+	t.Helper()
+	reg, err := c.Register(ctx, testInstance(id), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg
+}
+
 // TestSessionReregistersWithStatus: after the session breaks the instance is
 // registered again, with the status it was last given.
 func TestSessionReregistersWithStatus(t *testing.T) {
@@ -157,10 +167,7 @@ func TestSessionReregistersWithStatus(t *testing.T) {
 	c := newTestClient(t, []string{f.addr})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	reg, err := c.Register(ctx, testInstance("e1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := mustRegister(t, ctx, c, "e1")
 	if err := reg.SetStatus(ctx, StatusWarning); err != nil {
 		t.Fatal(err)
 	}

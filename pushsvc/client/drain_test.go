@@ -110,10 +110,7 @@ func TestCloseDrainsThenDeregisters(t *testing.T) {
 			c := newTestClient(t, []string{a.addr})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			reg, err := c.Register(ctx, testInstance("e1"), WithGrace(tc.grace))
-			if err != nil {
-				t.Fatal(err)
-			}
+			reg := mustRegister(t, ctx, c, "e1", WithGrace(tc.grace))
 			wait.Eventually(t, 5*time.Second, "e1 seen registered", func() bool { return len(a.changes()) > 0 })
 			if err := reg.Close(ctx); err != nil {
 				t.Fatal(err)
