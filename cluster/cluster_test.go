@@ -12,6 +12,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster"
 	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 func TestConfigValidation(t *testing.T) {
@@ -76,7 +77,7 @@ func TestConvergence(t *testing.T) {
 		want = append(want, fmt.Sprintf("api-%04d", j))
 	}
 	for _, n := range nodes {
-		waitFor(t, 10*time.Second, n.name+" holds every registration", func() bool { return sameIDs(ids(n, "api"), want...) })
+		wait.Eventually(t, 10*time.Second, n.name+" holds every registration", func() bool { return sameIDs(ids(n, "api"), want...) })
 	}
 	// Deregistrations converge too, and the DNS node names are published.
 	for j := 0; j < total; j += 2 {
@@ -86,7 +87,7 @@ func TestConvergence(t *testing.T) {
 		}
 	}
 	for _, n := range nodes {
-		waitFor(t, 10*time.Second, n.name+" sees the deregistrations", func() bool { return len(ids(n, "api")) == total/2 })
+		wait.Eventually(t, 10*time.Second, n.name+" sees the deregistrations", func() bool { return len(ids(n, "api")) == total/2 })
 		for _, peer := range nodes {
 			if _, ok := n.reg.Snapshot().Node(peer.name); !ok {
 				t.Errorf("%s: node %s not published for DNS", n.name, peer.name)
@@ -116,10 +117,10 @@ func TestDroppedDeltaRepaired(t *testing.T) {
 			nodes := startCluster(t, 3, nodeOpts{syncInterval: tt.syncInterval, drop: drop})
 			n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 			register(t, n1, "api", "first")
-			waitFor(t, 10*time.Second, "first everywhere", func() bool { return sameIDs(ids(n2, "api"), "first") && sameIDs(ids(n3, "api"), "first") })
+			wait.Eventually(t, 10*time.Second, "first everywhere", func() bool { return sameIDs(ids(n2, "api"), "first") && sameIDs(ids(n3, "api"), "first") })
 			// Each node runs anti-entropy once it has its first peer; let n2's
 			// finish, so that only the path under test can bring "lost".
-			waitFor(t, 10*time.Second, "n2's first anti-entropy", func() bool {
+			wait.Eventually(t, 10*time.Second, "n2's first anti-entropy", func() bool {
 				return metric(t, n2, "herald_cluster_anti_entropy_runs_total") >= 1
 			})
 			register(t, n1, "api", "lost")
@@ -128,8 +129,8 @@ func TestDroppedDeltaRepaired(t *testing.T) {
 				register(t, n1, "api", "after")
 				want = append(want, "after")
 			}
-			waitFor(t, 10*time.Second, "n3 gets everything", func() bool { return sameIDs(ids(n3, "api"), want...) })
-			waitFor(t, 10*time.Second, "n2 repairs the dropped delta", func() bool { return sameIDs(ids(n2, "api"), want...) })
+			wait.Eventually(t, 10*time.Second, "n3 gets everything", func() bool { return sameIDs(ids(n3, "api"), want...) })
+			wait.Eventually(t, 10*time.Second, "n2 repairs the dropped delta", func() bool { return sameIDs(ids(n2, "api"), want...) })
 			if got := metric(t, n2, tt.metric); got == 0 {
 				t.Errorf("%s = 0 on n2", tt.metric)
 			}
@@ -152,7 +153,7 @@ func TestRestartedOwnerLeavesNoGhosts(t *testing.T) {
 			register(t, n3, "api", "a")
 			register(t, n3, "api", "b")
 			for _, n := range nodes[:2] {
-				waitFor(t, 10*time.Second, n.name+" holds a and b", func() bool { return sameIDs(ids(n, "api"), "a", "b") })
+				wait.Eventually(t, 10*time.Second, n.name+" holds a and b", func() bool { return sameIDs(ids(n, "api"), "a", "b") })
 			}
 			oldEpoch := n3.reg.Epoch()
 			bind := n3.addr()
@@ -160,7 +161,7 @@ func TestRestartedOwnerLeavesNoGhosts(t *testing.T) {
 			// Restart at once, before the failure detector notices: same name
 			// and address, new registry epoch.
 			var restarted *testNode
-			waitFor(t, 10*time.Second, "n3 restarts", func() bool {
+			wait.Eventually(t, 10*time.Second, "n3 restarts", func() bool {
 				var err error
 				restarted, err = tryStartNode(t, "n3", nodeOpts{bind: bind, join: []string{n1.addr()}})
 				return err == nil
@@ -172,7 +173,7 @@ func TestRestartedOwnerLeavesNoGhosts(t *testing.T) {
 				register(t, restarted, "api", id)
 			}
 			for _, n := range []*testNode{n1, n2} {
-				waitFor(t, 10*time.Second, n.name+" holds only the new epoch's instances", func() bool {
+				wait.Eventually(t, 10*time.Second, n.name+" holds only the new epoch's instances", func() bool {
 					return sameIDs(ids(n, "api"), tt.after...) && n.reg.Digest()["n3"].Epoch == restarted.reg.Epoch()
 				})
 			}
@@ -201,12 +202,12 @@ func TestFailedNodeReapedAndRestored(t *testing.T) {
 			n3 := startNode(t, "n3", nodeOpts{reg: reg3, join: []string{n1.addr()}})
 			register(t, n3, "api", "x")
 			for _, n := range []*testNode{n1, n2} {
-				waitFor(t, 10*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
+				wait.Eventually(t, 10*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
 			}
 			bind := n3.addr()
 			n3.kill(false)
 			for _, n := range []*testNode{n1, n2} {
-				waitFor(t, 10*time.Second, n.name+" reaps the failed owner", func() bool { return len(ids(n, "api")) == 0 })
+				wait.Eventually(t, 10*time.Second, n.name+" reaps the failed owner", func() bool { return len(ids(n, "api")) == 0 })
 				if _, ok := n.reg.Snapshot().Node("n3"); ok {
 					t.Errorf("%s still publishes n3 for DNS", n.name)
 				}
@@ -221,10 +222,10 @@ func TestFailedNodeReapedAndRestored(t *testing.T) {
 				register(t, back, "api", "x")
 			}
 			for _, n := range []*testNode{n1, n2} {
-				waitFor(t, 10*time.Second, n.name+" restores x", func() bool { return sameIDs(ids(n, "api"), "x") })
+				wait.Eventually(t, 10*time.Second, n.name+" restores x", func() bool { return sameIDs(ids(n, "api"), "x") })
 			}
 			// And the returning node catches up with what it missed.
-			waitFor(t, 10*time.Second, "n3 gets y", func() bool { return sameIDs(ids(back, "web"), "y") })
+			wait.Eventually(t, 10*time.Second, "n3 gets y", func() bool { return sameIDs(ids(back, "web"), "y") })
 		})
 	}
 }
@@ -235,7 +236,7 @@ func TestLeaveReapsAtOnce(t *testing.T) {
 	nodes := startCluster(t, 3, nodeOpts{reapFailed: time.Hour})
 	register(t, nodes[2], "api", "x")
 	for _, n := range nodes[:2] {
-		waitFor(t, 10*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
+		wait.Eventually(t, 10*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -244,8 +245,8 @@ func TestLeaveReapsAtOnce(t *testing.T) {
 	}
 	nodes[2].kill(true)
 	for _, n := range nodes[:2] {
-		waitFor(t, 10*time.Second, n.name+" reaps the leaver", func() bool { return len(ids(n, "api")) == 0 })
-		waitFor(t, 10*time.Second, n.name+" lists n3 as left", func() bool {
+		wait.Eventually(t, 10*time.Second, n.name+" reaps the leaver", func() bool { return len(ids(n, "api")) == 0 })
+		wait.Eventually(t, 10*time.Second, n.name+" lists n3 as left", func() bool {
 			for _, m := range n.cl.Members() {
 				if m.Name == "n3" {
 					return m.Status == "left"
@@ -279,7 +280,7 @@ func TestEncryption(t *testing.T) {
 				if err != nil {
 					t.Fatalf("join with the same key: %v", err)
 				}
-				waitFor(t, 10*time.Second, "two members", func() bool { return len(n.cl.Members()) == 2 })
+				wait.Eventually(t, 10*time.Second, "two members", func() bool { return len(n.cl.Members()) == 2 })
 				return
 			}
 			if err == nil {
@@ -321,12 +322,12 @@ func TestReapedOwnerNotRelearned(t *testing.T) {
 	n3 := startNode(t, "n3", nodeOpts{join: []string{n1.addr()}})
 	register(t, n3, "api", "x")
 	for _, n := range []*testNode{n1, n2} {
-		waitFor(t, 10*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
+		wait.Eventually(t, 10*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
 	}
 	n3.kill(true)
-	waitFor(t, 10*time.Second, "n1 reaps n3", func() bool { return len(ids(n1, "api")) == 0 })
+	wait.Eventually(t, 10*time.Second, "n1 reaps n3", func() bool { return len(ids(n1, "api")) == 0 })
 	runs := metric(t, n1, "herald_cluster_anti_entropy_runs_total")
-	waitFor(t, 10*time.Second, "three anti-entropy runs on n1", func() bool {
+	wait.Eventually(t, 10*time.Second, "three anti-entropy runs on n1", func() bool {
 		return metric(t, n1, "herald_cluster_anti_entropy_runs_total") >= runs+3
 	})
 	if got := ids(n1, "api"); len(got) != 0 {
@@ -358,7 +359,7 @@ func TestCompactedPeerGetsFullState(t *testing.T) {
 	n2 := startNode(t, "n2", nodeOpts{join: []string{n1.addr()}})
 	// n2 learns n1's (empty) set from n1's sender or from its own
 	// anti-entropy pull on join, whichever comes first.
-	waitFor(t, 10*time.Second, "n2 holds n1's set", func() bool {
+	wait.Eventually(t, 10*time.Second, "n2 holds n1's set", func() bool {
 		_, ok := n2.reg.Digest()["n1"]
 		return ok
 	})
@@ -371,10 +372,10 @@ func TestCompactedPeerGetsFullState(t *testing.T) {
 		want = append(want, id)
 	}
 	releaseOnce.Do(func() { close(release) })
-	waitFor(t, 10*time.Second, "n2 catches up", func() bool { return sameIDs(ids(n2, "api"), want...) })
+	wait.Eventually(t, 10*time.Second, "n2 catches up", func() bool { return sameIDs(ids(n2, "api"), want...) })
 	// Anti-entropy may have caught n2 up first; the held sender must still
 	// fall back to full state once it resumes past its compacted log.
-	waitFor(t, 10*time.Second, "n1 sends full state after its log was compacted", func() bool {
+	wait.Eventually(t, 10*time.Second, "n1 sends full state after its log was compacted", func() bool {
 		return metric(t, n1, "herald_cluster_full_states_sent_total") > fulls
 	})
 }
@@ -401,7 +402,7 @@ func TestLargeInstancesReplicate(t *testing.T) {
 		want = append(want, id)
 	}
 	n2 := startNode(t, "n2", nodeOpts{join: []string{n1.addr()}})
-	waitFor(t, 15*time.Second, "n2 receives the 5 MB full state", func() bool { return sameIDs(ids(n2, "fat"), want...) })
+	wait.Eventually(t, 15*time.Second, "n2 receives the 5 MB full state", func() bool { return sameIDs(ids(n2, "fat"), want...) })
 	for i := range 300 { // a burst of about 5 MB of deltas
 		id := fmt.Sprintf("burst-%03d", i)
 		if _, err := n1.reg.Register(context.Background(), big(id)); err != nil {
@@ -409,5 +410,5 @@ func TestLargeInstancesReplicate(t *testing.T) {
 		}
 		want = append(want, id)
 	}
-	waitFor(t, 15*time.Second, "n2 receives the 5 MB burst", func() bool { return sameIDs(ids(n2, "fat"), want...) })
+	wait.Eventually(t, 15*time.Second, "n2 receives the 5 MB burst", func() bool { return sameIDs(ids(n2, "fat"), want...) })
 }

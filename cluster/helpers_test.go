@@ -15,6 +15,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster"
 	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // testNode is one in-process Herald node: a registry, a gRPC server on
@@ -158,7 +159,7 @@ func startCluster(t testing.TB, size int, o nodeOpts) []*testNode {
 		oi.join = []string{nodes[0].addr()}
 		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), oi))
 	}
-	waitFor(t, 10*time.Second, "all members alive", func() bool {
+	wait.Eventually(t, 10*time.Second, "all members alive", func() bool {
 		for _, n := range nodes {
 			alive := 0
 			for _, m := range n.cl.Members() {
@@ -173,18 +174,6 @@ func startCluster(t testing.TB, size int, o nodeOpts) []*testNode {
 		return true
 	})
 	return nodes
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func register(t testing.TB, n *testNode, service, id string) {

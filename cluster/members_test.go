@@ -12,6 +12,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster"
 	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // member returns n's view of the member name, and whether it has one.
@@ -91,10 +92,10 @@ func TestSnapshotRejoinsWithoutJoin(t *testing.T) {
 			o3 := o
 			o3.snapshot, o3.join, o3.reg = snap("n3"), []string{n1.addr()}, reg3
 			n3 := startNode(t, "n3", o3)
-			waitFor(t, 10*time.Second, "three alive members", func() bool { return allAlive(n1, n2, n3) })
+			wait.Eventually(t, 10*time.Second, "three alive members", func() bool { return allAlive(n1, n2, n3) })
 			register(t, n3, "api", "x")
 			for _, n := range []*testNode{n1, n2} {
-				waitFor(t, 10*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
+				wait.Eventually(t, 10*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
 			}
 
 			bind := n3.addr()
@@ -107,7 +108,7 @@ func TestSnapshotRejoinsWithoutJoin(t *testing.T) {
 			}
 			n3.kill(false)
 			for _, n := range []*testNode{n1, n2} {
-				waitFor(t, 10*time.Second, n.name+" sees n3 gone and reaps x", func() bool {
+				wait.Eventually(t, 10*time.Second, n.name+" sees n3 gone and reaps x", func() bool {
 					st := status(n, "n3")
 					return (st == "failed" || st == "left") && len(ids(n, "api")) == 0
 				})
@@ -116,12 +117,12 @@ func TestSnapshotRejoinsWithoutJoin(t *testing.T) {
 			// The same snapshot, no Join.
 			o3.bind, o3.join = bind, nil
 			back := startNode(t, "n3", o3)
-			waitFor(t, 10*time.Second, "n3 alive in every member list", func() bool { return allAlive(n1, n2, back) })
+			wait.Eventually(t, 10*time.Second, "n3 alive in every member list", func() bool { return allAlive(n1, n2, back) })
 			for _, n := range []*testNode{n1, n2} {
-				waitFor(t, 10*time.Second, n.name+" holds x again", func() bool { return sameIDs(ids(n, "api"), "x") })
+				wait.Eventually(t, 10*time.Second, n.name+" holds x again", func() bool { return sameIDs(ids(n, "api"), "x") })
 			}
 			// The rejoin ran the on-join anti-entropy (SyncInterval is an hour).
-			waitFor(t, 10*time.Second, "anti-entropy on the snapshot rejoin", func() bool {
+			wait.Eventually(t, 10*time.Second, "anti-entropy on the snapshot rejoin", func() bool {
 				return metric(t, back, "herald_cluster_anti_entropy_runs_total") > 0
 			})
 		})
@@ -138,8 +139,8 @@ func TestRetryJoin(t *testing.T) {
 	if err := n1.cl.Ready(); err != nil {
 		t.Fatalf("Ready without RetryJoin = %v, want nil", err)
 	}
-	waitFor(t, 15*time.Second, "the retry-join succeeds", func() bool { return n2.cl.Ready() == nil && allAlive(n1, n2) })
-	waitFor(t, 10*time.Second, "anti-entropy on the retry-join", func() bool {
+	wait.Eventually(t, 15*time.Second, "the retry-join succeeds", func() bool { return n2.cl.Ready() == nil && allAlive(n1, n2) })
+	wait.Eventually(t, 10*time.Second, "anti-entropy on the retry-join", func() bool {
 		return metric(t, n2, "herald_cluster_anti_entropy_runs_total") > 0
 	})
 
@@ -154,7 +155,7 @@ func TestRetryJoin(t *testing.T) {
 	if n, err := n1.cl.Join(ctx, []string{n3.addr()}); err != nil || n != 1 {
 		t.Fatalf("Join = %d, %v", n, err)
 	}
-	waitFor(t, 10*time.Second, "n3 ready after being joined", func() bool { return n3.cl.Ready() == nil })
+	wait.Eventually(t, 10*time.Second, "n3 ready after being joined", func() bool { return n3.cl.Ready() == nil })
 }
 
 func TestJoin(t *testing.T) {
@@ -171,7 +172,7 @@ func TestJoin(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("Join = %d, %v; want 1, nil", n, err)
 	}
-	waitFor(t, 10*time.Second, "two alive members", func() bool { return allAlive(n1, n2) })
+	wait.Eventually(t, 10*time.Second, "two alive members", func() bool { return allAlive(n1, n2) })
 	// A second node with n2's name is refused by its join.
 	dup := startNode(t, "n2", nodeOpts{})
 	if _, err := dup.cl.Join(ctx, []string{n1.addr()}); !errors.Is(err, cluster.ErrNameConflict) {
@@ -186,7 +187,7 @@ func TestForceLeave(t *testing.T) {
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	register(t, n3, "api", "x")
 	for _, n := range nodes[:2] {
-		waitFor(t, 10*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
+		wait.Eventually(t, 10*time.Second, n.name+" holds x", func() bool { return sameIDs(ids(n, "api"), "x") })
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -206,7 +207,7 @@ func TestForceLeave(t *testing.T) {
 
 	killed := time.Now()
 	n3.kill(true)
-	waitFor(t, 10*time.Second, "n1 sees n3 failed", func() bool { return status(n1, "n3") == "failed" })
+	wait.Eventually(t, 10*time.Second, "n1 sees n3 failed", func() bool { return status(n1, "n3") == "failed" })
 	// On a loaded machine the fast test timers can suspect n3 a moment
 	// before the kill; its failure then dates from that moment.
 	if m, _ := member(n1, "n3"); m.Since.Before(killed.Add(-2*time.Second)) || m.Since.After(time.Now()) {
@@ -220,7 +221,7 @@ func TestForceLeave(t *testing.T) {
 		t.Fatalf("ForceLeave(n3): %v", err)
 	}
 	for _, n := range []*testNode{n1, n2} {
-		waitFor(t, 2*time.Second, n.name+" reaps x at once", func() bool {
+		wait.Eventually(t, 2*time.Second, n.name+" reaps x at once", func() bool {
 			return len(ids(n, "api")) == 0 && status(n, "n3") == "left"
 		})
 	}
@@ -228,7 +229,7 @@ func TestForceLeave(t *testing.T) {
 	if err := n1.cl.ForceLeave(ctx, "n3", true); err != nil {
 		t.Fatalf("ForceLeave(n3, prune): %v", err)
 	}
-	waitFor(t, 10*time.Second, "n3 pruned", func() bool {
+	wait.Eventually(t, 10*time.Second, "n3 pruned", func() bool {
 		_, ok := member(n1, "n3")
 		return !ok
 	})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // TestTakeoverThenDeregisterStaysGone is the case on a real
@@ -30,24 +31,24 @@ func TestTakeoverThenDeregisterStaysGone(t *testing.T) {
 	if _, err := n1.reg.Register(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "n1's copy everywhere", func() bool {
+	wait.Eventually(t, 10*time.Second, "n1's copy everywhere", func() bool {
 		return addrOn(n2) == "n1@10.0.0.1" && addrOn(n3) == "n1@10.0.0.1"
 	})
 	moved := &registry.Instance{Service: "api", ID: "p1", Address: netip.MustParseAddr("10.0.0.2"), Port: 80}
 	if _, err := n2.reg.Register(ctx, moved); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "n2's copy everywhere", func() bool {
+	wait.Eventually(t, 10*time.Second, "n2's copy everywhere", func() bool {
 		return addrOn(n1) == "n2@10.0.0.2" && addrOn(n2) == "n2@10.0.0.2" && addrOn(n3) == "n2@10.0.0.2"
 	})
-	waitFor(t, 10*time.Second, "n1 dropped its copy", func() bool {
+	wait.Eventually(t, 10*time.Second, "n1 dropped its copy", func() bool {
 		st, _ := n1.reg.OwnerState("n1")
 		return len(st.Instances) == 0
 	})
 	if _, err := n2.reg.Deregister(ctx, key); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "p1 gone everywhere", func() bool {
+	wait.Eventually(t, 10*time.Second, "p1 gone everywhere", func() bool {
 		return addrOn(n1) == "" && addrOn(n2) == "" && addrOn(n3) == ""
 	})
 	// n3 still learns n1's full state again (anti-entropy, a restart): the

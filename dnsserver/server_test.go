@@ -2,6 +2,7 @@ package dnsserver
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
+
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 func TestMain(m *testing.M) {
@@ -82,13 +85,13 @@ func TestServerUDPAndTCP(t *testing.T) {
 	// The handler counts a request after it has written the answer, so the
 	// client can see the answer first: wait for the counters.
 	for _, c := range []struct{ qtype, rcode string }{{"SRV", "NOERROR"}, {"A", "NXDOMAIN"}} {
-		deadline := time.Now().Add(5 * time.Second)
-		for counterValue(t, reg, c.qtype, c.rcode) != 2 {
-			if time.Now().After(deadline) {
-				t.Fatalf("herald_dns_requests_total{%s,%s} = %v, want 2", c.qtype, c.rcode, counterValue(t, reg, c.qtype, c.rcode))
+		name := fmt.Sprintf("herald_dns_requests_total{%s,%s}", c.qtype, c.rcode)
+		wait.Eventually(t, 5*time.Second, name+" at 2", func() error {
+			if v := counterValue(t, reg, c.qtype, c.rcode); v != 2 {
+				return fmt.Errorf("%s = %v", name, v)
 			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 func TestRegister(t *testing.T) {
@@ -279,15 +280,15 @@ func TestTTLLifetime(t *testing.T) {
 		t.Fatalf("status with heartbeats = %s, want passing", st)
 	}
 	clock.Advance(1100 * time.Millisecond)
-	waitFor(t, 2*time.Second, "critical after a missed TTL", func() bool { return statusOf() == registry.StatusCritical })
+	wait.Eventually(t, 2*time.Second, "critical after a missed TTL", func() bool { return statusOf() == registry.StatusCritical })
 	heartbeat()
 	if st := statusOf(); st != registry.StatusPassing {
 		t.Fatalf("status after a late heartbeat = %s, want passing", st)
 	}
 	clock.Advance(1100 * time.Millisecond)
-	waitFor(t, 2*time.Second, "critical", func() bool { return statusOf() == registry.StatusCritical })
+	wait.Eventually(t, 2*time.Second, "critical", func() bool { return statusOf() == registry.StatusCritical })
 	clock.Advance(1100 * time.Millisecond)
-	waitFor(t, 2*time.Second, "removed after a further TTL", func() bool { return statusOf() == registry.StatusUnknown })
+	wait.Eventually(t, 2*time.Second, "removed after a further TTL", func() bool { return statusOf() == registry.StatusUnknown })
 	_, err := e.client.Heartbeat(ctx, &heraldpb.HeartbeatRequest{Key: key("api", "ttl-1")})
 	wantCode(t, err, codes.NotFound, "ttl-1")
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // recvItems reads messages until it has n items, and renders them as
@@ -125,7 +126,7 @@ func TestMultiWatch(t *testing.T) {
 		t.Fatalf("after CloseSend: %v", got)
 	}
 	cancel()
-	waitFor(t, 2*time.Second, "watch count back to zero", func() bool { return e.srv.watchers.Load() == 0 })
+	wait.Eventually(t, 2*time.Second, "watch count back to zero", func() bool { return e.srv.watchers.Load() == 0 })
 }
 
 // TestMultiWatchNoChangeLostAmongRequests: changes that land while the stream

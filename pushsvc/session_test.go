@@ -16,6 +16,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 func sessionCall(t *testing.T, s heraldpb.Herald_SessionClient, req *heraldpb.SessionRequest) *heraldpb.SessionResponse {
@@ -82,7 +83,7 @@ func TestSessionOps(t *testing.T) {
 	if err := s.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "session instance removed after CloseSend", func() bool { return e.instanceOf("sess", "s1") == nil })
+	wait.Eventually(t, 2*time.Second, "session instance removed after CloseSend", func() bool { return e.instanceOf("sess", "s1") == nil })
 }
 
 // TestSessionToldWhenTakenOver: a newer registration of the session's key
@@ -159,7 +160,7 @@ func TestSessionEnds(t *testing.T) {
 			}
 			start := time.Now()
 			kill()
-			waitFor(t, 1500*time.Millisecond, "session registration removed", func() bool { return e.reg.Snapshot().Service("gone") == nil })
+			wait.Eventually(t, 1500*time.Millisecond, "session registration removed", func() bool { return e.reg.Snapshot().Service("gone") == nil })
 			t.Logf("removed %s after the client went away", time.Since(start).Round(time.Millisecond))
 		})
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // view is a watcher's state, built from the messages as a client would.
@@ -164,55 +165,54 @@ func TestWatchSnapshotThenDeltas(t *testing.T) {
 	}
 }
 
+// TestWatchResume: what the first message of a resumed watch holds. Each
+// case sets up its own server: api-1 registered, a watch's revision and
+// origin taken, then api-2 and api-3 registered (and, for one case, enough
+// other writes to push that revision out of the history of 8).
 func TestWatchResume(t *testing.T) {
-	e := newEnv(t, envOpts{reg: registry.Config{History: 8}})
-	e.register(t, "api", "api-1")
-	w, err := e.client.Watch(ctxT(t), &heraldpb.WatchRequest{Services: []string{"api"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := recv(t, w)
-	origin, rev0 := first.Origin, first.Revision
-	e.register(t, "api", "api-2") // rev0+1
-	e.register(t, "api", "api-3") // rev0+2
-
 	tests := []struct {
 		name   string
-		req    *heraldpb.WatchRequest
-		before func()
+		origin string // "" is the server's
+		ahead  uint64 // the resumed revision, ahead of the one taken
+		others int    // writes of another service after api-3
 		kind   heraldpb.WatchResponse_Kind
 		reset  bool
 		events string
 	}{
-		{"missed deltas only", &heraldpb.WatchRequest{Services: []string{"api"}, Revision: rev0, Origin: origin}, nil,
-			heraldpb.WatchResponse_KIND_DELTA, false, "UPSERT:api-2,UPSERT:api-3"},
-		{"nothing missed", &heraldpb.WatchRequest{Services: []string{"api"}, Revision: rev0 + 2, Origin: origin}, nil,
-			heraldpb.WatchResponse_KIND_PROGRESS, false, ""},
-		{"other origin", &heraldpb.WatchRequest{Services: []string{"api"}, Revision: rev0, Origin: "node-z@1"}, nil,
-			heraldpb.WatchResponse_KIND_SNAPSHOT, true, "UPSERT:api-1,UPSERT:api-2,UPSERT:api-3"},
-		{"future revision", &heraldpb.WatchRequest{Services: []string{"api"}, Revision: rev0 + 1000, Origin: origin}, nil,
-			heraldpb.WatchResponse_KIND_SNAPSHOT, true, "UPSERT:api-1,UPSERT:api-2,UPSERT:api-3"},
-		{"too old for the history", &heraldpb.WatchRequest{Services: []string{"api"}, Revision: rev0, Origin: origin}, func() {
-			for i := range 10 { // History is 8
-				e.register(t, "other", fmt.Sprintf("o-%d", i))
-			}
-		}, heraldpb.WatchResponse_KIND_SNAPSHOT, true, "UPSERT:api-1,UPSERT:api-2,UPSERT:api-3"},
+		{"missed deltas only", "", 0, 0, heraldpb.WatchResponse_KIND_DELTA, false, "UPSERT:api-2,UPSERT:api-3"},
+		{"nothing missed", "", 2, 0, heraldpb.WatchResponse_KIND_PROGRESS, false, ""},
+		{"other origin", "node-z@1", 0, 0, heraldpb.WatchResponse_KIND_SNAPSHOT, true, "UPSERT:api-1,UPSERT:api-2,UPSERT:api-3"},
+		{"future revision", "", 1000, 0, heraldpb.WatchResponse_KIND_SNAPSHOT, true, "UPSERT:api-1,UPSERT:api-2,UPSERT:api-3"},
+		{"too old for the history", "", 0, 10, heraldpb.WatchResponse_KIND_SNAPSHOT, true, "UPSERT:api-1,UPSERT:api-2,UPSERT:api-3"},
 	}
-	// The feed follows the registry a little behind: the cases run at once
-	// after the writes, and each first message must still hold every change
-	// up to the registry's revision, on Watch and on MultiWatch alike.
 	for _, tc := range tests {
-		if tc.before != nil {
-			tc.before()
-		}
 		for _, via := range []string{"watch", "multiwatch"} {
 			t.Run(tc.name+"/"+via, func(t *testing.T) {
-				m := firstResponse(t, e, via, tc.req)
+				e := newEnv(t, envOpts{reg: registry.Config{History: 8}})
+				e.register(t, "api", "api-1")
+				w, err := e.client.Watch(ctxT(t), &heraldpb.WatchRequest{Services: []string{"api"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				first := recv(t, w)
+				e.register(t, "api", "api-2")
+				e.register(t, "api", "api-3")
+				for i := range tc.others {
+					e.register(t, "other", fmt.Sprintf("o-%d", i))
+				}
+				req := &heraldpb.WatchRequest{Services: []string{"api"}, Revision: first.Revision + tc.ahead, Origin: first.Origin}
+				if tc.origin != "" {
+					req.Origin = tc.origin
+				}
+				// The feed follows the registry a little behind: the watch
+				// starts at once after the writes, and its first message must
+				// still hold every change up to the registry's revision.
+				m := firstResponse(t, e, via, req)
 				if m.Kind != tc.kind || m.Reset_ != tc.reset || eventIDs(m) != tc.events {
 					t.Fatalf("got %s reset=%v %q, want %s reset=%v %q", m.Kind, m.Reset_, eventIDs(m), tc.kind, tc.reset, tc.events)
 				}
-				if want := e.reg.Snapshot().Revision(); m.Revision != want || m.Origin != origin {
-					t.Fatalf("first message at %d of %s, want the registry's %d of %s", m.Revision, m.Origin, want, origin)
+				if want := e.reg.Snapshot().Revision(); m.Revision != want || m.Origin != first.Origin {
+					t.Fatalf("first message at %d of %s, want the registry's %d of %s", m.Revision, m.Origin, want, first.Origin)
 				}
 			})
 		}
@@ -449,7 +449,7 @@ func TestCloseEndsStreams(t *testing.T) {
 	wantCode(t, err, codes.Unavailable)
 	_, err = s.Recv()
 	wantCode(t, err, codes.Unavailable)
-	waitFor(t, time.Second, "session instance removed", func() bool { return e.instanceOf("sess", "s1") == nil })
+	wait.Eventually(t, time.Second, "session instance removed", func() bool { return e.instanceOf("sess", "s1") == nil })
 }
 
 // TestFrameMatchesProto: a frame built from pre-encoded parts decodes to the

@@ -18,70 +18,10 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/herald-sd/herald/cluster/registry"
-	"github.com/herald-sd/herald/pushsvc"
 	"github.com/herald-sd/herald/pushsvc/client"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
-
-// agent is one in-process pushsvc server over a registry that several agents
-// may share.
-type agent struct {
-	addr string
-	ps   *pushsvc.Server
-	gs   *grpc.Server
-	done chan struct{}
-	once sync.Once
-}
-
-func newRegistry(t *testing.T) *registry.Registry {
-	t.Helper()
-	reg, err := registry.New(registry.Config{Node: "n1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close() })
-	return reg
-}
-
-// startAgent serves reg on addr ("127.0.0.1:0" for a fresh port).
-func startAgent(t *testing.T, reg *registry.Registry, addr string) *agent {
-	t.Helper()
-	ps, err := pushsvc.New(pushsvc.Config{Registry: reg, Logger: quiet, ProgressInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lis net.Listener
-	for i := 0; ; i++ { // a restarted agent may need its port back from TIME_WAIT
-		if lis, err = net.Listen("tcp", addr); err == nil || i == 50 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		ps.Close()
-		t.Fatal(err)
-	}
-	a := &agent{addr: lis.Addr().String(), ps: ps, gs: ps.NewGRPCServer(), done: make(chan struct{})}
-	go func() { defer close(a.done); _ = a.gs.Serve(lis) }()
-	t.Cleanup(func() { a.stop(false) })
-	return a
-}
-
-// stop ends the agent: gracefully (Close ends its streams, then
-// GracefulStop) or hard (Stop drops every connection first).
-func (a *agent) stop(graceful bool) {
-	a.once.Do(func() {
-		if graceful {
-			a.ps.Close()
-			a.gs.GracefulStop()
-		} else {
-			a.gs.Stop()
-			a.ps.Close()
-		}
-		<-a.done
-	})
-}
 
 // backend is a tiny gRPC echo server that answers with its name.
 type backend struct {
@@ -232,18 +172,6 @@ func dial(t *testing.T, target string, opts ...Option) (*grpc.ClientConn, *recor
 	}
 	t.Cleanup(func() { cc.Close() })
 	return cc, rb
-}
-
-// eventually polls cond every 5ms until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

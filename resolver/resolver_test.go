@@ -19,6 +19,8 @@ import (
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/client"
+	"github.com/herald-sd/herald/pushsvc/heraldtest"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -120,17 +122,17 @@ func register(t *testing.T, reg *registry.Registry, in *registry.Instance) {
 // TestScaleOut: a backend registered while a round_robin client is running
 // gets RPCs; the delay from the register call's return is logged.
 func TestScaleOut(t *testing.T) {
-	reg := newRegistry(t)
-	a := startAgent(t, reg, "127.0.0.1:0")
+	a := heraldtest.NewAgent(t)
+	reg := a.Registry()
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
 	register(t, reg, b1.instance())
-	cc, _ := dial(t, "herald://"+a.addr+"/echo")
+	cc, _ := dial(t, "herald://"+a.Addr()+"/echo")
 	s := startSender(cc)
 	defer s.close()
-	eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
+	wait.Eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
 	register(t, reg, b2.instance())
 	registered := time.Now()
-	eventually(t, 5*time.Second, "b2 answering", func() bool { _, ok := s.firstSeen("b2"); return ok })
+	wait.Eventually(t, 5*time.Second, "b2 answering", func() bool { _, ok := s.firstSeen("b2"); return ok })
 	first, _ := s.firstSeen("b2")
 	t.Logf("scale out: first RPC on the new backend %s after its registration", first.Sub(registered))
 	if n := s.failures.Load(); n != 0 {
@@ -141,26 +143,26 @@ func TestScaleOut(t *testing.T) {
 // TestWeightChangeKeepsConnection: a new weight or tag reaches the balancer
 // as attributes, without making the client redial the backend.
 func TestWeightChangeKeepsConnection(t *testing.T) {
-	reg := newRegistry(t)
-	a := startAgent(t, reg, "127.0.0.1:0")
+	a := heraldtest.NewAgent(t)
+	reg := a.Registry()
 	b1 := startBackend(t, "b1")
 	in := b1.instance()
 	register(t, reg, in)
-	cc, rb := dial(t, "herald://"+a.addr+"/echo")
+	cc, rb := dial(t, "herald://"+a.Addr()+"/echo")
 	s := startSender(cc)
 	defer s.close()
-	eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
+	wait.Eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
 	for w := uint32(2); w <= 5; w++ {
 		c := in.Clone()
 		c.Weight = w
 		c.Tags = []string{fmt.Sprintf("v%d", w)}
 		register(t, reg, c)
-		eventually(t, 5*time.Second, fmt.Sprintf("weight %d pushed", w), func() bool {
+		wait.Eventually(t, 5*time.Second, fmt.Sprintf("weight %d pushed", w), func() bool {
 			return len(mustPushes(rb)) >= int(w)
 		})
 	}
 	hits := b1.Hits()
-	eventually(t, 5*time.Second, "RPCs keep flowing", func() bool { return b1.Hits() > hits+10 })
+	wait.Eventually(t, 5*time.Second, "RPCs keep flowing", func() bool { return b1.Hits() > hits+10 })
 	if n := b1.accepts.Load(); n != 1 {
 		t.Fatalf("backend accepted %d connections across 4 weight changes, want 1", n)
 	}
@@ -172,15 +174,15 @@ func TestWeightChangeKeepsConnection(t *testing.T) {
 // TestScaleIn: once the drain of a backend is pushed, no RPC started after
 // the push reaches it.
 func TestScaleIn(t *testing.T) {
-	reg := newRegistry(t)
-	a := startAgent(t, reg, "127.0.0.1:0")
+	a := heraldtest.NewAgent(t)
+	reg := a.Registry()
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
 	register(t, reg, b1.instance())
 	register(t, reg, b2.instance())
-	cc, rb := dial(t, "herald://"+a.addr+"/echo")
+	cc, rb := dial(t, "herald://"+a.Addr()+"/echo")
 	s := startSender(cc)
 	defer s.close()
-	eventually(t, 5*time.Second, "both answering", func() bool {
+	wait.Eventually(t, 5*time.Second, "both answering", func() bool {
 		_, ok1 := s.firstSeen("b1")
 		_, ok2 := s.firstSeen("b2")
 		return ok1 && ok2
@@ -190,7 +192,7 @@ func TestScaleIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pushed time.Time
-	eventually(t, 5*time.Second, "the drain pushed", func() bool {
+	wait.Eventually(t, 5*time.Second, "the drain pushed", func() bool {
 		states, times, _ := rb.pushes()
 		if n := len(states); n > 0 && slices.Equal(states[n-1], []string{"b1"}) {
 			pushed = times[n-1]
@@ -199,7 +201,7 @@ func TestScaleIn(t *testing.T) {
 		return false
 	})
 	hits := b1.Hits()
-	eventually(t, 5*time.Second, "100 more RPCs on b1", func() bool { return b1.Hits() >= hits+100 })
+	wait.Eventually(t, 5*time.Second, "100 more RPCs on b1", func() bool { return b1.Hits() >= hits+100 })
 	if last := s.lastStart("b2"); last.After(pushed) {
 		t.Fatalf("b2 got an RPC started %s after the drain was pushed", last.Sub(pushed))
 	}
@@ -213,29 +215,37 @@ func TestScaleIn(t *testing.T) {
 // is killed; RPCs never fail and new backends keep arriving through the
 // next agent.
 func TestFailover(t *testing.T) {
-	reg := newRegistry(t)
-	agents := []*agent{startAgent(t, reg, "127.0.0.1:0"), startAgent(t, reg, "127.0.0.1:0"), startAgent(t, reg, "127.0.0.1:0")}
+	// Three agents of one cluster: they serve one registry.
+	reg, err := registry.New(registry.Config{Node: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() }) // after the agents' cleanups
+	var agents []*heraldtest.Agent
+	for range 3 {
+		agents = append(agents, heraldtest.NewAgent(t, heraldtest.WithRegistry(reg)))
+	}
 	b := []*backend{startBackend(t, "b0"), startBackend(t, "b1"), startBackend(t, "b2")}
 	register(t, reg, b[0].instance())
-	cc, rb := dial(t, "herald://"+agents[0].addr+","+agents[1].addr+","+agents[2].addr+"/echo")
+	cc, rb := dial(t, "herald://"+agents[0].Addr()+","+agents[1].Addr()+","+agents[2].Addr()+"/echo")
 	s := startSender(cc)
 	defer s.close()
-	eventually(t, 5*time.Second, "b0 answering", func() bool { _, ok := s.firstSeen("b0"); return ok })
+	wait.Eventually(t, 5*time.Second, "b0 answering", func() bool { _, ok := s.firstSeen("b0"); return ok })
 	steps := []struct {
-		name     string
-		graceful bool
-	}{{"graceful stop", true}, {"hard kill", false}}
+		name string
+		stop func(*heraldtest.Agent)
+	}{{"graceful stop", (*heraldtest.Agent).Stop}, {"hard kill", (*heraldtest.Agent).Kill}}
 	for i, st := range steps {
-		agents[i].stop(st.graceful)
+		st.stop(agents[i])
 		stopped := time.Now()
 		register(t, reg, b[i+1].instance())
-		eventually(t, 10*time.Second, b[i+1].name+" answering after "+st.name, func() bool {
+		wait.Eventually(t, 10*time.Second, b[i+1].name+" answering after "+st.name, func() bool {
 			_, ok := s.firstSeen(b[i+1].name)
 			return ok
 		})
 		agent, ok := rb.watcher().Connected()
-		if !ok || agent != agents[i+1].addr {
-			t.Fatalf("%s: watching %q (connected %v), want %q", st.name, agent, ok, agents[i+1].addr)
+		if !ok || agent != agents[i+1].Addr() {
+			t.Fatalf("%s: watching %q (connected %v), want %q", st.name, agent, ok, agents[i+1].Addr())
 		}
 		t.Logf("failover after %s: new backend served %s after the agent stopped", st.name, time.Since(stopped))
 	}
@@ -267,25 +277,25 @@ func TestEmptyPushProtection(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			reg := newRegistry(t)
-			a := startAgent(t, reg, "127.0.0.1:0")
+			a := heraldtest.NewAgent(t)
+			reg := a.Registry()
 			b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
-			cc, rb := dial(t, "herald://"+a.addr+"/echo", WithEmptyPushProtection(tc.protect))
+			cc, rb := dial(t, "herald://"+a.Addr()+"/echo", WithEmptyPushProtection(tc.protect))
 			cc.Connect()
-			eventually(t, 5*time.Second, "no-instance error before anything registered", func() bool {
+			wait.Eventually(t, 5*time.Second, "no-instance error before anything registered", func() bool {
 				_, _, errs := rb.pushes()
 				return len(errs) > 0
 			})
 			register(t, reg, b1.instance())
-			eventually(t, 5*time.Second, "b1 pushed", func() bool { return len(mustPushes(rb)) == 1 })
+			wait.Eventually(t, 5*time.Second, "b1 pushed", func() bool { return len(mustPushes(rb)) == 1 })
 			if _, err := reg.Deregister(context.Background(), registry.Key{Service: "echo", ID: "b1"}); err != nil {
 				t.Fatal(err)
 			}
 			if !tc.protect {
-				eventually(t, 5*time.Second, "the empty list pushed", func() bool { return len(mustPushes(rb)) == 2 })
+				wait.Eventually(t, 5*time.Second, "the empty list pushed", func() bool { return len(mustPushes(rb)) == 2 })
 			}
 			register(t, reg, b2.instance())
-			eventually(t, 5*time.Second, "b2 pushed", func() bool {
+			wait.Eventually(t, 5*time.Second, "b2 pushed", func() bool {
 				p := mustPushes(rb)
 				return len(p) > 0 && slices.Equal(p[len(p)-1], []string{"b2"})
 			})
@@ -307,27 +317,29 @@ func TestEmptyPushProtection(t *testing.T) {
 // keep working; after it is back, ResolveNow reconnects at once although the
 // backoff is long, and the watch resumes.
 func TestTransientDisconnect(t *testing.T) {
-	reg := newRegistry(t)
-	a := startAgent(t, reg, "127.0.0.1:0")
+	a := heraldtest.NewAgent(t)
+	reg := a.Registry()
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
 	register(t, reg, b1.instance())
-	cc, rb := dial(t, "herald://"+a.addr+"/echo",
+	cc, rb := dial(t, "herald://"+a.Addr()+"/echo",
 		WithClientOptions(client.WithBackoff(client.Backoff{Base: time.Minute, Max: time.Minute})))
 	s := startSender(cc)
 	defer s.close()
-	eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
-	a.stop(false)
-	eventually(t, 5*time.Second, "the watch to notice", func() bool { _, ok := rb.watcher().Connected(); return !ok })
+	wait.Eventually(t, 5*time.Second, "b1 answering", func() bool { _, ok := s.firstSeen("b1"); return ok })
+	a.Kill()
+	wait.Eventually(t, 5*time.Second, "the watch to notice", func() bool { _, ok := rb.watcher().Connected(); return !ok })
 	pushesBefore := len(mustPushes(rb))
-	a2 := startAgent(t, reg, a.addr)
+	if err := a.Restart(); err != nil {
+		t.Fatal(err)
+	}
 	register(t, reg, b2.instance())
 	start := time.Now()
-	eventually(t, 5*time.Second, "reconnect on ResolveNow", func() bool {
+	wait.Eventually(t, 5*time.Second, "reconnect on ResolveNow", func() bool {
 		rb.resolver.ResolveNow(grpcresolver.ResolveNowOptions{})
 		_, ok := rb.watcher().Connected()
 		return ok
 	})
-	eventually(t, 5*time.Second, "b2 answering", func() bool { _, ok := s.firstSeen("b2"); return ok })
+	wait.Eventually(t, 5*time.Second, "b2 answering", func() bool { _, ok := s.firstSeen("b2"); return ok })
 	t.Logf("reconnected to the restarted agent %s after ResolveNow", time.Since(start))
 	if p := mustPushes(rb); len(p) != pushesBefore+1 || !slices.Equal(p[len(p)-1], []string{"b1", "b2"}) {
 		t.Fatalf("pushes %v: want exactly one new push [b1 b2] after the reconnect", p)
@@ -335,7 +347,6 @@ func TestTransientDisconnect(t *testing.T) {
 	if n := s.failures.Load(); n != 0 {
 		t.Fatalf("%d failed RPCs", n)
 	}
-	_ = a2
 }
 
 // TestClose: Build then Close leaves no goroutine behind (goleak checks in
@@ -344,11 +355,11 @@ func TestClose(t *testing.T) {
 	for _, reachable := range []bool{true, false} {
 		addr := "127.0.0.1:1"
 		if reachable {
-			addr = startAgent(t, newRegistry(t), "127.0.0.1:0").addr
+			addr = heraldtest.NewAgent(t).Addr()
 		}
 		cc, rb := dial(t, "herald://"+addr+"/echo")
 		cc.Connect()
-		eventually(t, 5*time.Second, "the resolver built", func() bool { return rb.watcher() != nil })
+		wait.Eventually(t, 5*time.Second, "the resolver built", func() bool { return rb.watcher() != nil })
 		cc.Close()
 		select {
 		case <-rb.watcher().Done():

@@ -12,6 +12,7 @@ import (
 
 	"github.com/herald-sd/herald/pushsvc/client"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // WaitReady waits until node i's /readyz answers 200, failing the test when
@@ -21,7 +22,7 @@ func (c *Cluster) WaitReady(i int) time.Duration {
 	n := c.nodes[i]
 	hc := &http.Client{Timeout: time.Second}
 	url := "http://" + n.HTTPAddr + "/readyz"
-	return Eventually(c.t, c.opts.ReadyTimeout, n.Name+" /readyz", func() error {
+	return wait.Eventually(c.t, c.opts.ReadyTimeout, n.Name+" /readyz", func() error {
 		if !n.proc.running() {
 			return fmt.Errorf("the agent exited: %v; log:\n%s", n.proc.err, tailFile(n.LogPath, 4096))
 		}
@@ -41,7 +42,7 @@ func (c *Cluster) WaitReady(i int) time.Duration {
 // alive (and nothing else as alive).
 func (c *Cluster) WaitMembers(timeout time.Duration) {
 	c.t.Helper()
-	Eventually(c.t, timeout, "every running node sees every running node alive", c.membersErr)
+	wait.Eventually(c.t, timeout, "every running node sees every running node alive", c.membersErr)
 }
 
 // membersErr returns how the running nodes' member lists differ from the

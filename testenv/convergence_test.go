@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // Scenario 1: 5 nodes, 1,000 registrations spread over them; every node's
@@ -38,7 +40,7 @@ func TestConvergence(t *testing.T) {
 		t.FailNow()
 	}
 	registered := time.Since(start)
-	d := Eventually(t, 30*time.Second, "every node's DNS and watch stream hold exactly the 1,000", func() error {
+	d := wait.Eventually(t, 30*time.Second, "every node's DNS and watch stream hold exactly the 1,000", func() error {
 		return converged(c, allNodes(nodes), views, want)
 	})
 	Figure(t, "convergence_1000_register_seconds", registered.Seconds())

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // crashBound is the removal bound package cluster documents for a kill -9
@@ -45,7 +47,7 @@ func TestCrash(t *testing.T) {
 			views = append(views, watchNode(t, c, i))
 		}
 	}
-	Eventually(t, 20*time.Second, "every node holds every registration", func() error {
+	wait.Eventually(t, 20*time.Second, "every node holds every registration", func() error {
 		return converged(c, allNodes(nodes), views, want)
 	})
 	after := want.clone()
@@ -76,11 +78,11 @@ func TestCrash(t *testing.T) {
 			pushDone := make(chan error, 1)
 			go func() {
 				var err error
-				r.push, err = pollFast(20*time.Second, func() error { return views[k].diff(after) })
+				r.push, err = wait.Until(20*time.Second, measureEvery, func() error { return views[k].diff(after) })
 				pushDone <- err
 			}()
 			var dnsErr error
-			r.dns, dnsErr = pollFast(20*time.Second, func() error {
+			r.dns, dnsErr = wait.Until(20*time.Second, measureEvery, func() error {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				defer cancel()
 				return dnsDiff(ctx, c, i, after)
@@ -117,23 +119,5 @@ func TestCrash(t *testing.T) {
 	}
 	if err := converged(c, survivors, views, after); err != nil {
 		t.Errorf("after the crash: %v", err)
-	}
-}
-
-// pollFast polls cond every 10ms (for measurements) until it returns nil or
-// timeout passes.
-func pollFast(timeout time.Duration, cond func() error) (time.Duration, error) {
-	start := time.Now()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return time.Since(start), nil
-		}
-		if time.Since(start) > timeout {
-			return time.Since(start), err
-		}
-		<-tick.C
 	}
 }

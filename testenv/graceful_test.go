@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,9 +17,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcresolver "google.golang.org/grpc/resolver"
 
 	"github.com/herald-sd/herald/pushsvc/client"
 	"github.com/herald-sd/herald/resolver"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // backend is a tiny gRPC server (the standard health service) that counts
@@ -48,14 +51,55 @@ func startBackend(t *testing.T, name string) *backend {
 	return b
 }
 
+// pushRecorder wraps the herald resolver's builder and records the last
+// list of instances the resolver gave the balancer, and when. grpc-go's
+// UpdateState returns once the balancer has built its picker from the
+// list, so an RPC started after that time is picked from it.
+type pushRecorder struct {
+	grpcresolver.Builder
+	mu  sync.Mutex
+	ids []string
+	at  time.Time
+}
+
+func (r *pushRecorder) Build(target grpcresolver.Target, cc grpcresolver.ClientConn, o grpcresolver.BuildOptions) (grpcresolver.Resolver, error) {
+	return r.Builder.Build(target, pushRecordingCC{cc, r}, o)
+}
+
+// last returns the ids of the last list and when the balancer had it.
+func (r *pushRecorder) last() ([]string, time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ids, r.at
+}
+
+type pushRecordingCC struct {
+	grpcresolver.ClientConn
+	r *pushRecorder
+}
+
+func (c pushRecordingCC) UpdateState(s grpcresolver.State) error {
+	err := c.ClientConn.UpdateState(s)
+	var ids []string
+	for _, a := range s.Addresses {
+		id, _ := resolver.IDFromAddress(a)
+		ids = append(ids, id)
+	}
+	c.r.mu.Lock()
+	c.r.ids, c.r.at = ids, time.Now()
+	c.r.mu.Unlock()
+	return err
+}
+
 // Scenario 3: SIGTERM a node whose services clients use through the herald
 // resolver. Its instances are drained, then removed, and the clients see
 // zero failed RPCs.
 func TestGracefulShutdown(t *testing.T) {
 	const (
-		victim = 2
-		grace  = 2 * time.Second
-		svc    = "echo"
+		victim  = 2
+		grace   = 2 * time.Second
+		svc     = "echo"
+		callers = 4
 	)
 	c := Start(t, Options{Nodes: 3, Args: []string{"-drain-grace", grace.String()}})
 	ctx := context.Background()
@@ -88,8 +132,9 @@ func TestGracefulShutdown(t *testing.T) {
 
 	// The callers resolve through nodes 0 and 1 with round_robin.
 	target := fmt.Sprintf("herald://%s,%s/%s", c.Node(0).GRPCAddr, c.Node(1).GRPCAddr, svc)
+	pushes := &pushRecorder{Builder: resolver.NewBuilder(resolver.WithLogger(slog.New(slog.DiscardHandler)))}
 	cc, err := grpc.NewClient(target,
-		grpc.WithResolvers(resolver.NewBuilder(resolver.WithLogger(slog.New(slog.DiscardHandler)))),
+		grpc.WithResolvers(pushes),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
 	if err != nil {
@@ -103,8 +148,12 @@ func TestGracefulShutdown(t *testing.T) {
 		errs       []string
 		stop       = make(chan struct{})
 		wg         sync.WaitGroup
+		// lastStart is when each caller started its last finished call,
+		// as time since epoch (monotonic).
+		epoch     = time.Now()
+		lastStart [callers]atomic.Int64
 	)
-	for range 4 {
+	for k := range callers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -114,9 +163,11 @@ func TestGracefulShutdown(t *testing.T) {
 					return
 				default:
 				}
+				start := time.Now()
 				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				_, err := hc.Check(rctx, &healthpb.HealthCheckRequest{})
 				cancel()
+				lastStart[k].Store(int64(start.Sub(epoch)))
 				if err != nil {
 					failed.Add(1)
 					errMu.Lock()
@@ -132,7 +183,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	stopCallers := sync.OnceFunc(func() { close(stop); wg.Wait() })
 	t.Cleanup(stopCallers)
-	Eventually(t, 15*time.Second, "every backend serves RPCs", func() error {
+	wait.Eventually(t, 15*time.Second, "every backend serves RPCs", func() error {
 		for _, b := range bs {
 			if b.calls.Load() == 0 {
 				return fmt.Errorf("%s has no RPCs yet", b.name)
@@ -149,7 +200,7 @@ func TestGracefulShutdown(t *testing.T) {
 		in, ok := view.instance(svc, id)
 		return in.Status, ok
 	}
-	drainedIn, err := pollFast(10*time.Second, func() error {
+	drainedIn, err := wait.Until(10*time.Second, measureEvery, func() error {
 		for _, id := range []string{"b0", "b1"} {
 			if st, ok := statusOf(id); !ok || st != client.StatusDraining {
 				return fmt.Errorf("%s: status %v (present %v), want draining", id, st, ok)
@@ -161,11 +212,30 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("the victim's instances were not drained before removal: %v", err)
 	}
 	drainedAt := time.Now()
-	// Allow the resolver's update to reach the balancer, then count: the
-	// drained backends must get no new RPCs while they are draining.
-	<-time.After(grace / 4) // a window inside the drain, not a wait for a condition
+	// The drain reaches the callers' balancer through their resolver; once
+	// every caller has finished a call it started after that, no call picked
+	// before the drain is still on its way. From then on the drained
+	// backends must get no new RPCs while they are draining.
+	var balancerHas []string
+	balanced := wait.Eventually(t, 10*time.Second, "the callers' balancer to drop b0 and b1 and every caller to finish a call picked after that", func() error {
+		ids, at := pushes.last()
+		balancerHas = ids
+		if at.IsZero() || slices.Contains(ids, "b0") || slices.Contains(ids, "b1") {
+			return fmt.Errorf("the balancer has %v", ids)
+		}
+		for k := range callers {
+			if lastStart[k].Load() <= int64(at.Sub(epoch)) {
+				return fmt.Errorf("caller %d has not finished a call started after the push", k)
+			}
+		}
+		return nil
+	})
 	before := bs[0].calls.Load() + bs[1].calls.Load()
-	_, err = pollFast(15*time.Second, func() error {
+	t.Logf("the callers' balancer has %v, and their calls in flight ended, %s after the drain was seen", balancerHas, balanced)
+	if _, ok := statusOf("b0"); !ok {
+		t.Fatal("b0 was removed before the window inside its drain began")
+	}
+	_, err = wait.Until(15*time.Second, measureEvery, func() error {
 		for _, id := range []string{"b0", "b1"} {
 			if _, ok := statusOf(id); ok {
 				return fmt.Errorf("%s still present", id)
@@ -184,7 +254,7 @@ func TestGracefulShutdown(t *testing.T) {
 	bs[0].srv.GracefulStop()
 	bs[1].srv.GracefulStop()
 	more := ok.Load() + 200
-	Eventually(t, 10*time.Second, "200 more RPCs after the drained backends stopped", func() error {
+	wait.Eventually(t, 10*time.Second, "200 more RPCs after the drained backends stopped", func() error {
 		if n := ok.Load(); n < more {
 			return fmt.Errorf("%d of %d RPCs", n, more)
 		}

@@ -19,6 +19,10 @@ import (
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
 
+// measureEvery is how often the scenarios poll what they measure (with
+// wait.Until): the resolution of their figures.
+const measureEvery = 10 * time.Millisecond
+
 // model is the set of instances a scenario expects: service -> id -> addr.
 type model struct {
 	mu sync.Mutex

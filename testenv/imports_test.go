@@ -23,6 +23,10 @@ var importRules = []struct {
 	{"pushsvc", []string{"github.com/hashicorp/serf", "github.com/hashicorp/memberlist", "github.com/miekg/dns", module + "/cluster", module + "/dnsserver"}, []string{module + "/cluster/registry"}},
 	{"pushsvc/client", []string{module + "/cluster", module + "/pushsvc", "github.com/hashicorp/serf", "github.com/miekg/dns"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client"}},
 	{"resolver", []string{module + "/cluster", module + "/pushsvc", "github.com/hashicorp/serf", "github.com/miekg/dns"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client"}},
+	{"pushsvc/heraldtest", []string{"github.com/hashicorp/serf", "github.com/hashicorp/memberlist", "github.com/miekg/dns", module + "/cluster", module + "/dnsserver", module + "/cmd"}, []string{module + "/cluster/registry"}},
+	{"testenv/wait", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/resolver", module + "/cmd"}, nil},
+	// The server never links the test support in.
+	{"cmd/herald", []string{module + "/pushsvc/heraldtest", module + "/testenv"}, nil},
 	{"testenv", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/cmd/herald"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client"}},
 }
 

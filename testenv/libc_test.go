@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // getentAhosts runs `ip netns exec <ns> getent ahosts name` and returns the
@@ -69,7 +71,7 @@ func TestLibc(t *testing.T) {
 			return nil
 		}
 	}
-	d := Eventually(t, 10*time.Second, "getent returns both addresses", expect(a1, a2))
+	d := wait.Eventually(t, 10*time.Second, "getent returns both addresses", expect(a1, a2))
 	Figure(t, "libc_first_answer_seconds", d.Seconds())
 
 	for _, step := range []struct {
@@ -82,7 +84,7 @@ func TestLibc(t *testing.T) {
 		if err := deregister(ctx, c, 1, "api", step.id); err != nil {
 			t.Fatal(err)
 		}
-		gone := Eventually(t, 10*time.Second, "getent stops returning "+step.id, expect(step.want...))
+		gone := wait.Eventually(t, 10*time.Second, "getent stops returning "+step.id, expect(step.want...))
 		Figure(t, "libc_gone_after_deregister_seconds_"+step.id, gone.Seconds())
 		// The bound is one TTL (glibc itself does not cache; a caching stub
 		// would add at most the TTL).

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // TestNemesis is issue #13's Jepsen-style run: "one key, one truth; nothing
@@ -66,13 +68,13 @@ func TestNemesis(t *testing.T) {
 	schedule := nemSchedule(cfg.Seed, c.Len(), cfg.Duration)
 
 	ctx, stop := context.WithCancel(context.Background())
-	wait := w.run(ctx)
+	waitClients := w.run(ctx)
 	stopped := false
 	stopClients := func() {
 		if !stopped {
 			stopped = true
 			stop()
-			wait()
+			waitClients()
 		}
 	}
 	t.Cleanup(stopClients) // before the cluster's cleanup, if a fault fails the test
@@ -94,11 +96,11 @@ func TestNemesis(t *testing.T) {
 	stopClients()
 
 	// Every fault repaired itself: all nodes run and no partition is left.
-	if _, err := poll(30*time.Second, c.membersErr); err != nil {
+	if _, err := wait.Until(30*time.Second, 0, c.membersErr); err != nil {
 		t.Errorf("membership 30s after the run: %v", err)
 	}
 	var views nemViews
-	conv, divergence := poll(30*time.Second, func() error {
+	conv, divergence := wait.Until(30*time.Second, 0, func() error {
 		v, err := w.views()
 		if err != nil {
 			return err

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // ownedModel is a model that remembers which node owns each instance.
@@ -144,7 +146,7 @@ func TestPartition(t *testing.T) {
 	for k := range 100 {
 		m.register(t, c, k%nodes, fmt.Sprintf("part-%d", k%5), fmt.Sprintf("b-%03d", k), k)
 	}
-	Eventually(t, 10*time.Second, "every node holds the 100 base registrations", func() error {
+	wait.Eventually(t, 10*time.Second, "every node holds the 100 base registrations", func() error {
 		return converged(c, allNodes(nodes), views, m.model)
 	})
 
@@ -160,7 +162,7 @@ func TestPartition(t *testing.T) {
 		return out
 	}
 	// Each side reaps the other (AP: it serves what it can see).
-	reap := Eventually(t, 20*time.Second, "each side has reaped the other side's instances", func() error {
+	reap := wait.Eventually(t, 20*time.Second, "each side has reaped the other side's instances", func() error {
 		for _, side := range [][]int{sideA, sideB} {
 			if err := converged(c, side, sideViews(side), m.ownedBy(side)); err != nil {
 				return err
@@ -183,7 +185,7 @@ func TestPartition(t *testing.T) {
 			}
 		}
 		for _, side := range [][]int{sideA, sideB} {
-			Eventually(t, 10*time.Second, fmt.Sprintf("wave %d: side %v serves its own changes", w, side), func() error {
+			wait.Eventually(t, 10*time.Second, fmt.Sprintf("wave %d: side %v serves its own changes", w, side), func() error {
 				return converged(c, side, sideViews(side), m.ownedBy(side))
 			})
 		}
@@ -208,7 +210,7 @@ func TestPartition(t *testing.T) {
 		v.resetVanished()
 	}
 	c.Heal()
-	d, err := pollFast(60*time.Second, func() error { return converged(c, allNodes(nodes), views, m.model) })
+	d, err := wait.Until(60*time.Second, measureEvery, func() error { return converged(c, allNodes(nodes), views, m.model) })
 	if err != nil {
 		t.Fatalf("not converged 60s after the heal: %v", err)
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // promQuery runs an instant query against Prometheus's HTTP API and returns
@@ -124,7 +126,7 @@ scrape_configs:
 	})
 	base := "http://" + addr
 	started := time.Now()
-	Eventually(t, 60*time.Second, "prometheus reports up == 1 for every node", func() error {
+	wait.Eventually(t, 60*time.Second, "prometheus reports up == 1 for every node", func() error {
 		if !p.running() {
 			return fmt.Errorf("prometheus exited: %v", p.err)
 		}
@@ -141,7 +143,7 @@ scrape_configs:
 	})
 	Figure(t, "prometheus_all_up_seconds", time.Since(started).Seconds())
 	var got map[string]float64
-	Eventually(t, 30*time.Second, "herald_dns_requests_total has a value per node", func() error {
+	wait.Eventually(t, 30*time.Second, "herald_dns_requests_total has a value per node", func() error {
 		var err error
 		got, err = promQuery(base, `sum by (instance) (herald_dns_requests_total{job="herald"})`)
 		if err != nil {

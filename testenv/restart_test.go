@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herald-sd/herald/pushsvc/client"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 var epochRE = regexp.MustCompile(`agent ready.* epoch=(\S+)`)
@@ -78,7 +79,7 @@ func TestRestart(t *testing.T) {
 		regs = append(regs, r)
 		want.add("rs-session", id, addrN(200+k))
 	}
-	Eventually(t, 10*time.Second, "every node holds every registration", func() error {
+	wait.Eventually(t, 10*time.Second, "every node holds every registration", func() error {
 		return converged(c, allNodes(3), views, want)
 	})
 
@@ -91,7 +92,7 @@ func TestRestart(t *testing.T) {
 			}
 		}
 	}
-	Eventually(t, 15*time.Second, "the crashed node's instances are reaped on the others", func() error {
+	wait.Eventually(t, 15*time.Second, "the crashed node's instances are reaped on the others", func() error {
 		return converged(c, []int{0, 2}, []*streamView{views[0], views[2]}, down)
 	})
 	// A change while it is down must reach it through sync.
@@ -110,7 +111,7 @@ func TestRestart(t *testing.T) {
 	for k := range 5 {
 		plain.remove("rs-session", fmt.Sprintf("s-%d", k))
 	}
-	plainBack := Eventually(t, 15*time.Second, "the plain registrations are back everywhere", func() error {
+	plainBack := wait.Eventually(t, 15*time.Second, "the plain registrations are back everywhere", func() error {
 		for _, v := range views {
 			for _, id := range plain.ids()["rs-plain"] {
 				if _, ok := v.instance("rs-plain", id); !ok {
@@ -120,7 +121,7 @@ func TestRestart(t *testing.T) {
 		}
 		return nil
 	}) + ready
-	all := Eventually(t, 15*time.Second, "everything is back everywhere, sessions included", func() error {
+	all := wait.Eventually(t, 15*time.Second, "everything is back everywhere, sessions included", func() error {
 		return converged(c, allNodes(3), views, want)
 	}) + plainBack
 	Figure(t, "restart_ready_seconds", ready.Seconds())

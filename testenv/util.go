@@ -43,37 +43,6 @@ func RequireRoot(t testing.TB) {
 	RequireTool(t, "ip")
 }
 
-// Eventually polls cond until it returns nil or timeout passes, and fails the
-// test with what and cond's last error then. It returns the time it took. The
-// poll interval starts at 5ms and backs off to 100ms, so the number of polls
-// is bounded by timeout as well.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) time.Duration {
-	t.Helper()
-	d, err := poll(timeout, cond)
-	if err != nil {
-		t.Fatalf("testenv: %s: not true after %s: %v", what, timeout.Round(time.Millisecond), err)
-	}
-	return d
-}
-
-// poll is Eventually without the test: it returns cond's last error.
-func poll(timeout time.Duration, cond func() error) (time.Duration, error) {
-	start := time.Now()
-	deadline := start.Add(timeout)
-	interval := 5 * time.Millisecond
-	for {
-		err := cond()
-		if err == nil {
-			return time.Since(start), nil
-		}
-		if time.Now().After(deadline) {
-			return time.Since(start), err
-		}
-		time.Sleep(min(interval, time.Until(deadline)+time.Millisecond))
-		interval = min(interval*2, 100*time.Millisecond)
-	}
-}
-
 var figuresMu sync.Mutex
 
 // Figure records a measured figure: t.Logf, a "FIGURE name=value" line on

@@ -2,9 +2,12 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // TestSnapshotAfterItsEvents pins the order that readers which follow the
@@ -30,14 +33,15 @@ func TestSnapshotAfterItsEvents(t *testing.T) {
 		done <- err
 	}()
 	// A queued writer makes TryRLock fail: the commit waits to append.
-	deadline := time.Now().Add(5 * time.Second)
-	for r.events.mu.TryRLock() {
-		r.events.mu.RUnlock()
-		if time.Now().After(deadline) {
+	if _, err := wait.Until(5*time.Second, 0, func() error {
+		if r.events.mu.TryRLock() {
 			r.events.mu.RUnlock()
-			t.Fatal("the commit never appended to the history")
+			return errors.New("no writer queued")
 		}
-		time.Sleep(time.Millisecond)
+		return nil
+	}); err != nil {
+		r.events.mu.RUnlock()
+		t.Fatal("the commit never appended to the history")
 	}
 	published := r.Snapshot() != before
 	r.events.mu.RUnlock()

@@ -3,8 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"log/slog"
-	"net"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/herald-sd/herald/cluster/registry"
-	"github.com/herald-sd/herald/pushsvc"
+	"github.com/herald-sd/herald/pushsvc/heraldtest"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // TestDemo builds echo-server and echo-client, runs two servers against an
@@ -29,41 +28,22 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
-	reg, err := registry.New(registry.Config{Node: "demo"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
-	ps, err := pushsvc.New(pushsvc.Config{Registry: reg, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := ps.NewGRPCServer()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(lis)
-	defer func() { ps.Close(); gs.Stop() }()
-	agent := lis.Addr().String()
-
+	ag := heraldtest.NewAgent(t)
+	agent := ag.Addr()
 	status := func(id string) string {
-		if s := reg.Snapshot().Service("echo"); s != nil {
-			if in := s.Instance(id); in != nil {
-				return in.Status.String()
-			}
+		if in := ag.Instance("echo", id); in != nil {
+			return in.Status.String()
 		}
 		return "absent"
 	}
 	waitStatus := func(id, want string) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for status(id) != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: status %s, want %s", id, status(id), want)
+		wait.Eventually(t, 20*time.Second, id+" "+want, func() error {
+			if got := status(id); got != want {
+				return fmt.Errorf("%s is %s", id, got)
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 
 	servers := map[string]*exec.Cmd{}

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // The end-to-end tests build the real binary and drive it the way a user
@@ -105,7 +107,7 @@ func newAgent(t *testing.T, extra ...string) *agentProc {
 func (a *agentProc) start() {
 	a.t.Helper()
 	a.launch()
-	waitFor(a.t, 15*time.Second, "agent /readyz", func() bool { return a.readyz() == 200 })
+	wait.Eventually(a.t, 15*time.Second, "agent /readyz", func() bool { return a.readyz() == 200 })
 }
 
 // readyz returns /readyz's status code, or 0 when it does not answer.
@@ -154,17 +156,6 @@ func (w syncWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // cli runs a CLI command against the agent and returns its stdout.
@@ -265,13 +256,13 @@ func TestCLIEndToEnd(t *testing.T) {
 	if err := sess.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "session registration in DNS", func() bool {
+	wait.Eventually(t, 5*time.Second, "session registration in DNS", func() bool {
 		return strings.Join(a.dig("web.service.herald", "A"), " ") == "10.0.1.1"
 	})
 	sess.Process.Signal(syscall.SIGKILL)
 	sess.Wait()
 	killed := time.Now()
-	waitFor(t, 3*time.Second, "session instance removed after its client died", func() bool {
+	wait.Eventually(t, 3*time.Second, "session instance removed after its client died", func() bool {
 		out, _ := exec.Command(requireDig(t), "@127.0.0.1", "-p", strings.Split(a.dns, ":")[1], "web.service.herald", "A").CombinedOutput()
 		return strings.Contains(string(out), "NXDOMAIN")
 	})

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/herald-sd/herald/pushsvc/heraldpb"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // readyzBody returns /readyz's status code and body (0 when it does not
@@ -67,15 +68,15 @@ func TestRetryJoinEndToEnd(t *testing.T) {
 	seed := newAgent(t, "-node", "seed") // not started: nothing listens on its Serf address yet
 	b := newAgent(t, "-node", "b", "-retry-join", seed.serf)
 	b.launch()
-	waitFor(t, 15*time.Second, "b's /readyz: 503, cluster: not joined", func() bool {
+	wait.Eventually(t, 15*time.Second, "b's /readyz: 503, cluster: not joined", func() bool {
 		code, body := b.readyzBody()
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "cluster: not joined")
 	})
 	seed.start()
-	waitFor(t, 30*time.Second, "b's /readyz: 200 after the retry-join", func() bool { return b.readyz() == http.StatusOK })
+	wait.Eventually(t, 30*time.Second, "b's /readyz: 200 after the retry-join", func() bool { return b.readyz() == http.StatusOK })
 	for _, a := range []*agentProc{seed, b} {
 		for _, node := range []string{"seed", "b"} {
-			waitFor(t, 10*time.Second, node+" alive", func() bool { return strings.Contains(a.memberLine(node), " alive") })
+			wait.Eventually(t, 10*time.Second, node+" alive", func() bool { return strings.Contains(a.memberLine(node), " alive") })
 		}
 	}
 	log := b.logText()
@@ -97,11 +98,11 @@ func TestJoinAndForceLeaveEndToEnd(t *testing.T) {
 		t.Fatalf("herald join: %q", out)
 	}
 	for _, node := range []string{"a1", "a2", "a3"} {
-		waitFor(t, 10*time.Second, node+" alive on a1", func() bool { return strings.Contains(a1.memberLine(node), " alive") })
+		wait.Eventually(t, 10*time.Second, node+" alive on a1", func() bool { return strings.Contains(a1.memberLine(node), " alive") })
 	}
 	a2.mustCLI("register", "-service", "api", "-id", "api-1", "-address", "10.0.0.5", "-port", "9000")
 	for _, a := range []*agentProc{a1, a3} {
-		waitFor(t, 10*time.Second, "api-1 replicated", func() bool { return strings.Contains(a.mustCLI("instances", "api"), "api-1") })
+		wait.Eventually(t, 10*time.Second, "api-1 replicated", func() bool { return strings.Contains(a.mustCLI("instances", "api"), "api-1") })
 	}
 
 	refused := []struct {
@@ -128,7 +129,7 @@ func TestJoinAndForceLeaveEndToEnd(t *testing.T) {
 
 	a2.kill()
 	failed := regexp.MustCompile(`^a2\s+\S+\s+failed \(\d+s\)`)
-	waitFor(t, 15*time.Second, "a1 lists a2 as failed (Ns)", func() bool { return failed.MatchString(a1.memberLine("a2")) })
+	wait.Eventually(t, 15*time.Second, "a1 lists a2 as failed (Ns)", func() bool { return failed.MatchString(a1.memberLine("a2")) })
 	if out := a1.mustCLI("instances", "api"); !strings.Contains(out, "api-1") {
 		t.Fatalf("api-1 reaped before the force-leave (-reap-failed 1h):\n%s", out)
 	}
@@ -136,7 +137,7 @@ func TestJoinAndForceLeaveEndToEnd(t *testing.T) {
 	began := time.Now()
 	a1.mustCLI("force-leave", "a2")
 	for _, a := range []*agentProc{a1, a3} {
-		waitFor(t, 2*time.Second, "api-1 gone at once", func() bool { return !strings.Contains(a.mustCLI("instances", "api"), "api-1") })
+		wait.Eventually(t, 2*time.Second, "api-1 gone at once", func() bool { return !strings.Contains(a.mustCLI("instances", "api"), "api-1") })
 	}
 	t.Logf("api-1 gone on a1 and a3 %s after the force-leave", time.Since(began).Round(time.Millisecond))
 	if l := a1.memberLine("a2"); !regexp.MustCompile(`left \(\d+s\)`).MatchString(l) {
@@ -145,7 +146,7 @@ func TestJoinAndForceLeaveEndToEnd(t *testing.T) {
 	if out := a1.mustCLI("force-leave", "-prune", "a2"); !strings.Contains(out, "pruned a2") {
 		t.Errorf("force-leave -prune: %q", out)
 	}
-	waitFor(t, 10*time.Second, "a2 pruned from members", func() bool { return a1.memberLine("a2") == "" })
+	wait.Eventually(t, 10*time.Second, "a2 pruned from members", func() bool { return a1.memberLine("a2") == "" })
 }
 
 // TestDataDirRejoinsAfterRestart: a node with -data-dir that left on
@@ -158,19 +159,19 @@ func TestDataDirRejoinsAfterRestart(t *testing.T) {
 	a1 := startAgent(t, "-node", "a1")
 	a2 := startAgent(t, "-node", "a2", "-data-dir", t.TempDir(), "-drain-grace", "0s", "-join", a1.serf)
 	a2.mustCLI("register", "-service", "db", "-id", "db-1", "-address", "10.0.2.1", "-port", "5432")
-	waitFor(t, 10*time.Second, "db-1 on a1", func() bool { return strings.Contains(a1.mustCLI("instances", "db"), "db-1") })
+	wait.Eventually(t, 10*time.Second, "db-1 on a1", func() bool { return strings.Contains(a1.mustCLI("instances", "db"), "db-1") })
 
 	a2.cmd.Process.Signal(syscall.SIGTERM)
 	<-a2.done
-	waitFor(t, 10*time.Second, "a1 lists a2 as left", func() bool { return strings.Contains(a1.memberLine("a2"), " left (") })
+	wait.Eventually(t, 10*time.Second, "a1 lists a2 as left", func() bool { return strings.Contains(a1.memberLine("a2"), " left (") })
 	if out := a1.mustCLI("instances", "db"); strings.Contains(out, "db-1") {
 		t.Fatalf("db-1 still on a1 after a2 left:\n%s", out)
 	}
 	join := slices.Index(a2.args, "-join")
 	a2.args = slices.Delete(a2.args, join, join+2)
 	a2.start()
-	waitFor(t, 15*time.Second, "a1 lists a2 alive again", func() bool { return strings.Contains(a1.memberLine("a2"), " alive") })
-	waitFor(t, 10*time.Second, "db-1 back on a1", func() bool { return strings.Contains(a1.mustCLI("instances", "db"), "db-1") })
+	wait.Eventually(t, 15*time.Second, "a1 lists a2 alive again", func() bool { return strings.Contains(a1.memberLine("a2"), " alive") })
+	wait.Eventually(t, 10*time.Second, "db-1 back on a1", func() bool { return strings.Contains(a1.mustCLI("instances", "db"), "db-1") })
 }
 
 func TestMemberStatus(t *testing.T) {

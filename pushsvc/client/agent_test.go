@@ -2,105 +2,40 @@ package client
 
 import (
 	"context"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/herald-sd/herald/cluster/registry"
-	"github.com/herald-sd/herald/pushsvc"
+	"github.com/herald-sd/herald/pushsvc/heraldtest"
+	"github.com/herald-sd/herald/testenv/wait"
 )
-
-// realAgent is an in-process pushsvc server with its own registry.
-type realAgent struct {
-	reg  *registry.Registry
-	addr string
-	ps   *pushsvc.Server
-	gs   *grpc.Server
-	done chan struct{}
-	once sync.Once
-}
-
-func startReal(t *testing.T, reg *registry.Registry, addr string) *realAgent {
-	t.Helper()
-	if reg == nil {
-		var err error
-		if reg, err = registry.New(registry.Config{Node: "n1"}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { reg.Close() })
-	}
-	return startRealWith(t, reg, pushsvc.Config{Registry: reg, Logger: quietLog(), ProgressInterval: 200 * time.Millisecond}, addr)
-}
-
-// startRealWith serves cfg.Registry with cfg on addr (default 127.0.0.1:0).
-func startRealWith(t *testing.T, reg *registry.Registry, cfg pushsvc.Config, addr ...string) *realAgent {
-	t.Helper()
-	listen := "127.0.0.1:0"
-	if len(addr) > 0 {
-		listen = addr[0]
-	}
-	ps, err := pushsvc.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lis net.Listener
-	for i := 0; ; i++ { // a restarted agent may wait for its port
-		if lis, err = net.Listen("tcp", listen); err == nil || i == 50 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		ps.Close()
-		t.Fatal(err)
-	}
-	a := &realAgent{reg: reg, addr: lis.Addr().String(), ps: ps, gs: ps.NewGRPCServer(), done: make(chan struct{})}
-	go func() { defer close(a.done); _ = a.gs.Serve(lis) }()
-	t.Cleanup(a.stop)
-	return a
-}
-
-func (a *realAgent) stop() {
-	a.once.Do(func() { a.ps.Close(); a.gs.GracefulStop(); <-a.done })
-}
-
-func (a *realAgent) lookup(id string) *registry.Instance {
-	if s := a.reg.Snapshot().Service("echo"); s != nil {
-		return s.Instance(id)
-	}
-	return nil
-}
 
 // TestSessionAgentRestart: the agent restarts (its sessions end, so the
 // instance is removed) and the client registers it again.
 func TestSessionAgentRestart(t *testing.T) {
-	a := startReal(t, nil, "127.0.0.1:0")
-	c := newTestClient(t, []string{a.addr})
+	a := heraldtest.NewAgent(t)
+	c := newTestClient(t, []string{a.Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	reg, err := c.Register(ctx, testInstance("e1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if in := a.lookup("e1"); in == nil || in.Check.Kind != registry.CheckSession {
+	reg := mustRegister(t, ctx, c, "e1")
+	if in := a.Instance("echo", "e1"); in == nil || in.Check.Kind != registry.CheckSession {
 		t.Fatalf("registered %+v, want a session instance", in)
 	}
-	a.stop()
-	if a.lookup("e1") != nil {
+	a.Stop()
+	if a.Instance("echo", "e1") != nil {
 		t.Fatal("instance survived its session")
 	}
-	a2 := startReal(t, a.reg, a.addr)
-	eventually(t, 10*time.Second, "re-registration on the restarted agent", func() bool {
-		return a2.lookup("e1") != nil && reg.Registrations() == 2
+	if err := a.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	wait.Eventually(t, 10*time.Second, "re-registration on the restarted agent", func() bool {
+		return a.Instance("echo", "e1") != nil && reg.Registrations() == 2
 	})
 	if err := reg.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if a2.lookup("e1") != nil {
+	if a.Instance("echo", "e1") != nil {
 		t.Fatal("still registered after Close")
 	}
 }
@@ -108,58 +43,17 @@ func TestSessionAgentRestart(t *testing.T) {
 // TestSessionFailover: with two agents the registration moves to the second
 // when the first stops.
 func TestSessionFailover(t *testing.T) {
-	a, b := startReal(t, nil, "127.0.0.1:0"), startReal(t, nil, "127.0.0.1:0")
-	c := newTestClient(t, []string{a.addr, b.addr})
+	a, b := heraldtest.NewAgent(t), heraldtest.NewAgent(t)
+	c := newTestClient(t, []string{a.Addr(), b.Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	reg, err := c.Register(ctx, testInstance("e1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := mustRegister(t, ctx, c, "e1")
 	defer reg.Close(ctx)
-	if a.lookup("e1") == nil || b.lookup("e1") != nil {
+	if a.Instance("echo", "e1") == nil || b.Instance("echo", "e1") != nil {
 		t.Fatal("want the registration on the first agent only")
 	}
-	a.stop()
-	eventually(t, 10*time.Second, "registration on the second agent", func() bool { return b.lookup("e1") != nil })
-}
-
-// TestCloseDrainsBeforeDeregister: a watcher sees the instance draining for
-// at least the grace before it disappears.
-func TestCloseDrainsBeforeDeregister(t *testing.T) {
-	a := startReal(t, nil, "127.0.0.1:0")
-	c := newTestClient(t, []string{a.addr})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	const grace = 200 * time.Millisecond
-	reg, err := c.Register(ctx, testInstance("e1"), WithGrace(grace))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := c.Watch(ctx, []string{"echo"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	var drainedAt, goneAt time.Time
-	done := make(chan error, 1)
-	go func() { done <- reg.Close(ctx) }()
-	for goneAt.IsZero() {
-		u := nextUpdate(t, w)
-		l := u.Services["echo"]
-		switch {
-		case len(l) == 1 && l[0].Status == StatusDraining && drainedAt.IsZero():
-			drainedAt = time.Now()
-		case len(l) == 0 && !drainedAt.IsZero():
-			goneAt = time.Now()
-		}
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if d := goneAt.Sub(drainedAt); d < grace-20*time.Millisecond {
-		t.Fatalf("removed %s after draining, want about %s", d, grace)
-	}
+	a.Stop()
+	wait.Eventually(t, 10*time.Second, "registration on the second agent", func() bool { return b.Instance("echo", "e1") != nil })
 }
 
 func (in Instance) toRegistry() *registry.Instance {
@@ -170,17 +64,14 @@ func (in Instance) toRegistry() *registry.Instance {
 // later; the registration learns it lost the key and stops re-registering
 // it, and Close has nothing left to do.
 func TestRegistrationLostToANewerWrite(t *testing.T) {
-	a := startReal(t, nil, "127.0.0.1:0")
-	c := newTestClient(t, []string{a.addr})
+	a := heraldtest.NewAgent(t)
+	c := newTestClient(t, []string{a.Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	reg, err := c.Register(ctx, testInstance("e1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	newer := a.lookup("e1").Clone()
+	reg := mustRegister(t, ctx, c, "e1")
+	newer := a.Instance("echo", "e1").Clone()
 	newer.Owner, newer.Stamp, newer.Check = "n2", newer.Stamp+1, registry.Check{}
-	a.reg.Apply([]registry.Delta{{Owner: "n2", Version: registry.Version{Epoch: 1, Seq: 1}, Op: registry.OpUpsert, Instance: newer, Time: time.Now(), Stamp: newer.Stamp}})
+	a.Registry().Apply([]registry.Delta{{Owner: "n2", Version: registry.Version{Epoch: 1, Seq: 1}, Op: registry.OpUpsert, Instance: newer, Time: time.Now(), Stamp: newer.Stamp}})
 	select {
 	case <-reg.Lost():
 	case <-ctx.Done():
@@ -192,7 +83,7 @@ func TestRegistrationLostToANewerWrite(t *testing.T) {
 	if err := reg.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if in := a.lookup("e1"); in == nil || in.Owner != "n2" || reg.Registrations() != 1 {
+	if in := a.Instance("echo", "e1"); in == nil || in.Owner != "n2" || reg.Registrations() != 1 {
 		t.Fatalf("after Close: %+v, registrations %d", in, reg.Registrations())
 	}
 }

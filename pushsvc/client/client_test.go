@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -130,7 +131,7 @@ func TestWatchSlowConsumer(t *testing.T) {
 			Events: []*heraldpb.Event{upsert("web", "i"+string(rune('a'+i%26)), uint64(i))}}
 	}
 	var last Update
-	eventually(t, 5*time.Second, "the last revision", func() bool {
+	wait.Eventually(t, 5*time.Second, "the last revision", func() bool {
 		select {
 		case last = <-w.Updates():
 		default:
@@ -149,6 +150,16 @@ func testInstance(id string) Instance {
 	return Instance{Service: "echo", ID: id, Address: netip.MustParseAddr("127.0.0.1"), Port: 7000}
 }
 
+// mustRegister registers testInstance(id) through c.
+func mustRegister(t *testing.T, ctx context.Context, c *Client, id string, opts ...RegisterOption) *Registration {
+	t.Helper()
+	reg, err := c.Register(ctx, testInstance(id), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg
+}
+
 // TestSessionReregistersWithStatus: after the session breaks the instance is
 // registered again, with the status it was last given.
 func TestSessionReregistersWithStatus(t *testing.T) {
@@ -156,15 +167,12 @@ func TestSessionReregistersWithStatus(t *testing.T) {
 	c := newTestClient(t, []string{f.addr})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	reg, err := c.Register(ctx, testInstance("e1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := mustRegister(t, ctx, c, "e1")
 	if err := reg.SetStatus(ctx, StatusWarning); err != nil {
 		t.Fatal(err)
 	}
 	f.kill <- struct{}{}
-	eventually(t, 5*time.Second, "re-registration", func() bool {
+	wait.Eventually(t, 5*time.Second, "re-registration", func() bool {
 		_, _, live, regs := f.snapshot()
 		return regs == 2 && live["echo/e1"] != nil && reg.Registrations() == 2
 	})
@@ -174,42 +182,6 @@ func TestSessionReregistersWithStatus(t *testing.T) {
 	}
 	if err := reg.Close(ctx); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestCloseDrainsThenDeregisters checks the order and the grace.
-func TestCloseDrainsThenDeregisters(t *testing.T) {
-	tests := []struct {
-		name  string
-		grace time.Duration
-	}{{"no grace", 0}, {"grace 150ms", 150 * time.Millisecond}}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			f := startFake(t)
-			c := newTestClient(t, []string{f.addr})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			reg, err := c.Register(ctx, testInstance("e1"), WithGrace(tc.grace))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := reg.Close(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := reg.Close(ctx); err != nil {
-				t.Fatal("second Close:", err)
-			}
-			ops, times, live, _ := f.snapshot()
-			if got := strings.Join(ops, " "); got != "register:STATUS_UNSPECIFIED set_status:STATUS_DRAINING deregister" {
-				t.Fatalf("ops %q", got)
-			}
-			if d := times[2].Sub(times[1]); d < tc.grace {
-				t.Fatalf("deregistered %s after the drain, want >= %s", d, tc.grace)
-			}
-			if len(live) != 0 {
-				t.Fatalf("still registered: %v", live)
-			}
-		})
 	}
 }
 

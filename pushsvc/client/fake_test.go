@@ -144,15 +144,3 @@ func (f *fakeAgent) snapshot() (ops []string, times []time.Time, live map[string
 	}
 	return append([]string(nil), f.ops...), append([]time.Time(nil), f.opTimes...), live, f.regs
 }
-
-// eventually polls cond every 5ms until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

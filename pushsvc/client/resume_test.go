@@ -10,6 +10,8 @@ import (
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc"
+	"github.com/herald-sd/herald/pushsvc/heraldtest"
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // cutProxy forwards TCP to target. cut drops every connection, and while it
@@ -92,9 +94,9 @@ func TestWatchResumeReal(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer reg.Close()
-			a := startRealWith(t, reg, pushsvc.Config{Registry: reg, Logger: quietLog(), WatchHistory: 16, WatchMaxLag: 16})
-			p := startProxy(t, a.addr)
+			t.Cleanup(func() { reg.Close() }) // after the agent's cleanup
+			a := heraldtest.NewAgent(t, heraldtest.WithRegistry(reg), heraldtest.WithConfig(pushsvc.Config{WatchHistory: 16, WatchMaxLag: 16}))
+			p := startProxy(t, a.Addr())
 			c := newTestClient(t, []string{p.lis.Addr().String()})
 			put := func(id string) {
 				in := testInstance(id).toRegistry()
@@ -112,7 +114,7 @@ func TestWatchResumeReal(t *testing.T) {
 				t.Fatalf("first update %v", u.Services)
 			}
 			p.cut(true)
-			eventually(t, 5*time.Second, "the watch to notice the cut", func() bool { _, ok := w.Connected(); return !ok })
+			wait.Eventually(t, 5*time.Second, "the watch to notice the cut", func() bool { _, ok := w.Connected(); return !ok })
 			for i := 0; i < tc.changes; i++ {
 				put("x")
 				if _, err := reg.Deregister(context.Background(), registry.Key{Service: "echo", ID: "x"}); err != nil {
