@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -283,10 +284,19 @@ func TestSessionEndToEnd(t *testing.T) {
 		}{
 			{[]string{"-address", "not-an-ip"}, `herald register: invalid argument: registry: invalid address: "not-an-ip" is not an IPv4 or IPv6 address` + "\n"},
 			{nil, "herald register: invalid argument: registry: invalid address: is required: an IPv4 or IPv6 address\n"},
+			{[]string{"-address", "10.0.0.1", "-service", ""}, "herald register: invalid argument: registry: invalid service: must not be empty\n"},
+			{[]string{"-address", "10.0.0.1", "-id", ""}, "herald register: invalid argument: registry: invalid id: must not be empty\n"},
+			{[]string{"-address", "10.0.0.1", "-service", "Bad_Name"}, `herald register: invalid argument: registry: invalid service: "Bad_Name" must be a DNS label: letters, digits and inner hyphens (RFC 1123)` + "\n"},
 			{[]string{"-address", "10.0.0.1", "-weight", "70000"}, "herald register: invalid argument: registry: invalid weight: 70000 is out of range 0 to 65535\n"},
 			{[]string{"-address", "10.0.0.1", "-addr", "127.0.0.1:1"}, "herald register: cannot reach the agent at 127.0.0.1:1: "},
 		} {
-			args := append([]string{"register", "-service", "web", "-id", "web-x", "-port", "80", "-check", "session"}, tt.args...)
+			args := append([]string{"register", "-port", "80", "-check", "session"}, tt.args...)
+			if !slices.Contains(args, "-service") {
+				args = append(args, "-service", "web")
+			}
+			if !slices.Contains(args, "-id") {
+				args = append(args, "-id", "web-x")
+			}
 			p := a1.startCLI(args...)
 			code, stderr := p.exit(5 * time.Second)
 			if code != 1 || !strings.HasPrefix(stderr, tt.want) {

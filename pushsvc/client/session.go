@@ -75,12 +75,10 @@ type sessionOp struct {
 
 // Register registers inst on a Session stream and keeps it registered until
 // Close (or the client's Close). It returns once the agent accepted the
-// registration, or with the agent's error (for example an invalid field), or
-// when ctx ends while no agent is reachable.
+// registration, or with the agent's error (for example an invalid field:
+// the agent validates every field, an empty service or id too), or when ctx
+// ends while no agent is reachable.
 func (c *Client) Register(ctx context.Context, inst Instance, opts ...RegisterOption) (*Registration, error) {
-	if inst.Service == "" || inst.ID == "" {
-		return nil, fmt.Errorf("client: register: service and id are required")
-	}
 	inst.Tags = append([]string(nil), inst.Tags...)
 	r := &registration{c: c, grace: c.opts.drainGrace, want: inst, ops: make(chan *sessionOp), done: make(chan struct{}), lost: make(chan struct{})}
 	for _, o := range opts {
