@@ -256,12 +256,14 @@ func (c *Cluster) join(ctx context.Context) error {
 		if lastErr == nil || ctx.Err() == nil {
 			lastErr = err // keep Serf's reason, not the deadline that cut the last try
 		}
-		c.log.Warn("join failed; retrying", "join", c.cfg.Join, "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("cluster: could not join %v within %s after %d attempts (are the peers up, and do all nodes use the same -encrypt key?): %w", c.cfg.Join, c.cfg.JoinTimeout, attempt, lastErr)
 		case <-time.After(backoff):
 		}
+		// Logged only now that another attempt follows: the last failure
+		// is returned instead.
+		c.log.Warn("join failed; retrying", "join", c.cfg.Join, "attempt", attempt, "err", err)
 		backoff = min(2*backoff, 2*time.Second)
 	}
 }

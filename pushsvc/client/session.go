@@ -116,7 +116,8 @@ func (r *Registration) Instance() Instance {
 // a newer write of the same key was made through another agent (a
 // registration or deregistration elsewhere takes the key over). The
 // registration then stops re-registering, so that it does not fight the
-// newer owner; Err says what happened.
+// newer owner; Err says what happened. The client does not log it: a
+// caller that wants it in its log waits on Lost.
 func (r *Registration) Lost() <-chan struct{} { return r.lost }
 
 // Err returns why the registration ended by itself: lost to a newer write
@@ -343,8 +344,7 @@ func (r *registration) session(i int, first chan<- error) (registered bool, err 
 			err := respErr(m)
 			if l := m.GetLost(); l != nil && m.GetRequestId() == 0 {
 				r.lostErr = fmt.Errorf("client: %s/%s: %w", l.GetService(), l.GetId(), err)
-				close(r.lost)
-				r.c.opts.logger.Warn("client: registration replaced by a newer write through another agent; no longer keeping it", "service", l.GetService(), "id", l.GetId())
+				close(r.lost) // Lost and Err report it; the caller decides whether to log
 				r.cancel()
 				return registered, r.lostErr
 			}
