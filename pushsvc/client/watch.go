@@ -75,8 +75,9 @@ type Event struct {
 	Reset bool
 	// Agent is the address of the agent that sent it.
 	Agent string
-	// Instance is the instance as it is now (for a remove, as it was). It
-	// is shared with the watcher's state: treat it as read-only.
+	// Instance is the instance as it is now (for a remove, as it was). Its
+	// Tags and Meta are shared with the watcher's state: treat them as
+	// read-only.
 	Instance Instance
 }
 
