@@ -1,11 +1,14 @@
 # Herald. `make run` starts a dev agent; `make test` runs every test.
 GO        ?= go
 BIN       := bin
-GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
+MODULE    := github.com/herald-sd/herald
+# Where `go install` puts tools: GOBIN, else GOPATH/bin.
+GOBIN_DIR := $(or $(shell $(GO) env GOBIN),$(shell $(GO) env GOPATH)/bin)
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/herald-sd/herald/cmd/herald/internal/version.Version=$(VERSION)
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+GOIMPORTS_VERSION          := v0.52.0
 
 .PHONY: all build run test test-short nemesis bench lint proto fuzz clean
 
@@ -48,8 +51,14 @@ bench: build
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzServeDNS -fuzztime 60s ./dnsserver/
 
+# Formatting, import grouping (standard library, others, then this module's
+# own packages), a tidy go.mod and vet. CI runs it before the tests.
+# Generated protobuf code is left as protoc writes it.
 lint:
+	$(GO) install golang.org/x/tools/cmd/goimports@$(GOIMPORTS_VERSION)
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$($(GOBIN_DIR)/goimports -local $(MODULE) -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "goimports needed (goimports -local $(MODULE) -w FILE):"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 
 # Regenerate the protobuf code (committed, so users need no protoc).

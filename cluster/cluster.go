@@ -64,6 +64,7 @@ type Cluster struct {
 	reg     *registry.Registry
 	log     *slog.Logger
 	serfLog *serfLog
+	names   *nameWatch // who claims this node's name; checked after each join
 	metrics *metrics
 
 	advertise string // the Serf address peers use, host:port (port 0: the bound one)
@@ -129,6 +130,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	c.baseCtx, c.cancelBase = context.WithCancel(context.Background())
 	c.serfLog = &serfLog{log: c.log}
+	c.names = newNameWatch(cfg.NodeName)
 	c.peers = newPeerSet(c)
 	if picked {
 		c.log.Info("bound to every interface: advertising this host's private address to peers (set the advertise address to choose another)", "bind", cfg.BindAddr, "advertise", advertise)
@@ -203,6 +205,9 @@ func (c *Cluster) serfConfig(events chan serf.Event) (*serf.Config, error) {
 	// A restarted node may come back on another address under its name.
 	ml.DeadNodeReclaimTime = c.cfg.ReapFailed
 	ml.Logger = log.New(c.serfLog, "", 0)
+	// Serf keeps this hook free while sc.Merge is nil (it would take it for
+	// its merge delegate); joinOnce reads it to refuse a duplicate name.
+	ml.Alive = c.names
 	if c.key != nil {
 		kr, err := memberlist.NewKeyring(nil, c.key)
 		if err != nil {
@@ -222,8 +227,8 @@ func (c *Cluster) serfConfig(events chan serf.Event) (*serf.Config, error) {
 	// A node leaves on every SIGTERM, so a plain restart must rejoin too;
 	// see Config.SnapshotPath.
 	sc.RejoinAfterLeave = true
-	// Start refuses a duplicate name itself; Serf's resolution could shut
-	// down the node that legitimately holds the name.
+	// Joins refuse a duplicate name themselves (nameWatch); Serf's
+	// resolution could shut down the node that legitimately holds the name.
 	sc.EnableNameConflictResolution = false
 	sc.Tags = map[string]string{}
 	if c.cfg.GRPCAddr != "" {
@@ -251,12 +256,14 @@ func (c *Cluster) join(ctx context.Context) error {
 		if lastErr == nil || ctx.Err() == nil {
 			lastErr = err // keep Serf's reason, not the deadline that cut the last try
 		}
-		c.log.Warn("join failed; retrying", "join", c.cfg.Join, "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("cluster: could not join %v within %s after %d attempts (are the peers up, and do all nodes use the same -encrypt key?): %w", c.cfg.Join, c.cfg.JoinTimeout, attempt, lastErr)
 		case <-time.After(backoff):
 		}
+		// Logged only now that another attempt follows: the last failure
+		// is returned instead.
+		c.log.Warn("join failed; retrying", "join", c.cfg.Join, "attempt", attempt, "err", err)
 		backoff = min(2*backoff, 2*time.Second)
 	}
 }

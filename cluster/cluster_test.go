@@ -303,8 +303,8 @@ func TestDuplicateNameRefused(t *testing.T) {
 	if !errors.Is(err, cluster.ErrNameConflict) {
 		t.Fatalf("start with a duplicate name: got %v, want ErrNameConflict", err)
 	}
-	if !strings.Contains(err.Error(), `"n2"`) {
-		t.Errorf("error does not name the node: %v", err)
+	if !strings.Contains(err.Error(), `"n2"`) || !strings.Contains(err.Error(), "at "+nodes[1].addr()) {
+		t.Errorf("error does not name the node and the address of the member that holds the name: %v", err)
 	}
 	// The legitimate n2 stays a member.
 	for _, m := range nodes[0].cl.Members() {

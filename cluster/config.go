@@ -9,8 +9,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herald-sd/herald/cluster/registry"
 )
 
 // Config configures a Cluster. DefaultConfig fills every field but Registry;

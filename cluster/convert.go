@@ -1,9 +1,10 @@
 package cluster
 
 import (
-	"google.golang.org/protobuf/proto"
 	"net/netip"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-sd/herald/cluster/clusterpb"
 	"github.com/herald-sd/herald/cluster/registry"

@@ -67,10 +67,13 @@ func (c *Cluster) joinOnce(ctx context.Context, addrs []string) (int, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		before, _ := c.serfLog.nameConflicts()
+		// Only a claim seen during this join refuses it, so an old one (a
+		// snapshot rejoin that met a live duplicate) does not refuse every
+		// later join.
+		mark := c.names.mark()
 		n, err := s.Join(addrs, true)
-		if after, msg := c.serfLog.nameConflicts(); after != before {
-			err = fmt.Errorf("%w: another member already uses the name %q (%s); give each node a unique -node", ErrNameConflict, c.cfg.NodeName, msg)
+		if other := c.names.otherSince(mark, c.LocalAddr()); other != "" {
+			err = fmt.Errorf("%w: another member already uses the name %q (at %s); give each node a unique -node", ErrNameConflict, c.cfg.NodeName, other)
 		} else if err != nil && n > 0 {
 			c.log.Warn("join reached some addresses but not all", "addrs", addrs, "reached", n, "err", err)
 			err = nil

@@ -5,18 +5,12 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 )
 
 // serfLog adapts Serf's and memberlist's log.Logger output ("[ERR] serf: ...")
-// to slog, and notices the one message Start must act on: another node
-// already uses this node's name.
+// to slog.
 type serfLog struct {
 	log *slog.Logger
-
-	mu        sync.Mutex
-	conflicts uint64 // how many name-conflict messages were seen
-	conflict  string // the latest of them
 }
 
 func (w *serfLog) Write(p []byte) (int, error) {
@@ -34,21 +28,5 @@ func (w *serfLog) line(s string) {
 			break
 		}
 	}
-	if strings.Contains(s, "Node name conflicts with another node") {
-		w.mu.Lock()
-		w.conflicts++
-		w.conflict = s
-		w.mu.Unlock()
-	}
 	w.log.Log(context.Background(), level, s, "component", "serf")
-}
-
-// nameConflicts returns how many name-conflict messages Serf logged, and
-// the latest. A join compares the count before and after: only a conflict
-// seen during that join refuses it, so an old one (a snapshot rejoin that met
-// a dead incarnation of this node) does not refuse every later join.
-func (w *serfLog) nameConflicts() (uint64, string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.conflicts, w.conflict
 }

@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/protobuf/proto"
 	"math/rand/v2"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-sd/herald/cluster/clusterpb"
 	"github.com/herald-sd/herald/cluster/registry"

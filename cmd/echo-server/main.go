@@ -82,12 +82,21 @@ func run(log *slog.Logger, listen, advertise, service, id, agents string, grace 
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
-	select {
-	case s := <-sig:
-		log.Info("echo-server: draining", "signal", s.String(), "grace", grace)
-	case err := <-served:
-		reg.Close(context.Background())
-		return err
+	lost := reg.Lost()
+wait:
+	for {
+		select {
+		case s := <-sig:
+			log.Info("echo-server: draining", "signal", s.String(), "grace", grace)
+			break wait
+		case err := <-served:
+			reg.Close(context.Background())
+			return err
+		case <-lost:
+			// It keeps serving: the newer registration may point here too.
+			log.Warn("echo-server: registration replaced by a newer write through another agent; no longer keeping it", "err", reg.Err())
+			lost = nil
+		}
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), grace+10*time.Second)
 	defer cancel()

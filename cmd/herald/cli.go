@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sort"
@@ -20,6 +21,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/pushsvc/client"
 	pb "github.com/herald-sd/herald/pushsvc/heraldpb"
 )
 
@@ -66,12 +69,37 @@ func (cf *clientFlags) dial() (pb.HeraldClient, func(), error) {
 	return pb.NewHeraldClient(conn), func() { conn.Close() }, nil
 }
 
+// client returns a pushsvc/client for the agent, for the commands that hold
+// a stream. It logs nothing: the commands report what happens themselves.
+func (cf *clientFlags) client(opts ...client.Option) (*client.Client, error) {
+	base := []client.Option{client.WithLogger(nil)}
+	if cf.timeout > 0 {
+		base = append(base, client.WithCallTimeout(cf.timeout))
+	}
+	c, err := client.New([]string{cf.addr}, append(base, opts...)...)
+	if err != nil {
+		return nil, usagef("bad -addr %q: %v", cf.addr, err)
+	}
+	return c, nil
+}
+
+// grpcStatus returns the gRPC status that err carries, under any wrapping
+// (pushsvc/client wraps); status.FromError would put the wrapping's text in
+// the message. A context error maps to its code.
+func grpcStatus(err error) *status.Status {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return se.GRPCStatus()
+	}
+	return status.FromContextError(err)
+}
+
 // callErr turns a gRPC error into a message a person can act on.
 func (cf *clientFlags) callErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	st, _ := status.FromError(err)
+	st := grpcStatus(err)
 	switch st.Code() {
 	case codes.Unavailable:
 		return fmt.Errorf("cannot reach the agent at %s: %s (is `herald agent` running? set -addr or HERALD_ADDR)", cf.addr, st.Message())
@@ -166,12 +194,7 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 		return usagef("-check %q: want ttl=<duration> or session", *check)
 	}
 	if session {
-		c, done, err := cf.dial()
-		if err != nil {
-			return err
-		}
-		defer done()
-		return registerSession(c, cf, in, stdout)
+		return registerSession(cf, in, stdout)
 	}
 	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
 		resp, err := c.Register(ctx, &pb.RegisterRequest{Instance: in})
@@ -183,39 +206,51 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 	})
 }
 
-// registerSession registers on a Session stream and holds it until the
-// process is interrupted or the stream breaks; the agent then removes the
-// instance.
-func registerSession(c pb.HeraldClient, cf *clientFlags, in *pb.Instance, stdout io.Writer) error {
+// registerSession registers on one session (pushsvc/client's single-session
+// registration) and holds it until the process is interrupted, the session
+// ends, or a newer write of the key through another node takes it; the
+// agent then removes the instance.
+func registerSession(cf *clientFlags, p *pb.Instance, stdout io.Writer) error {
+	in := client.Instance{Service: p.GetService(), ID: p.GetId(), Port: uint16(p.GetPort()), Tags: p.GetTags(), Meta: p.GetMeta(), Status: p.GetStatus()}
+	if a := p.GetAddress(); a != "" { // an empty one is the agent's to refuse
+		addr, err := netip.ParseAddr(a)
+		if err != nil {
+			// The agent's words for the same mistake (pushsvc's instanceFromProto).
+			return cf.callErr(status.Error(codes.InvalidArgument,
+				(&registry.FieldError{Field: "address", Msg: fmt.Sprintf("%q is not an IPv4 or IPv6 address", a)}).Error()))
+		}
+		in.Address = addr
+	}
+	opts := []client.RegisterOption{client.WithSingleSession()}
+	if p.Weight != nil {
+		opts = append(opts, client.WithWeight(p.GetWeight()))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	stream, err := c.Session(ctx)
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close() // without draining: ending the session removes the instance
+	reg, err := c.Register(ctx, in, opts...)
 	if err != nil {
 		return cf.callErr(err)
 	}
-	if err := stream.Send(&pb.SessionRequest{RequestId: 1, Op: &pb.SessionRequest_Register{Register: in}}); err != nil {
-		return cf.callErr(err)
+	fmt.Fprintf(stdout, "registered %s/%s on node %s for this session; interrupt to deregister\n", in.Service, in.ID, reg.Instance().Node)
+	select {
+	case <-ctx.Done():
+		return nil // interrupted: closing the session deregisters
+	case <-reg.Done():
 	}
-	resp, err := stream.Recv()
-	if err != nil {
-		return cf.callErr(err)
+	select {
+	case <-reg.Lost(): // closed before Done
+		return fmt.Errorf("%s (a newer write of it was made through another node); exiting", grpcStatus(reg.Err()).Message())
+	default:
 	}
-	if resp.GetCode() != 0 {
-		return cf.callErr(status.Error(codes.Code(resp.GetCode()), resp.GetMessage()))
+	if ctx.Err() != nil {
+		return nil
 	}
-	fmt.Fprintf(stdout, "registered %s/%s on node %s for this session; interrupt to deregister\n", in.GetService(), in.GetId(), resp.GetInstance().GetNode())
-	for {
-		m, err := stream.Recv()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil // interrupted: closing the stream deregisters
-			}
-			return fmt.Errorf("session to %s ended, so the agent removed the instance: %w", cf.addr, cf.callErr(err))
-		}
-		if m.GetLost() != nil {
-			return fmt.Errorf("%s (a newer write of it was made through another node); exiting", m.GetMessage())
-		}
-	}
+	return fmt.Errorf("session to %s ended, so the agent removed the instance: %w", cf.addr, cf.callErr(reg.Err()))
 }
 
 var statusByName = map[string]pb.Status{

@@ -14,9 +14,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	pb "github.com/herald-sd/herald/pushsvc/heraldpb"
+	"github.com/herald-sd/herald/pushsvc/client"
 )
 
 // watchLine is the -json form of one change.
@@ -36,6 +35,14 @@ type watchLine struct {
 	Node     string            `json:"node"`
 }
 
+// watchBackoff is the wait between a broken stream and the next: 100ms,
+// doubling up to 5s.
+var watchBackoff = client.Backoff{Base: 100 * time.Millisecond, Max: 5 * time.Second}
+
+// runWatch prints every change of the watched services until it is
+// interrupted. The client resumes a broken stream from the last revision;
+// this says so on stderr, and gives up at once when the first stream fails
+// or the agent refuses the watch.
 func runWatch(args []string, stdout, stderr io.Writer) error {
 	fs, cf := newClientFlagSet("watch", stderr)
 	asJSON := fs.Bool("json", false, "print one JSON object per change")
@@ -44,16 +51,18 @@ func runWatch(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c, done, err := cf.dial()
+	c, err := cf.client(client.WithBackoff(watchBackoff))
 	if err != nil {
 		return err
 	}
-	defer done()
-	print := func(op string, rev uint64, reset bool, in *pb.Instance) {
+	defer c.Close()
+
+	print := func(e client.Event) {
+		in := &e.Instance
 		l := watchLine{
-			Time: time.Now().UTC().Format(time.RFC3339Nano), Op: op, Revision: rev, Reset: reset,
-			Service: in.GetService(), ID: in.GetId(), Address: in.GetAddress(), Port: in.GetPort(),
-			Status: statusName(in.GetStatus()), Weight: in.GetWeight(), Tags: in.GetTags(), Meta: in.GetMeta(), Node: in.GetNode(),
+			Time: time.Now().UTC().Format(time.RFC3339Nano), Op: e.Op.String(), Revision: e.Revision, Reset: e.Reset,
+			Service: in.Service, ID: in.ID, Address: in.Address.String(), Port: uint32(in.Port),
+			Status: statusName(in.Status), Weight: in.Weight, Tags: in.Tags, Meta: in.Meta, Node: in.Node,
 		}
 		if l.Tags == nil {
 			l.Tags = []string{}
@@ -63,62 +72,32 @@ func runWatch(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "%s\n", b)
 			return
 		}
-		fmt.Fprintf(stdout, "%s %-8s %s/%s %s %s weight=%d tags=%s node=%s rev=%d\n", l.Time, op, l.Service, l.ID,
-			net.JoinHostPort(l.Address, strconv.Itoa(int(l.Port))), l.Status, l.Weight, strings.Join(l.Tags, ","), l.Node, rev)
+		fmt.Fprintf(stdout, "%s %-8s %s/%s %s %s weight=%d tags=%s node=%s rev=%d\n", l.Time, l.Op, l.Service, l.ID,
+			net.JoinHostPort(l.Address, strconv.Itoa(int(l.Port))), l.Status, l.Weight, strings.Join(l.Tags, ","), l.Node, l.Revision)
 	}
-	// Resume from the last revision after a broken stream, with backoff.
-	var rev uint64
-	var origin string
-	backoff := 100 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		err := watchOnce(ctx, c, fs.Args(), &rev, &origin, print)
-		if ctx.Err() != nil {
-			return nil
+	// Both callbacks run on the watcher's goroutine; failed is read after
+	// the watcher is done.
+	wctx, giveUp := context.WithCancel(ctx)
+	defer giveUp()
+	var failed error
+	first := true
+	ended := func(e client.StreamEnd) {
+		never := first && e.Revision == 0 // never connected: say so at once
+		first = false
+		if code := grpcStatus(e.Err).Code(); never || code != codes.Unavailable && code != codes.Internal && code != codes.Unknown {
+			failed = e.Err
+			giveUp()
+			return
 		}
-		if code := status.Code(err); code != codes.Unavailable && code != codes.Internal && code != codes.Unknown {
-			return cf.callErr(err)
-		}
-		if attempt == 0 && rev == 0 {
-			return cf.callErr(err) // never connected: say so at once
-		}
-		fmt.Fprintf(stderr, "herald watch: stream to %s broke (%v); resuming from revision %d\n", cf.addr, status.Convert(err).Message(), rev)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
+		fmt.Fprintf(stderr, "herald watch: stream to %s broke (%v); resuming from revision %d\n", e.Agent, grpcStatus(e.Err).Message(), e.Revision)
 	}
-}
-
-func watchOnce(ctx context.Context, c pb.HeraldClient, services []string, rev *uint64, origin *string, print func(string, uint64, bool, *pb.Instance)) error {
-	stream, err := c.Watch(ctx, &pb.WatchRequest{Services: services, Revision: *rev, Origin: *origin})
+	w, err := c.Watch(wctx, fs.Args(), client.WithEvents(print), client.WithStreamEnds(ended))
 	if err != nil {
 		return err
 	}
-	for {
-		m, err := stream.Recv()
-		if err != nil {
-			return err
-		}
-		switch m.GetKind() {
-		case pb.WatchResponse_KIND_SNAPSHOT:
-			for _, ev := range m.GetEvents() {
-				print("snapshot", m.GetRevision(), m.GetReset_(), ev.GetInstance())
-			}
-		case pb.WatchResponse_KIND_DELTA:
-			for _, ev := range m.GetEvents() {
-				op := "upsert"
-				if ev.GetOp() == pb.Event_OP_REMOVE {
-					op = "remove"
-				}
-				r := ev.GetRevision()
-				if r == 0 {
-					r = m.GetRevision()
-				}
-				print(op, r, false, ev.GetInstance())
-			}
-		}
-		*rev, *origin = m.GetRevision(), m.GetOrigin()
+	<-w.Done()
+	if ctx.Err() != nil {
+		return nil // interrupted
 	}
+	return cf.callErr(failed)
 }

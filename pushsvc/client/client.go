@@ -2,7 +2,8 @@
 // agent-side behaviour a service author wants: a registration that lives as
 // long as a session and survives reconnects and agent failover (Register),
 // a graceful drain-then-deregister shutdown (Registration.Close), and a
-// resumable push stream of consistent per-service instance lists (Watch).
+// resumable push stream of consistent per-service instance lists (Watch),
+// or of each change as it happens (WithEvents).
 //
 // It speaks only the public API in pushsvc/heraldpb. It must never import the
 // registry (cluster/...), the server (pushsvc), Serf or miekg/dns: it is what

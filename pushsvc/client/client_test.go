@@ -98,8 +98,8 @@ func TestWatchResume(t *testing.T) {
 		if st.kill || st.name == "first snapshot" {
 			select {
 			case req := <-f.watchReqs:
-				if req.GetRevision() != st.wantRev || req.GetOrigin() != st.wantOrigin || strings.Join(req.GetServices(), ",") != "api" {
-					t.Fatalf("%s: request %v, want revision %d origin %q services api", st.name, req, st.wantRev, st.wantOrigin)
+				if req.GetRevision() != st.wantRev || req.GetOrigin() != st.wantOrigin || strings.Join(req.GetServices(), ",") != "API" {
+					t.Fatalf("%s: request %v, want revision %d origin %q services API (as given)", st.name, req, st.wantRev, st.wantOrigin)
 				}
 			case <-time.After(5 * time.Second):
 				t.Fatalf("%s: no watch request", st.name)

@@ -21,6 +21,21 @@ type RegisterOption func(*registration)
 // registration.
 func WithGrace(d time.Duration) RegisterOption { return func(r *registration) { r.grace = d } }
 
+// WithWeight sets the instance's weight, 0 included. Instance.Weight 0
+// means the agent's default (1), so this is how a registration asks for no
+// new traffic from its start.
+func WithWeight(w uint32) RegisterOption {
+	return func(r *registration) { r.want.Weight, r.weightSet = w, true }
+}
+
+// WithSingleSession ties the registration to one session: when that
+// session ends, the registration ends too instead of registering the
+// instance again on a new one, so the instance lives exactly as long as
+// one stream (what `herald register -check session` promises). Register
+// returns the first attempt's error at once instead of retrying; once
+// registered, Done is closed when the session ends and Err says why.
+func WithSingleSession() RegisterOption { return func(r *registration) { r.single = true } }
+
 // errSessionBroken marks a request lost because its stream ended; the
 // request is retried on the next stream.
 var errSessionBroken = errors.New("client: session stream ended")
@@ -32,8 +47,10 @@ var errSessionBroken = errors.New("client: session stream ended")
 type Registration struct{ *registration }
 
 type registration struct {
-	c     *Client
-	grace time.Duration
+	c         *Client
+	grace     time.Duration
+	weightSet bool // WithWeight: send want.Weight even when it is 0
+	single    bool // WithSingleSession
 
 	mu   sync.Mutex
 	want Instance // desired state, re-sent on every new stream
@@ -48,6 +65,7 @@ type registration struct {
 	count     atomic.Uint64
 	lost      chan struct{} // closed when a newer write elsewhere took the key
 	lostErr   error         // set before lost is closed
+	endErr    error         // WithSingleSession: why the session ended; set before done is closed
 }
 
 type sessionOp struct {
@@ -57,12 +75,10 @@ type sessionOp struct {
 
 // Register registers inst on a Session stream and keeps it registered until
 // Close (or the client's Close). It returns once the agent accepted the
-// registration, or with the agent's error (for example an invalid field), or
-// when ctx ends while no agent is reachable.
+// registration, or with the agent's error (for example an invalid field:
+// the agent validates every field, an empty service or id too), or when ctx
+// ends while no agent is reachable.
 func (c *Client) Register(ctx context.Context, inst Instance, opts ...RegisterOption) (*Registration, error) {
-	if inst.Service == "" || inst.ID == "" {
-		return nil, fmt.Errorf("client: register: service and id are required")
-	}
 	inst.Tags = append([]string(nil), inst.Tags...)
 	r := &registration{c: c, grace: c.opts.drainGrace, want: inst, ops: make(chan *sessionOp), done: make(chan struct{}), lost: make(chan struct{})}
 	for _, o := range opts {
@@ -100,18 +116,31 @@ func (r *Registration) Instance() Instance {
 // a newer write of the same key was made through another agent (a
 // registration or deregistration elsewhere takes the key over). The
 // registration then stops re-registering, so that it does not fight the
-// newer owner; Err says what happened.
+// newer owner; Err says what happened. The client does not log it: a
+// caller that wants it in its log waits on Lost.
 func (r *Registration) Lost() <-chan struct{} { return r.lost }
 
-// Err returns why the registration was lost, or nil.
+// Err returns why the registration ended by itself: lost to a newer write
+// (see Lost), or, with WithSingleSession, its session ended. Otherwise, and
+// after Close, it returns nil.
 func (r *Registration) Err() error {
 	select {
 	case <-r.lost:
 		return r.lostErr
 	default:
+	}
+	select {
+	case <-r.done:
+		return r.endErr
+	default:
 		return nil
 	}
 }
+
+// Done is closed when the registration has stopped: after Close or the
+// client's Close, after it was lost (see Lost), or, with WithSingleSession,
+// when its session ended. Err then says whether it ended by itself.
+func (r *Registration) Done() <-chan struct{} { return r.done }
 
 // Registrations counts how many times the instance was registered: 1, plus
 // one per reconnect.
@@ -210,6 +239,14 @@ func (r *registration) run(first chan<- error) {
 		if r.ctx.Err() != nil {
 			return
 		}
+		if r.single {
+			if !registered {
+				first <- err // first is still set: this was the only attempt
+			} else {
+				r.endErr = fmt.Errorf("client: %s/%s: session to %s ended: %w", r.want.Service, r.want.ID, addr, err)
+			}
+			return
+		}
 		if registered {
 			first = nil
 			fails = 0
@@ -279,6 +316,10 @@ func (r *registration) session(i int, first chan<- error) (registered bool, err 
 	}
 	r.mu.Lock()
 	inst := r.want.toProto(heraldpb.Check_KIND_SESSION, 0)
+	if r.weightSet {
+		w := r.want.Weight
+		inst.Weight = &w
+	}
 	r.mu.Unlock()
 	if err := send(&heraldpb.SessionRequest{Op: &heraldpb.SessionRequest_Register{Register: inst}}); err != nil {
 		return false, err
@@ -303,8 +344,7 @@ func (r *registration) session(i int, first chan<- error) (registered bool, err 
 			err := respErr(m)
 			if l := m.GetLost(); l != nil && m.GetRequestId() == 0 {
 				r.lostErr = fmt.Errorf("client: %s/%s: %w", l.GetService(), l.GetId(), err)
-				close(r.lost)
-				r.c.opts.logger.Warn("client: registration replaced by a newer write through another agent; no longer keeping it", "service", l.GetService(), "id", l.GetId())
+				close(r.lost) // Lost and Err report it; the caller decides whether to log
 				r.cancel()
 				return registered, r.lostErr
 			}

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
 
@@ -31,6 +34,67 @@ type Update struct {
 	Services map[string][]Instance
 }
 
+// EventOp says what an Event is.
+type EventOp int
+
+// Event kinds.
+const (
+	// EventSnapshot is one instance of a snapshot: the stream's first
+	// message, or a fresh one after a resume the agent could not serve.
+	// The events of one snapshot together are the whole watched state.
+	EventSnapshot EventOp = iota + 1
+	// EventUpsert is an instance added or changed.
+	EventUpsert
+	// EventRemove is an instance removed.
+	EventRemove
+)
+
+// String returns "snapshot", "upsert" or "remove".
+func (op EventOp) String() string {
+	switch op {
+	case EventSnapshot:
+		return "snapshot"
+	case EventUpsert:
+		return "upsert"
+	case EventRemove:
+		return "remove"
+	}
+	return "unknown"
+}
+
+// Event is one change as the agent sent it, for consumers that want every
+// change rather than the state after it: a log, an audit trail,
+// `herald watch`. See WithEvents.
+type Event struct {
+	Op EventOp
+	// Revision is the agent's revision of the change; for a snapshot, the
+	// snapshot's.
+	Revision uint64
+	// Reset is set on the events of a snapshot that replaced the state
+	// because the agent could not resume (as Update.Reset).
+	Reset bool
+	// Agent is the address of the agent that sent it.
+	Agent string
+	// Instance is the instance as it is now (for a remove, as it was). Its
+	// Tags and Meta are shared with the watcher's state: treat them as
+	// read-only.
+	Instance Instance
+}
+
+// StreamEnd describes a Watch stream that ended with an error. The watcher
+// then retries after its backoff, resuming from Revision and Origin.
+type StreamEnd struct {
+	// Agent is the address of the agent the stream was to.
+	Agent string
+	// Err is why it ended. A stream that stayed silent past the idle
+	// timeout (WithWatchIdleTimeout) ends with codes.Unavailable.
+	Err error
+	// Revision and Origin are where the next stream resumes from; zero and
+	// empty while no snapshot has arrived, which asks for a fresh one.
+	Revision uint64
+	Origin   string
+}
+
 // WatchOption configures one Watch call.
 type WatchOption func(*Watcher)
 
@@ -40,8 +104,25 @@ func WithServingOnly() WatchOption { return func(w *Watcher) { w.st.servingOnly 
 
 // WithStreamErrors calls fn, on the watcher's goroutine, each time a stream
 // attempt ends with an error (the watcher then retries). fn must not block.
+// WithStreamEnds says more.
 func WithStreamErrors(fn func(agent string, err error)) WatchOption {
-	return func(w *Watcher) { w.onErr = fn }
+	return WithStreamEnds(func(e StreamEnd) { fn(e.Agent, e.Err) })
+}
+
+// WithStreamEnds calls fn, on the watcher's goroutine, each time a stream
+// attempt ends with an error, before the watcher waits out its backoff and
+// retries. fn must not block; to give up, cancel the context given to
+// Watch (or Close the watcher from another goroutine).
+func WithStreamEnds(fn func(StreamEnd)) WatchOption {
+	return func(w *Watcher) { w.onEnd = append(w.onEnd, fn) }
+}
+
+// WithEvents calls fn for every event of every snapshot and delta, in the
+// order the agent sent them, before the Update that holds them is
+// published. fn runs on the watcher's goroutine and the stream waits for
+// it, so keep it short.
+func WithEvents(fn func(Event)) WatchOption {
+	return func(w *Watcher) { w.onEvent = fn }
 }
 
 // Watcher follows services through a Watch stream, reconnecting and failing
@@ -50,14 +131,16 @@ func WithStreamErrors(fn func(agent string, err error)) WatchOption {
 // a backlog.
 type Watcher struct {
 	c        *Client
-	services []string
+	services []string // lower case, the keys of Update.Services
+	request  []string // as given, so the agent's errors name them so
 	updates  chan Update
 	wake     chan struct{}
 	ctx      context.Context
 	cancel   context.CancelFunc
 	done     chan struct{}
 	st       watchState
-	onErr    func(agent string, err error)
+	onEnd    []func(StreamEnd)
+	onEvent  func(Event)
 
 	mu        sync.Mutex
 	agent     string
@@ -71,6 +154,7 @@ func (c *Client) Watch(ctx context.Context, services []string, opts ...WatchOpti
 	w := &Watcher{
 		c:        c,
 		services: lower(services),
+		request:  slices.Clone(services),
 		updates:  make(chan Update, 1),
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -141,8 +225,8 @@ func (w *Watcher) run() {
 		}
 		w.c.failover(i)
 		log.Warn("client: watch stream ended, reconnecting", "agent", addr, "err", err, "revision", w.st.rev)
-		if w.onErr != nil {
-			w.onErr(addr, err)
+		for _, fn := range w.onEnd {
+			fn(StreamEnd{Agent: addr, Err: err, Revision: w.st.rev, Origin: w.st.origin})
 		}
 		if !sleep(w.ctx, w.c.opts.backoff.Delay(fails), w.wake) {
 			return
@@ -157,11 +241,12 @@ func (w *Watcher) stream(i int, addr string) (got bool, err error) {
 	case <-w.wake:
 	default:
 	}
-	ctx, cancel := context.WithCancel(w.ctx)
-	defer cancel()
-	idle := time.AfterFunc(w.c.opts.watchIdle, cancel)
+	ctx, cancel := context.WithCancelCause(w.ctx)
+	defer cancel(nil)
+	silent := status.Errorf(codes.Unavailable, "client: no message from the agent for %s", w.c.opts.watchIdle)
+	idle := time.AfterFunc(w.c.opts.watchIdle, func() { cancel(silent) })
 	defer idle.Stop()
-	req := &heraldpb.WatchRequest{Services: w.services, Revision: w.st.rev, Origin: w.st.origin}
+	req := &heraldpb.WatchRequest{Services: w.request, Revision: w.st.rev, Origin: w.st.origin}
 	stream, err := heraldpb.NewHeraldClient(w.c.conns[i]).Watch(ctx, req)
 	if err != nil {
 		return false, err
@@ -169,6 +254,9 @@ func (w *Watcher) stream(i int, addr string) (got bool, err error) {
 	for {
 		m, err := stream.Recv()
 		if err != nil {
+			if context.Cause(ctx) == silent {
+				err = silent
+			}
 			return got, err
 		}
 		idle.Reset(w.c.opts.watchIdle)
@@ -181,16 +269,39 @@ func (w *Watcher) stream(i int, addr string) (got bool, err error) {
 			reset := m.GetReset_() || (w.st.origin != "" && w.st.origin != m.GetOrigin())
 			w.st.replace(m.GetEvents())
 			w.st.rev, w.st.origin = m.GetRevision(), m.GetOrigin()
+			w.emit(addr, m, reset)
 			w.publish(addr, reset)
 		case heraldpb.WatchResponse_KIND_DELTA:
 			w.st.apply(m.GetEvents())
 			w.st.rev, w.st.origin = m.GetRevision(), m.GetOrigin()
+			w.emit(addr, m, false)
 			w.publish(addr, false)
 		case heraldpb.WatchResponse_KIND_PROGRESS:
 			if m.GetOrigin() == w.st.origin && m.GetRevision() > w.st.rev {
 				w.st.rev = m.GetRevision()
 			}
 		}
+	}
+}
+
+// emit hands the events of a snapshot or delta to the WithEvents callback.
+func (w *Watcher) emit(agent string, m *heraldpb.WatchResponse, reset bool) {
+	if w.onEvent == nil {
+		return
+	}
+	snapshot := m.GetKind() == heraldpb.WatchResponse_KIND_SNAPSHOT
+	for _, e := range m.GetEvents() {
+		ev := Event{Op: EventUpsert, Revision: e.GetRevision(), Agent: agent, Instance: fromProto(e.GetInstance())}
+		switch {
+		case snapshot:
+			ev.Op, ev.Revision, ev.Reset = EventSnapshot, m.GetRevision(), reset
+		case e.GetOp() == heraldpb.Event_OP_REMOVE:
+			ev.Op = EventRemove
+		}
+		if ev.Revision == 0 {
+			ev.Revision = m.GetRevision()
+		}
+		w.onEvent(ev)
 	}
 }
 
