@@ -3,6 +3,8 @@ package cluster_test
 import (
 	"testing"
 	"time"
+
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // memberAt reports whether n lists member name with status at addr.
@@ -24,7 +26,7 @@ func TestRestartOnAnotherAddressNotRefused(t *testing.T) {
 	n1, n2 := nodes[0], nodes[1]
 	old := n2.addr()
 	n2.kill(true)
-	waitFor(t, 10*time.Second, "n1 sees n2 failed", func() bool { return memberAt(n1, "n2", "failed", old) })
+	wait.Eventually(t, 10*time.Second, "n1 sees n2 failed", func() bool { return memberAt(n1, "n2", "failed", old) })
 	back, err := tryStartNode(t, "n2", nodeOpts{join: []string{n1.addr()}})
 	if err != nil {
 		t.Fatalf("restart of n2 on another address: %v", err)
@@ -32,5 +34,5 @@ func TestRestartOnAnotherAddressNotRefused(t *testing.T) {
 	if back.addr() == old {
 		t.Fatalf("the restarted n2 got its old address %s back; the test needs another", old)
 	}
-	waitFor(t, 10*time.Second, "n1 lists n2 alive at its new address", func() bool { return memberAt(n1, "n2", "alive", back.addr()) })
+	wait.Eventually(t, 10*time.Second, "n1 lists n2 alive at its new address", func() bool { return memberAt(n1, "n2", "alive", back.addr()) })
 }

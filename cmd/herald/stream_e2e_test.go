@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herald-sd/herald/testenv/wait"
 )
 
 // The commands that hold a stream open (`herald watch`, `herald register
@@ -260,12 +262,12 @@ func TestSessionEndToEnd(t *testing.T) {
 		if code, stderr := p.exit(5 * time.Second); code != 0 || stderr != "" {
 			t.Fatalf("after SIGINT: exit %d, stderr %q; want 0 and nothing", code, stderr)
 		}
-		waitFor(t, 5*time.Second, "web-1 removed", func() bool { return !strings.Contains(instances(a1), "web-1") })
+		wait.Eventually(t, 5*time.Second, "web-1 removed", func() bool { return !strings.Contains(instances(a1), "web-1") })
 	})
 
 	t.Run("a newer write through another node", func(t *testing.T) {
 		p := session(a1, "a1", "web-2")
-		waitFor(t, 10*time.Second, "web-2 on a2", func() bool { return strings.Contains(instances(a2), "web-2") })
+		wait.Eventually(t, 10*time.Second, "web-2 on a2", func() bool { return strings.Contains(instances(a2), "web-2") })
 		a2.mustCLI("register", "-service", "web", "-id", "web-2", "-address", "10.0.1.2", "-port", "80")
 		code, stderr := p.exit(10 * time.Second)
 		want := "herald register: instance web/web-2 was replaced by a newer write through another node; this session no longer holds it (a newer write of it was made through another node); exiting\n"
