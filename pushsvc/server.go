@@ -1,6 +1,7 @@
 // Package pushsvc owns Herald's public gRPC API: registration (unary and
-// session-bound), listing, members and the Watch push stream. It writes into
-// and reads from the registry seam (cluster/registry) only.
+// session-bound), listing, members and the Watch push stream. It reads and
+// writes the registry only through Registry, the seam it declares (seam.go),
+// and imports cluster/registry for the model's types.
 //
 // It must never import Serf, miekg/dns or the cluster package: membership
 // comes in through Config.Members, Join and ForceLeave, and the caller owns the *grpc.Server
@@ -28,8 +29,8 @@ import (
 // Config configures a Server. Zero fields take the defaults of
 // DefaultConfig; the config may not change after New.
 type Config struct {
-	// Registry is the node's registry. Required.
-	Registry *registry.Registry
+	// Registry is the node's registry, usually a *registry.Registry. Required.
+	Registry Registry
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Metrics registers the gRPC server metrics (grpc_server_*) and Herald's
@@ -148,7 +149,7 @@ type Server struct {
 	heraldpb.UnimplementedHeraldServer
 
 	cfg      Config
-	reg      *registry.Registry
+	reg      Registry
 	log      *slog.Logger
 	feed     *feed
 	services serviceCache
