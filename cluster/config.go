@@ -111,8 +111,9 @@ type Config struct {
 
 	// MaxBatch bounds the deltas in one replication message. Default 4096.
 	MaxBatch int
-	// Registry is this node's registry. Required.
-	Registry *registry.Registry
+	// Registry is this node's registry, usually a *registry.Registry.
+	// Required.
+	Registry Registry
 	// Logger receives the cluster's logs and Serf's. Default slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the cluster metrics. Default: a private registry
@@ -124,7 +125,7 @@ type Config struct {
 }
 
 // DefaultConfig returns the documented defaults for a node using reg.
-func DefaultConfig(reg *registry.Registry) Config {
+func DefaultConfig(reg Registry) Config {
 	c := Config{Registry: reg}
 	c.setDefaults()
 	return c
