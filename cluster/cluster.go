@@ -95,7 +95,8 @@ type Cluster struct {
 	wg         sync.WaitGroup
 }
 
-// New validates cfg and prepares the node. It starts nothing.
+// New fills cfg's zero fields from DefaultConfig, validates it and prepares
+// the node. It starts nothing.
 func New(cfg Config) (*Cluster, error) {
 	cfg.setDefaults()
 	key, err := cfg.validate()

@@ -54,9 +54,10 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
-// New validates cfg and starts the server's two goroutines: the encoder that
-// turns registry events into shared, pre-encoded watch entries, and the
-// progress ticker. Close stops them.
+// New fills cfg's zero fields from DefaultConfig, validates it and starts the
+// server's two goroutines: the encoder that turns registry events into
+// shared, pre-encoded watch entries, and the progress ticker. Close stops
+// them.
 func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {

@@ -172,8 +172,9 @@ type Registry struct {
 	wg      sync.WaitGroup
 }
 
-// New creates a registry, reloads the stored registrations under the new
-// epoch and starts its TTL loop. Close stops it.
+// New fills cfg's zero fields from DefaultConfig, validates it, creates a
+// registry, reloads the stored registrations under the new epoch and starts
+// its TTL loop. Close stops it.
 func New(cfg Config) (*Registry, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
