@@ -88,7 +88,7 @@ type Config struct {
 	// empty: the node takes no replication (the agent always sets it).
 	GRPCAddr string
 	// DNSAddr is advertised in the Serf tag "dns". Default empty: not
-	// advertised; only tools read it.
+	// advertised. Herald does not read it; `herald members` shows it.
 	DNSAddr string
 	// EncryptKey is a base64 key of 16, 24 or 32 bytes that turns on Serf's
 	// keyring encryption. Default empty: no encryption, as no key can be
