@@ -3,8 +3,9 @@
 // direct gRPC streams, with gap repair and periodic anti-entropy behind them.
 // Nodes that leave are reaped at once, failed ones after Config.ReapFailed.
 //
-// It implements the replication side of package registry. It must never
-// import dnsserver, pushsvc or cmd: the agent wires them together.
+// It drives the replication side of package registry through Registry, the
+// seam it declares (seam.go). It must never import dnsserver, pushsvc or cmd:
+// the agent wires them together.
 package cluster
 
 import (
@@ -27,7 +28,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/herald-sd/herald/cluster/clusterpb"
-	"github.com/herald-sd/herald/cluster/registry"
 )
 
 // Serf tags a node advertises.
@@ -61,7 +61,7 @@ type Member struct {
 type Cluster struct {
 	cfg     Config
 	key     []byte
-	reg     *registry.Registry
+	reg     Registry
 	log     *slog.Logger
 	serfLog *serfLog
 	names   *nameWatch // who claims this node's name; checked after each join
@@ -96,7 +96,8 @@ type Cluster struct {
 	wg         sync.WaitGroup
 }
 
-// New validates cfg and prepares the node. It starts nothing.
+// New fills cfg's zero fields from DefaultConfig, validates it and prepares
+// the node. It starts nothing.
 func New(cfg Config) (*Cluster, error) {
 	cfg.setDefaults()
 	key, err := cfg.validate()

@@ -14,8 +14,19 @@ import (
 	"github.com/herald-sd/herald/cluster/registry"
 )
 
-// Config configures a Cluster. DefaultConfig fills every field but Registry;
-// New validates it, and it may not change afterwards.
+// Config configures a Cluster.
+//
+// The config convention, the same in every Herald server package (dnsserver,
+// pushsvc, cluster, cluster/registry and the agent):
+//   - DefaultConfig returns every default, and each field's comment gives its
+//     default and the reason for it. Start from DefaultConfig (or FastConfig,
+//     for tests and loopback clusters) and override.
+//   - New takes the config by value and, once, fills each zero field that
+//     has a default with DefaultConfig's value (setDefaults, which rejects
+//     nothing).
+//   - New then validates (validate, which changes nothing) and fails on the
+//     first invalid field.
+//   - The config may not change after New.
 //
 // Failure detection is memberlist's SWIM with Lifeguard. The time from a
 // kill -9 to the owner's instances being gone everywhere is about
@@ -34,10 +45,12 @@ import (
 // sync. Raise ProbeTimeout and SuspicionMult for WANs or overloaded hosts.
 type Config struct {
 	// NodeName is this node's unique name in the cluster. Default: the
-	// registry's node name. It must equal it.
+	// registry's node name, which it must equal: the registry owns this
+	// node's instances under that name.
 	NodeName string
-	// BindAddr is the Serf (memberlist) address, TCP and UDP. Default
-	// 127.0.0.1:7946. Port 0 picks a free port.
+	// BindAddr is the Serf (memberlist) address, TCP and UDP; its host must
+	// be an IP address. Port 0 picks a free port. Default 127.0.0.1:7946:
+	// loopback, so that nothing is exposed until asked, on Serf's port.
 	BindAddr string
 	// AdvertiseAddr is the address peers use to reach Serf; it must not be
 	// 0.0.0.0 or ::. Default: BindAddr (with the port actually bound), or,
@@ -45,17 +58,21 @@ type Config struct {
 	// (as Consul picks it; New fails when there is none).
 	AdvertiseAddr string
 	// Join lists Serf addresses of existing members. Default none: start a
-	// new cluster.
+	// new cluster, which is what a single node needs.
 	Join []string
-	// JoinTimeout bounds the join retries (with backoff) in Start. Default 30s.
+	// JoinTimeout bounds the join retries (with backoff) in Start. Default
+	// 30s: peers that start at the same time have time to come up, and a
+	// wrong address still fails the start soon.
 	JoinTimeout time.Duration
 	// RetryJoin lists Serf addresses to join in the background after Start,
 	// retrying until one attempt succeeds. Unlike Join it never fails
 	// Start; until it succeeds, Ready reports ErrNotJoined while no other
-	// member is alive. Default none.
+	// member is alive. Default none, as Join.
 	RetryJoin []string
 	// RetryJoinMaxWait caps the wait between RetryJoin attempts, which
-	// starts at 500ms and doubles. Default 30s.
+	// starts at 500ms and doubles. Default 30s: a node that started long
+	// before its peers finds them within 30s of their start, for one join
+	// attempt every 30s meanwhile.
 	RetryJoinMaxWait time.Duration
 	// SnapshotPath is a file in which Serf keeps the members it knows and its
 	// clocks, so that a restarted node rejoins them by itself, without Join.
@@ -68,15 +85,20 @@ type Config struct {
 	SnapshotPath string
 	// GRPCAddr is this node's gRPC address, advertised in the Serf tag "grpc";
 	// peers replicate to it. Required to receive replication. An unspecified
-	// host (0.0.0.0, ::) is replaced by the node's Serf address.
+	// host (0.0.0.0, ::) is replaced by the node's Serf address. Default
+	// empty: the node takes no replication (the agent always sets it).
 	GRPCAddr string
-	// DNSAddr is advertised in the Serf tag "dns". Optional.
+	// DNSAddr is advertised in the Serf tag "dns". Default empty: not
+	// advertised. Herald does not read it; `herald members` shows it.
 	DNSAddr string
 	// EncryptKey is a base64 key of 16, 24 or 32 bytes that turns on Serf's
-	// keyring encryption. Default empty: no encryption.
+	// keyring encryption. Default empty: no encryption, as no key can be
+	// shared by default.
 	EncryptKey string
 	// SyncInterval is the anti-entropy period: compare digests with a random
-	// peer and pull what is newer. Default 30s.
+	// peer and pull what is newer. Default 30s: deltas and gap repair carry
+	// the changes, and anti-entropy is only their backstop, at one digest
+	// exchange per node per interval.
 	SyncInterval time.Duration
 	// ReapFailed is how long a node that Serf marks failed keeps its instances
 	// before they are removed everywhere. Default 500ms: the failure detector
@@ -110,77 +132,113 @@ type Config struct {
 	// the member list per node per interval.
 	PushPullInterval time.Duration
 
-	// MaxBatch bounds the deltas in one replication message. Default 4096.
+	// MaxBatch bounds the deltas in one replication message (which is also
+	// cut at 1 MiB). Default 4096: a burst of changes goes out in a few
+	// messages.
 	MaxBatch int
-	// Registry is this node's registry. Required.
-	Registry *registry.Registry
-	// Logger receives the cluster's logs and Serf's. Default slog.Default().
+	// Registry is this node's registry, usually a *registry.Registry.
+	// Required.
+	Registry Registry
+	// Logger receives the cluster's logs and Serf's. Default slog.Default(),
+	// the process's logger.
 	Logger *slog.Logger
-	// Registerer receives the cluster metrics. Default: a private registry
-	// (metrics not exported).
+	// Registerer receives the cluster metrics. Default nil: a private
+	// registry (metrics not exported), which a test does not need.
 	Registerer prometheus.Registerer
-	// DropDelta is a test hook: when it returns true, the delta is not sent to
-	// that peer (the sender moves past it, as if it was lost). Default nil.
-	DropDelta func(peer string, d registry.Delta) bool
+
+	// dropDelta is a test hook (export_test.go): when it returns true, the
+	// delta is not sent to that peer (the sender moves past it, as if it was
+	// lost).
+	dropDelta func(peer string, d registry.Delta) bool
 }
 
-// DefaultConfig returns the documented defaults for a node using reg.
-func DefaultConfig(reg *registry.Registry) Config {
-	c := Config{Registry: reg}
-	c.setDefaults()
+// DefaultConfig returns the defaults of every field for a node using reg;
+// reg may be nil where only the defaults are wanted.
+func DefaultConfig(reg Registry) Config {
+	c := Config{
+		Registry:                reg,
+		BindAddr:                "127.0.0.1:7946",
+		JoinTimeout:             30 * time.Second,
+		RetryJoinMaxWait:        30 * time.Second,
+		SyncInterval:            30 * time.Second,
+		ReapFailed:              500 * time.Millisecond,
+		ProbeInterval:           400 * time.Millisecond,
+		ProbeTimeout:            200 * time.Millisecond,
+		SuspicionMult:           3,
+		SuspicionMaxTimeoutMult: 4,
+		GossipInterval:          100 * time.Millisecond,
+		ReconnectInterval:       time.Second,
+		PushPullInterval:        5 * time.Second,
+		MaxBatch:                4096,
+		Logger:                  slog.Default(),
+	}
+	if reg != nil {
+		c.NodeName = reg.NodeName()
+	}
 	return c
 }
 
+// FastConfig is DefaultConfig with short timers, for tests and for
+// clusters on one host (loopback), as memberlist's DefaultLocalConfig is:
+// nodes bind 127.0.0.1:0, a join gives up after 5s, and a killed node's
+// instances are gone from its peers in one to two seconds. The timers keep
+// some slack for -race on a loaded 2-core machine, where flapping members
+// would only slow the tests down. Do not use it across real networks.
+func FastConfig(reg Registry) Config {
+	c := DefaultConfig(reg)
+	c.BindAddr = "127.0.0.1:0"
+	c.JoinTimeout = 5 * time.Second
+	c.ReapFailed = 100 * time.Millisecond
+	c.ProbeInterval = 200 * time.Millisecond
+	c.ProbeTimeout = 100 * time.Millisecond
+	c.SuspicionMult = 3
+	c.SuspicionMaxTimeoutMult = 2
+	c.GossipInterval = 20 * time.Millisecond
+	return c
+}
+
+// setDefaults fills the zero fields that have a default from DefaultConfig.
+// It rejects nothing; validate does.
 func (c *Config) setDefaults() {
-	if c.NodeName == "" && c.Registry != nil {
-		c.NodeName = c.Registry.NodeName()
+	d := DefaultConfig(c.Registry)
+	if c.NodeName == "" {
+		c.NodeName = d.NodeName
 	}
 	if c.BindAddr == "" {
-		c.BindAddr = "127.0.0.1:7946"
+		c.BindAddr = d.BindAddr
 	}
-	if c.JoinTimeout <= 0 {
-		c.JoinTimeout = 30 * time.Second
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&c.JoinTimeout, &d.JoinTimeout},
+		{&c.RetryJoinMaxWait, &d.RetryJoinMaxWait},
+		{&c.SyncInterval, &d.SyncInterval},
+		{&c.ReapFailed, &d.ReapFailed},
+		{&c.ProbeInterval, &d.ProbeInterval},
+		{&c.ProbeTimeout, &d.ProbeTimeout},
+		{&c.GossipInterval, &d.GossipInterval},
+		{&c.ReconnectInterval, &d.ReconnectInterval},
+		{&c.PushPullInterval, &d.PushPullInterval},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
 	}
-	if c.RetryJoinMaxWait <= 0 {
-		c.RetryJoinMaxWait = 30 * time.Second
-	}
-	if c.SyncInterval <= 0 {
-		c.SyncInterval = 30 * time.Second
-	}
-	if c.ReapFailed <= 0 {
-		c.ReapFailed = 500 * time.Millisecond
-	}
-	if c.ProbeInterval <= 0 {
-		c.ProbeInterval = 400 * time.Millisecond
-	}
-	if c.ProbeTimeout <= 0 {
-		c.ProbeTimeout = 200 * time.Millisecond
-	}
-	if c.SuspicionMult <= 0 {
-		c.SuspicionMult = 3
-	}
-	if c.SuspicionMaxTimeoutMult <= 0 {
-		c.SuspicionMaxTimeoutMult = 4
-	}
-	if c.GossipInterval <= 0 {
-		c.GossipInterval = 100 * time.Millisecond
-	}
-	if c.ReconnectInterval <= 0 {
-		c.ReconnectInterval = time.Second
-	}
-	if c.PushPullInterval <= 0 {
-		c.PushPullInterval = 5 * time.Second
-	}
-	if c.MaxBatch <= 0 {
-		c.MaxBatch = 4096
+	for _, f := range []struct{ v, def *int }{
+		{&c.SuspicionMult, &d.SuspicionMult},
+		{&c.SuspicionMaxTimeoutMult, &d.SuspicionMaxTimeoutMult},
+		{&c.MaxBatch, &d.MaxBatch},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
 	}
 	if c.Logger == nil {
-		c.Logger = slog.Default()
+		c.Logger = d.Logger
 	}
 }
 
-// validate checks the config after defaults; it returns the decoded key.
-func (c *Config) validate() (key []byte, err error) {
+// validate rejects invalid values and returns the decoded encryption key.
+// It changes nothing.
+func (c Config) validate() (key []byte, err error) {
 	if c.Registry == nil {
 		return nil, errors.New("cluster: config: Registry is required")
 	}
@@ -198,6 +256,36 @@ func (c *Config) validate() (key []byte, err error) {
 	if c.GRPCAddr != "" {
 		if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
 			return nil, fmt.Errorf("cluster: config: gRPC address: %w", err)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"join timeout", c.JoinTimeout},
+		{"retry join max wait", c.RetryJoinMaxWait},
+		{"sync interval", c.SyncInterval},
+		{"reap failed", c.ReapFailed},
+		{"probe interval", c.ProbeInterval},
+		{"probe timeout", c.ProbeTimeout},
+		{"gossip interval", c.GossipInterval},
+		{"reconnect interval", c.ReconnectInterval},
+		{"push pull interval", c.PushPullInterval},
+	} {
+		if f.v < 0 {
+			return nil, fmt.Errorf("cluster: config: %s %s must not be negative", f.name, f.v)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"suspicion mult", c.SuspicionMult},
+		{"suspicion max timeout mult", c.SuspicionMaxTimeoutMult},
+		{"max batch", c.MaxBatch},
+	} {
+		if f.v < 0 {
+			return nil, fmt.Errorf("cluster: config: %s %d must not be negative", f.name, f.v)
 		}
 	}
 	if c.ProbeTimeout >= c.ProbeInterval {

@@ -51,16 +51,15 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// fastConfig is a cluster config with short timers for loopback tests.
-func fastConfig(reg *registry.Registry, o nodeOpts) cluster.Config {
-	cfg := cluster.DefaultConfig(reg)
-	cfg.BindAddr = "127.0.0.1:0"
+// nodeConfig is cluster.FastConfig tuned by o. Anti-entropy is off unless a
+// test sets syncInterval, so that it cannot hide a replication bug.
+func nodeConfig(reg *registry.Registry, o nodeOpts) cluster.Config {
+	cfg := cluster.FastConfig(reg)
 	if o.bind != "" {
 		cfg.BindAddr = o.bind
 	}
 	cfg.Join = o.join
 	cfg.EncryptKey = o.key
-	cfg.JoinTimeout = 5 * time.Second
 	if o.joinTimeout > 0 {
 		cfg.JoinTimeout = o.joinTimeout
 	}
@@ -68,18 +67,10 @@ func fastConfig(reg *registry.Registry, o nodeOpts) cluster.Config {
 	if o.syncInterval > 0 {
 		cfg.SyncInterval = o.syncInterval
 	}
-	cfg.ReapFailed = 100 * time.Millisecond
 	if o.reapFailed > 0 {
 		cfg.ReapFailed = o.reapFailed
 	}
-	// Fast, but with slack for -race on a loaded 2-core machine: flapping
-	// members would only slow the tests down.
-	cfg.ProbeInterval = 200 * time.Millisecond
-	cfg.ProbeTimeout = 100 * time.Millisecond
-	cfg.SuspicionMult = 3
-	cfg.SuspicionMaxTimeoutMult = 2
-	cfg.GossipInterval = 20 * time.Millisecond
-	cfg.DropDelta = o.drop
+	cluster.SetDropDelta(&cfg, o.drop)
 	cfg.SnapshotPath = o.snapshot
 	cfg.RetryJoin = o.retryJoin
 	if o.noReconnect {
@@ -113,7 +104,7 @@ func tryStartNode(t testing.TB, name string, o nodeOpts) (*testNode, error) {
 		return nil, err
 	}
 	n := &testNode{name: name, reg: reg, srv: grpc.NewServer(), metrics: prometheus.NewRegistry()}
-	cfg := fastConfig(reg, o)
+	cfg := nodeConfig(reg, o)
 	cfg.GRPCAddr = lis.Addr().String()
 	cfg.Registerer = n.metrics
 	if n.cl, err = cluster.New(cfg); err != nil {

@@ -247,7 +247,7 @@ func (c *Cluster) replicate(ctx context.Context, p *peer) error {
 		batch := &clusterpb.DeltaBatch{Deltas: make([]*clusterpb.Delta, 0, len(ds))}
 		size := 0
 		for i, d := range ds {
-			if c.cfg.DropDelta != nil && c.cfg.DropDelta(p.name, d) {
+			if c.cfg.dropDelta != nil && c.cfg.dropDelta(p.name, d) {
 				continue
 			}
 			pb := deltaToPB(d)

@@ -11,16 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/herald-sd/herald/cluster/registry"
 )
-
-// Source gives the server the registry view to answer from. A
-// *registry.Registry satisfies it. Snapshot must be cheap and lock-free: it is
-// called once per query.
-type Source interface {
-	Snapshot() *registry.Snapshot
-}
 
 // Limits of the EDNS0 UDP payload size this server honours.
 const (
@@ -32,35 +23,53 @@ const (
 	maxUDPSizeLimit = 65535
 )
 
-// Config configures a Server or a Handler. Use DefaultConfig and override
-// fields; New validates it, and it may not change afterwards.
+// Config configures a Server or a Handler.
+//
+// The config convention, the same in every Herald server package (dnsserver,
+// pushsvc, cluster, cluster/registry and the agent):
+//   - DefaultConfig returns every default, and each field's comment gives its
+//     default and the reason for it. Start from DefaultConfig and override.
+//   - New (here also NewHandler) takes the config by value and, once, fills
+//     each zero field that has a default with DefaultConfig's value
+//     (setDefaults, which rejects nothing). A field whose zero value means
+//     something, such as TTL, is kept as it is.
+//   - New then validates (validate, which changes nothing) and fails on the
+//     first invalid field.
+//   - The config may not change after New.
 type Config struct {
 	// Addr is the address the server listens on, for UDP and TCP alike.
 	// Port 0 picks a free port (the same one for both); an empty host
-	// listens on every interface. Default
-	// "127.0.0.1:8600".
+	// listens on every interface. Default "127.0.0.1:8600": loopback, so
+	// that nothing is exposed until asked, on Consul's DNS port.
 	Addr string
 	// Domain is the zone the server is authoritative for, as a fully
-	// qualified name. Default "herald.".
+	// qualified name; New puts it in lower case and adds the final dot.
+	// Default "herald.", the zone of Herald's documented names.
 	Domain string
 	// TTL is the TTL of every positive record. Zero is allowed and asks
 	// resolvers not to cache, so a zero value is kept as is: start from
-	// DefaultConfig. Default 5s.
+	// DefaultConfig. Default 5s: short, so that clients that only speak DNS
+	// move off a dead instance within seconds, yet long enough for resolver
+	// caches to absorb bursts of lookups.
 	TTL time.Duration
 	// NegativeTTL is the SOA minimum and SOA TTL, so it bounds how long
 	// resolvers cache NXDOMAIN and NODATA answers (RFC 2308). Like TTL, zero
-	// is kept. Default 1s.
+	// is kept. Default 1s: a service that registers after a client looked
+	// for it is found a second later.
 	NegativeTTL time.Duration
 	// MaxUDPSize caps the EDNS0 UDP payload size a client may ask for, and
 	// is the size this server advertises in its OPT record. Clients without
 	// EDNS0 get at most 512 bytes over UDP. 512 to 65535; default
-	// DefaultMaxUDPSize (1232).
+	// DefaultMaxUDPSize (1232), for the reason given there.
 	MaxUDPSize int
-	// Logger receives serve errors. Default slog.Default().
+	// Logger receives serve errors. Default slog.Default(), the process's
+	// logger.
 	Logger *slog.Logger
-	// Registerer receives the DNS metrics. Default nil: no metrics.
+	// Registerer receives the DNS metrics. Default nil: no metrics, which a
+	// handler in a test or a tool does not need.
 	Registerer prometheus.Registerer
-	// Source is the registry view to answer from. Required.
+	// Source is the registry view to answer from. Required: it has no
+	// default.
 	Source Source
 }
 
@@ -76,9 +85,10 @@ func DefaultConfig() Config {
 	}
 }
 
-// validate fills empty fields with their defaults, canonicalises the domain
-// and rejects invalid values.
-func (c *Config) validate() error {
+// setDefaults fills the zero fields that have a default from DefaultConfig
+// (TTL and NegativeTTL keep their zero) and puts Domain in canonical form.
+// It rejects nothing; validate does.
+func (c *Config) setDefaults() {
 	d := DefaultConfig()
 	if c.Addr == "" {
 		c.Addr = d.Addr
@@ -86,12 +96,17 @@ func (c *Config) validate() error {
 	if c.Domain == "" {
 		c.Domain = d.Domain
 	}
+	c.Domain = strings.ToLower(dns.Fqdn(c.Domain))
 	if c.MaxUDPSize == 0 {
 		c.MaxUDPSize = d.MaxUDPSize
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
+}
+
+// validate rejects invalid values. It changes nothing.
+func (c Config) validate() error {
 	if c.Source == nil {
 		return errors.New("dnsserver: config: Source is required")
 	}
@@ -100,7 +115,6 @@ func (c *Config) validate() error {
 	} else if _, err := netip.ParseAddr(host); host != "" && err != nil {
 		return fmt.Errorf("dnsserver: config: addr %q must be ip:port or :port: %w", c.Addr, err)
 	}
-	c.Domain = strings.ToLower(dns.Fqdn(c.Domain))
 	if c.Domain == "." || strings.Contains(c.Domain, `\`) {
 		return fmt.Errorf("dnsserver: config: domain %q must be a plain name below the root", c.Domain)
 	}

@@ -29,13 +29,20 @@ type Handler struct {
 
 var _ dns.Handler = (*Handler)(nil)
 
-// NewHandler validates cfg and returns a handler for it. Server uses it;
-// tests can drive it in-process. cfg.Addr is only used to answer the
-// address of ns.<domain> when it is a specific IP.
+// NewHandler fills cfg's defaults, validates it and returns a handler for
+// it, as New does; tests can drive it in-process. cfg.Addr is only used to
+// answer the address of ns.<domain> when it is a specific IP.
 func NewHandler(cfg Config) (*Handler, error) {
+	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	return newHandler(cfg)
+}
+
+// newHandler builds the handler for a config that has its defaults and is
+// valid.
+func newHandler(cfg Config) (*Handler, error) {
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err

@@ -48,13 +48,17 @@ type Server struct {
 	wg      sync.WaitGroup
 }
 
-// New validates cfg and returns a server that is not yet listening.
+// New fills cfg's defaults, validates it and returns a server that is not
+// yet listening.
 func New(cfg Config) (*Server, error) {
-	h, err := NewHandler(cfg)
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	h, err := newHandler(cfg)
 	if err != nil {
 		return nil, err
 	}
-	_ = cfg.validate() // fill the same defaults into our copy
 	return &Server{cfg: cfg, handler: h, errs: make(chan error, 2)}, nil
 }
 

@@ -29,7 +29,8 @@ func stillServer(t *testing.T) (*service, *registry.Registry) {
 	t.Cleanup(func() { reg.Close() })
 	cfg := DefaultConfig()
 	cfg.Registry = reg
-	if err := cfg.setDefaults(); err != nil {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
 	s := &Server{cfg: cfg, reg: reg, log: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -1,6 +1,7 @@
 // Package pushsvc owns Herald's public gRPC API: registration (unary and
-// session-bound), listing, members and the Watch push stream. It writes into
-// and reads from the registry seam (cluster/registry) only.
+// session-bound), listing, members and the Watch push stream. It reads and
+// writes the registry only through Registry, the seam it declares (seam.go),
+// and imports cluster/registry for the model's types.
 //
 // It must never import Serf, miekg/dns or the cluster package: membership
 // comes in through Config.Members, Join and ForceLeave, and the caller owns the *grpc.Server
@@ -8,7 +9,6 @@
 package pushsvc
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,130 +25,13 @@ import (
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
 
-// Config configures a Server. Zero fields take the defaults of
-// DefaultConfig; the config may not change after New.
-type Config struct {
-	// Registry is the node's registry. Required.
-	Registry *registry.Registry
-	// Logger receives the server's logs. Default slog.Default().
-	Logger *slog.Logger
-	// Metrics registers the gRPC server metrics (grpc_server_*) and Herald's
-	// watch and session metrics. Default nil: no metrics.
-	Metrics prometheus.Registerer
-	// ProgressInterval is how long a Watch stream may stay idle before it
-	// gets a KIND_PROGRESS message. Default 10s: both ends notice a dead
-	// stream well before a watcher misses much.
-	ProgressInterval time.Duration
-	// Members answers the Members RPC. Default nil: the local node alone,
-	// alive (a single node without Serf).
-	Members func() []*heraldpb.Member
-	// Join answers the Join RPC: join the cluster of the Serf addresses and
-	// return how many were reached. The RPC validates the addresses first.
-	// The hook wraps ErrJoinFailed to say none could be joined. Default
-	// nil: Join is Unimplemented.
-	Join func(ctx context.Context, addrs []string) (int, error)
-	// ForceLeave answers the ForceLeave RPC: move a failed member to left
-	// (prune: and forget it). The hook wraps ErrUnknownMember for a node
-	// that is not a member and ErrMemberNotFailed for one that is alive,
-	// leaving or this node. Default nil: ForceLeave is Unimplemented.
-	ForceLeave func(ctx context.Context, node string, prune bool) error
-	// WatchHistory is how many encoded events the server keeps for watchers
-	// to read and resume from. Default 16384, the registry's default history.
-	WatchHistory int
-	// WatchMaxLag is how many events a watcher may be behind before it gets
-	// a fresh snapshot (reset) instead of the deltas. Default 1024: catching
-	// up with more deltas than that costs more than a snapshot.
-	WatchMaxLag int
-	// MaxWatchServices bounds the services one Watch may name. Default 256.
-	MaxWatchServices int
-	// MaxWatchesPerStream bounds the watches of one MultiWatch stream.
-	// Default 10000.
-	MaxWatchesPerStream int
-	// KeepaliveTime is how long a connection may be idle before the server
-	// pings it. Default 5s: half-open connections (a peer that vanished
-	// without a TCP reset) end their sessions within Time+Timeout.
-	KeepaliveTime time.Duration
-	// KeepaliveTimeout is how long the server waits for a ping's answer.
-	// Default 3s.
-	KeepaliveTimeout time.Duration
-	// KeepaliveMinPing is the shortest client ping interval the server
-	// tolerates, also without active streams. Default 1s.
-	KeepaliveMinPing time.Duration
-}
-
-// DefaultConfig returns the defaults; set Registry before calling New.
-func DefaultConfig() Config {
-	return Config{
-		Logger:              slog.Default(),
-		ProgressInterval:    10 * time.Second,
-		WatchHistory:        16384,
-		WatchMaxLag:         1024,
-		MaxWatchServices:    256,
-		MaxWatchesPerStream: 10000,
-		KeepaliveTime:       5 * time.Second,
-		KeepaliveTimeout:    3 * time.Second,
-		KeepaliveMinPing:    time.Second,
-	}
-}
-
-func (c *Config) setDefaults() error {
-	if c.Registry == nil {
-		return errors.New("pushsvc: config: Registry is required")
-	}
-	d := DefaultConfig()
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
-	for _, f := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
-		{"ProgressInterval", &c.ProgressInterval, d.ProgressInterval},
-		{"KeepaliveTime", &c.KeepaliveTime, d.KeepaliveTime},
-		{"KeepaliveTimeout", &c.KeepaliveTimeout, d.KeepaliveTimeout},
-		{"KeepaliveMinPing", &c.KeepaliveMinPing, d.KeepaliveMinPing},
-	} {
-		if *f.v < 0 {
-			return fmt.Errorf("pushsvc: config: %s %s must not be negative", f.name, *f.v)
-		}
-		if *f.v == 0 {
-			*f.v = f.def
-		}
-	}
-	for _, f := range []struct {
-		name string
-		v    *int
-		def  int
-	}{
-		{"WatchHistory", &c.WatchHistory, d.WatchHistory},
-		{"WatchMaxLag", &c.WatchMaxLag, d.WatchMaxLag},
-		{"MaxWatchServices", &c.MaxWatchServices, d.MaxWatchServices},
-		{"MaxWatchesPerStream", &c.MaxWatchesPerStream, d.MaxWatchesPerStream},
-	} {
-		if *f.v < 0 {
-			return fmt.Errorf("pushsvc: config: %s %d must not be negative", f.name, *f.v)
-		}
-		if *f.v == 0 {
-			*f.v = f.def
-		}
-	}
-	if c.WatchMaxLag > c.WatchHistory {
-		c.WatchMaxLag = c.WatchHistory
-	}
-	if c.ProgressInterval < 10*time.Millisecond {
-		return fmt.Errorf("pushsvc: config: ProgressInterval %s is below 10ms", c.ProgressInterval)
-	}
-	return nil
-}
-
 // Server serves the Herald gRPC API. Register it on a *grpc.Server with
 // Register, or build one with NewGRPCServer.
 type Server struct {
 	heraldpb.UnimplementedHeraldServer
 
 	cfg      Config
-	reg      *registry.Registry
+	reg      Registry
 	log      *slog.Logger
 	feed     *feed
 	services serviceCache
@@ -171,11 +54,13 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
-// New validates cfg and starts the server's two goroutines: the encoder that
-// turns registry events into shared, pre-encoded watch entries, and the
-// progress ticker. Close stops them.
+// New fills cfg's zero fields from DefaultConfig, validates it and starts the
+// server's two goroutines: the encoder that turns registry events into
+// shared, pre-encoded watch entries, and the progress ticker. Close stops
+// them.
 func New(cfg Config) (*Server, error) {
-	if err := cfg.setDefaults(); err != nil {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	s := &Server{

@@ -3,7 +3,6 @@ package registry
 import (
 	"cmp"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,73 +121,6 @@ type EpochStore interface {
 	SaveEpoch(uint64) error
 }
 
-// Config configures a Registry. The zero value of every field but Node
-// selects its default.
-type Config struct {
-	// Node is the name of this node, the owner of local registrations.
-	// Required.
-	Node string
-	// Epoch of this run. Default: the current time in nanoseconds, so that it
-	// rises across restarts.
-	Epoch uint64
-	// History is how many view events are kept for watchers to resume from.
-	// Default 16384.
-	History int
-	// DeltaLog is how many local deltas are kept for peers to catch up from
-	// before they need full state. Default 16384.
-	DeltaLog int
-	// CheckInterval is how often TTL checks are evaluated. Default 100ms.
-	CheckInterval time.Duration
-	// DrainMemory is how long a session instance that was draining when its
-	// session ended stays draining if the same key registers again through
-	// a session. Default 30s: longer than a client's reconnect, short
-	// enough that a crashed instance that drained itself is soon served again.
-	DrainMemory time.Duration
-	// TombstoneTTL is how long a deregistered key's tombstone is kept to beat
-	// older copies still travelling: on a partitioned side, in a peer's
-	// retry, or in a data dir restored after a while. Default 72h.
-	TombstoneTTL time.Duration
-	// MaxTombstones bounds this node's own tombstones; beyond it the oldest
-	// are dropped first. Default 100000 (about 10 MB).
-	MaxTombstones int
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
-	// Store persists plain local registrations. Default nil: memory only.
-	Store Store
-}
-
-func (c *Config) setDefaults() error {
-	c.Node = strings.ToLower(c.Node)
-	if !ValidName(c.Node) {
-		return fmt.Errorf("registry: node name %q must be a DNS label (letters, digits, inner hyphens, at most 63 bytes)", c.Node)
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if c.Epoch == 0 {
-		c.Epoch = uint64(c.Now().UnixNano())
-	}
-	if c.History <= 0 {
-		c.History = 16384
-	}
-	if c.DeltaLog <= 0 {
-		c.DeltaLog = 16384
-	}
-	if c.DrainMemory <= 0 {
-		c.DrainMemory = 30 * time.Second
-	}
-	if c.CheckInterval <= 0 {
-		c.CheckInterval = 100 * time.Millisecond
-	}
-	if c.TombstoneTTL <= 0 {
-		c.TombstoneTTL = 72 * time.Hour
-	}
-	if c.MaxTombstones <= 0 {
-		c.MaxTombstones = 100000
-	}
-	return nil
-}
-
 // ownerSet is what one owner holds: its live instances and its tombstones.
 // A key is in at most one of the two.
 type ownerSet struct {
@@ -240,10 +172,12 @@ type Registry struct {
 	wg      sync.WaitGroup
 }
 
-// New creates a registry, reloads the stored registrations under the new
-// epoch and starts its TTL loop. Close stops it.
+// New fills cfg's zero fields from DefaultConfig, validates it, creates a
+// registry, reloads the stored registrations under the new epoch and starts
+// its TTL loop. Close stops it.
 func New(cfg Config) (*Registry, error) {
-	if err := cfg.setDefaults(); err != nil {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	if es, ok := cfg.Store.(EpochStore); ok {

@@ -23,6 +23,7 @@ import (
 // gracefully: it drains the instances it owns, leaves the cluster, and stops
 // the servers. It returns the first error that stopped it.
 func Run(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -34,7 +35,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 
-	regCfg := registry.Config{Node: cfg.Node}
+	regCfg := registry.DefaultConfig()
+	regCfg.Node = cfg.Node
 	if off := cfg.ClockOffset; off != 0 {
 		log.Warn("the registry clock is shifted (HERALD_CLOCK_OFFSET, a testing aid)", "clock_offset", off)
 		regCfg.Now = func() time.Time { return time.Now().Add(off) }
@@ -76,18 +78,10 @@ func Run(ctx context.Context, cfg Config) error {
 	clCfg.DNSAddr = cfg.DNSAddr
 	clCfg.EncryptKey = cfg.Encrypt
 	clCfg.SyncInterval = cfg.SyncInterval
-	if cfg.ReapFailed > 0 {
-		clCfg.ReapFailed = cfg.ReapFailed
-	}
-	if cfg.ProbeInterval > 0 {
-		clCfg.ProbeInterval = cfg.ProbeInterval
-	}
-	if cfg.ProbeTimeout > 0 {
-		clCfg.ProbeTimeout = cfg.ProbeTimeout
-	}
-	if cfg.SuspicionMult > 0 {
-		clCfg.SuspicionMult = cfg.SuspicionMult
-	}
+	clCfg.ReapFailed = cfg.ReapFailed
+	clCfg.ProbeInterval = cfg.ProbeInterval
+	clCfg.ProbeTimeout = cfg.ProbeTimeout
+	clCfg.SuspicionMult = cfg.SuspicionMult
 	clCfg.Logger = cfg.Logger.With("component", "cluster") // the cluster adds the node itself
 	clCfg.Registerer = metrics
 	cl, err := cluster.New(clCfg)

@@ -10,16 +10,37 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/herald-sd/herald/cluster"
+	"github.com/herald-sd/herald/dnsserver"
 )
 
 // Config is everything `herald agent` takes on its command line.
+//
+// The config convention, the same in every Herald server package (dnsserver,
+// pushsvc, cluster, cluster/registry and the agent):
+//   - DefaultConfig returns every default, and each field's comment gives its
+//     default and the reason for it. The defaults of the settings the agent
+//     passes on to a package come from that package's DefaultConfig, and the
+//     flag help shows them.
+//   - Run takes the config by value and, once, fills each zero field that
+//     has a default with DefaultConfig's value (setDefaults, which rejects
+//     nothing). Here those are the durations and counts the packages default
+//     and Logger. The command line starts from DefaultConfig, so an empty
+//     name or address is one the user typed: it is rejected, not filled;
+//     DNSTTL, DrainGrace and ClockOffset keep their zero, which means
+//     something.
+//   - Run then validates (validate, which changes nothing) and fails on the
+//     first invalid field.
 type Config struct {
 	// Dev runs a single in-memory node with everything on 127.0.0.1.
+	// Default false.
 	Dev bool
 	// Node is this node's name, a DNS label. Default: the host name, folded
-	// into a label.
+	// into a label, so that each host has its own name without a flag.
 	Node string
-	// Bind is the Serf gossip address. Default 127.0.0.1:7946.
+	// Bind is the Serf gossip address. Default: the cluster package's
+	// (127.0.0.1:7946, loopback on Serf's port).
 	Bind string
 	// Advertise is the Serf address peers use. Default: Bind, or, when
 	// Bind's host is 0.0.0.0 or ::, this host's private IP address (the
@@ -31,35 +52,42 @@ type Config struct {
 	// with backoff (up to 30s apart) until one join succeeds; /readyz says
 	// "cluster: not joined" until then while the node is alone. Default none.
 	RetryJoin []string
-	// JoinTimeout bounds the retries of Join. Default 30s.
+	// JoinTimeout bounds the retries of Join. Default: the cluster
+	// package's (30s).
 	JoinTimeout time.Duration
 	// Encrypt is a base64 gossip key (16, 24 or 32 bytes). Default none.
 	Encrypt string
-	// SyncInterval is the anti-entropy period. Default 30s.
+	// SyncInterval is the anti-entropy period. Default: the cluster
+	// package's (30s).
 	SyncInterval time.Duration
 	// ReapFailed is how long a failed node's instances stay. Default: the
-	// cluster package's.
+	// cluster package's (500ms).
 	ReapFailed time.Duration
 	// ProbeInterval, ProbeTimeout and SuspicionMult tune failure detection:
 	// lower values remove a dead node's instances sooner and risk false
-	// positives on a loaded host. Zero: the cluster package's defaults
-	// (400ms, 200ms, 3).
+	// positives on a loaded host. Default: the cluster package's (400ms,
+	// 200ms, 3), whose reasons cluster.Config gives.
 	ProbeInterval time.Duration
 	ProbeTimeout  time.Duration
 	SuspicionMult int
-	// DNSAddr serves DNS over UDP and TCP. Default 127.0.0.1:8600.
+	// DNSAddr serves DNS over UDP and TCP. Default: the dnsserver package's
+	// (127.0.0.1:8600).
 	DNSAddr string
-	// GRPCAddr serves the API, Watch and peer replication. Default 127.0.0.1:8700.
+	// GRPCAddr serves the API, Watch and peer replication. Default
+	// 127.0.0.1:8700: loopback, so that nothing is exposed until asked.
 	GRPCAddr string
-	// HTTPAddr serves /metrics, /healthz and /readyz. Default 127.0.0.1:8800.
+	// HTTPAddr serves /metrics, /healthz and /readyz. Default
+	// 127.0.0.1:8800, loopback as GRPCAddr.
 	HTTPAddr string
-	// Domain is the DNS zone. Default "herald.".
+	// Domain is the DNS zone; Run puts it in lower case and adds the final
+	// dot. Default: the dnsserver package's ("herald.").
 	Domain string
-	// DNSTTL is the TTL of DNS answers; 0 is allowed. Default 5s.
+	// DNSTTL is the TTL of DNS answers; 0 is allowed. Default: the
+	// dnsserver package's (5s).
 	DNSTTL time.Duration
 	// DataDir persists the node's plain registrations and the Serf members
 	// it knows (serf.snapshot), so that a restart rejoins them without
-	// -join. Default none (memory).
+	// -join. Default none (memory), which suits -dev and tests.
 	DataDir string
 	// RecoverStore starts the agent even if the store file in DataDir is
 	// damaged: the file is moved aside (registrations.db.damaged-<time>),
@@ -68,45 +96,93 @@ type Config struct {
 	RecoverStore bool
 	// DrainGrace is how long a shutting-down node keeps serving its
 	// instances as draining before it leaves the cluster, so that watchers
-	// move new traffic away before the instances disappear. Default 1s.
+	// move new traffic away before the instances disappear. 0 leaves at
+	// once. Default 1s: Watch clients hear of the drain within
+	// milliseconds, and a deploy is not held up for long.
 	DrainGrace time.Duration
 	// ClockOffset shifts the registry's clock (the physical part of its
 	// write stamps) by this much: a testing aid that steps one node's clock
 	// without touching the host's. Default 0.
 	ClockOffset time.Duration
-	// Logger. Default slog.Default().
+	// Logger. Default slog.Default(), the process's logger.
 	Logger *slog.Logger
 }
 
-// DefaultConfig returns the defaults of every field.
+// DefaultConfig returns the defaults of every field. The settings the agent
+// passes on to a package take that package's defaults.
 func DefaultConfig() Config {
+	cl := cluster.DefaultConfig(nil)
+	dns := dnsserver.DefaultConfig()
 	return Config{
-		Node:         defaultNodeName(),
-		Bind:         "127.0.0.1:7946",
-		JoinTimeout:  30 * time.Second,
-		SyncInterval: 30 * time.Second,
-		DNSAddr:      "127.0.0.1:8600",
-		GRPCAddr:     "127.0.0.1:8700",
-		HTTPAddr:     "127.0.0.1:8800",
-		Domain:       "herald.",
-		DNSTTL:       5 * time.Second,
-		DrainGrace:   time.Second,
+		Node:          defaultNodeName(),
+		Bind:          cl.BindAddr,
+		JoinTimeout:   cl.JoinTimeout,
+		SyncInterval:  cl.SyncInterval,
+		ReapFailed:    cl.ReapFailed,
+		ProbeInterval: cl.ProbeInterval,
+		ProbeTimeout:  cl.ProbeTimeout,
+		SuspicionMult: cl.SuspicionMult,
+		DNSAddr:       dns.Addr,
+		GRPCAddr:      "127.0.0.1:8700",
+		HTTPAddr:      "127.0.0.1:8800",
+		Domain:        dns.Domain,
+		DNSTTL:        dns.TTL,
+		DrainGrace:    time.Second,
+		Logger:        slog.Default(),
 	}
 }
 
-func (c *Config) validate() error {
+// setDefaults fills the zero durations and counts that have a default, and
+// Logger, from DefaultConfig, and puts Domain in canonical form. It rejects
+// nothing; validate does.
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&c.JoinTimeout, &d.JoinTimeout},
+		{&c.SyncInterval, &d.SyncInterval},
+		{&c.ReapFailed, &d.ReapFailed},
+		{&c.ProbeInterval, &d.ProbeInterval},
+		{&c.ProbeTimeout, &d.ProbeTimeout},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if c.SuspicionMult == 0 {
+		c.SuspicionMult = d.SuspicionMult
+	}
 	if c.Logger == nil {
-		c.Logger = slog.Default()
+		c.Logger = d.Logger
 	}
-	if c.Domain == "" {
-		return fmt.Errorf("agent: -domain must not be empty")
-	}
-	if !strings.HasSuffix(c.Domain, ".") {
+	if c.Domain != "" && !strings.HasSuffix(c.Domain, ".") {
 		c.Domain += "."
 	}
 	c.Domain = strings.ToLower(c.Domain)
-	if c.DNSTTL < 0 {
-		return fmt.Errorf("agent: -dns-ttl %s must not be negative", c.DNSTTL)
+}
+
+// validate rejects invalid values. It changes nothing.
+func (c Config) validate() error {
+	if c.Domain == "" {
+		return fmt.Errorf("agent: -domain must not be empty")
+	}
+	for _, f := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"-dns-ttl", c.DNSTTL},
+		{"-join-timeout", c.JoinTimeout},
+		{"-sync-interval", c.SyncInterval},
+		{"-reap-failed", c.ReapFailed},
+		{"-probe-interval", c.ProbeInterval},
+		{"-probe-timeout", c.ProbeTimeout},
+		{"-drain-grace", c.DrainGrace},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("agent: %s %s must not be negative", f.flag, f.v)
+		}
+	}
+	if c.SuspicionMult < 0 {
+		return fmt.Errorf("agent: -suspicion-mult %d must not be negative", c.SuspicionMult)
 	}
 	for name, a := range map[string]string{"-bind": c.Bind, "-dns-addr": c.DNSAddr, "-grpc-addr": c.GRPCAddr, "-http-addr": c.HTTPAddr} {
 		if _, _, err := net.SplitHostPort(a); err != nil {
