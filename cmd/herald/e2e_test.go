@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -50,12 +51,16 @@ func buildHerald(t *testing.T) string {
 // freePort returns a loopback port free for both TCP and UDP.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	// Ports below the kernel's ephemeral range (ip_local_port_range,
+	// 32768-60999 by default): an agent that starts a while after its port
+	// was picked (restarts, refused starts) must not find it taken by some
+	// process's outgoing connection, which draws from that range.
+	for range 200 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		l.Close()
 		if err == nil {
