@@ -150,6 +150,12 @@ func (r *Registry) SetStatus(ctx context.Context, service, id string, st Status)
 // that status, so that clients stop sending new traffic before the node
 // leaves, while a restart serves the stored instances again. It returns how
 // many instances it drained.
+//
+// The drain keeps each instance's stamp: it is not a write, and the restart
+// serves the stored instance at that stamp again. A new stamp would outrank
+// a concurrent write of the key through another node, whose node would then
+// drop its copy, and after the restart only the older stored copy would be
+// left.
 func (r *Registry) DrainForShutdown() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -159,7 +165,7 @@ func (r *Registry) DrainForShutdown() int {
 		if in.Status != StatusDraining {
 			c := in.Clone()
 			c.Status = StatusDraining
-			r.putLocal(tx, c, false)
+			r.putLocalAt(tx, c, false, in.Stamp)
 			n++
 		}
 	}
@@ -254,6 +260,11 @@ func (r *Registry) ownedLocked(key Key) error {
 // plain instance is still persisted again, so that its writer only hears
 // success once it is on disk.
 func (r *Registry) putLocal(tx *txn, in *Instance, renew bool) *Instance {
+	return r.putLocalAt(tx, in, renew, 0)
+}
+
+// putLocalAt is putLocal with the stamp to give the change: 0 for a new one.
+func (r *Registry) putLocalAt(tx *txn, in *Instance, renew bool, stamp Stamp) *Instance {
 	key := in.Key()
 	set := r.owners[r.cfg.Node]
 	old := set.inst[key]
@@ -278,7 +289,10 @@ func (r *Registry) putLocal(tx *txn, in *Instance, renew bool) *Instance {
 		return old
 	}
 	in.Updated = now
-	in.Stamp = r.clock.Next()
+	in.Stamp = stamp
+	if stamp == 0 {
+		in.Stamp = r.clock.Next()
+	}
 	set.inst[key] = in
 	delete(set.tombs, key)
 	if old != nil {

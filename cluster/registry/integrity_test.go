@@ -1,0 +1,49 @@
+package registry
+
+import (
+	"testing"
+	"time"
+)
+
+// A shutdown drain is not a write: it is not persisted, and the restart
+// serves the stored instance again at its stored stamp. So it must not
+// outrank a concurrent write of the key through another node. Were it to
+// carry a new stamp, that write's node would drop its copy on learning of
+// the drain, and after the drained node's leave and restart its older
+// stored copy would be the only one left: the acknowledged write is lost.
+func TestShutdownDrainDoesNotOutrankConcurrentWrites(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	st := &memStore{data: map[Key]*Instance{}}
+	a := newReg(t, "a", func(c *Config) { c.Now = clk.Now; c.Store = st; c.Epoch = 1 })
+	b := newReg(t, "b", func(c *Config) { c.Now = clk.Now })
+	first := mustRegister(t, a, inst("api", "x", "10.0.0.1"))
+	replicate(t, a, b, 0)
+	clk.Add(time.Millisecond)
+	// b takes x over; a has not heard of it yet when it shuts down.
+	second := mustRegister(t, b, inst("api", "x", "10.0.0.2"))
+	clk.Add(time.Millisecond)
+	if n := a.DrainForShutdown(); n != 1 {
+		t.Fatalf("drained %d", n)
+	}
+	// The two deltas cross.
+	replicate(t, a, b, 1)
+	replicate(t, b, a, 0)
+	// a leaves: peers reap it. It restarts from its data dir.
+	a.Close()
+	b.RemoveOwner("a")
+	a2 := newReg(t, "a", func(c *Config) { c.Now = clk.Now; c.Store = st; c.Epoch = 2 })
+	own, _ := a2.OwnerState("a")
+	b.ReplaceOwner(own)
+	bst, _ := b.OwnerState("b")
+	a2.ReplaceOwner(bst)
+	for _, r := range []*Registry{a2, b} {
+		svc := r.Snapshot().Service("api")
+		if svc == nil || len(svc.Instances) != 1 {
+			t.Fatalf("%s: %+v", r.NodeName(), svc)
+		}
+		if got := svc.Instances[0]; got.Address.String() != "10.0.0.2" || got.Stamp != second.Stamp {
+			t.Errorf("%s serves %s stamp %v owned by %s; the acknowledged write through b (stamp %v, after a's %v) is lost",
+				r.NodeName(), got.Address, got.Stamp, got.Owner, second.Stamp, first.Stamp)
+		}
+	}
+}
