@@ -119,21 +119,24 @@ func (r *Registry) winner(k Key) *Instance {
 	return win
 }
 
-// resolveTakeovers drops this node's own entries of the touched keys that a
-// newer write through another node has replaced, so that one live
+// resolveTakeovers drops this node's own instances of the touched keys that
+// a newer write through another node has replaced, so that one live
 // registration per key remains. Callers hold r.mu, after applying remote
 // state to tx.
+//
+// A tombstone is kept even when a newer write replaced it: that write may
+// end without a tombstone of its own (a session or TTL instance), and the
+// older copies the tombstone hides, on a partitioned side or in a peer's
+// retry, must not come back then. It leaves at its TTL or MaxTombstones.
 func (r *Registry) resolveTakeovers(tx *txn) {
 	local := r.owners[r.cfg.Node]
 	var lose []Key
 	for k := range tx.touched {
-		mine, ok := local.tombs[k]
-		if in := local.inst[k]; in != nil {
-			mine, ok = in.Stamp, true
-		}
-		if !ok {
+		in := local.inst[k]
+		if in == nil {
 			continue
 		}
+		mine := in.Stamp
 		for owner, set := range r.owners {
 			if owner == r.cfg.Node {
 				continue

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -44,6 +45,48 @@ func TestShutdownDrainDoesNotOutrankConcurrentWrites(t *testing.T) {
 		if got := svc.Instances[0]; got.Address.String() != "10.0.0.2" || got.Stamp != second.Stamp {
 			t.Errorf("%s serves %s stamp %v owned by %s; the acknowledged write through b (stamp %v, after a's %v) is lost",
 				r.NodeName(), got.Address, got.Stamp, got.Owner, second.Stamp, first.Stamp)
+		}
+	}
+}
+
+// A deregistration's tombstone must keep hiding the older copies that are
+// still travelling even after a newer registration of the key ends without
+// a tombstone (a session or TTL instance). Here a holds an old copy of x
+// and is cut off; b deregisters x, c registers it on a session, and the
+// session ends. If b dropped its tombstone when c's newer registration
+// arrived, nothing would hide a's old copy any more: b and c serve it at
+// once, and after the heal every node does.
+func TestTombstoneOutlivesANewerSessionRegistration(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	a := newReg(t, "a", func(c *Config) { c.Now = clk.Now })
+	b := newReg(t, "b", func(c *Config) { c.Now = clk.Now })
+	c := newReg(t, "c", func(c *Config) { c.Now = clk.Now })
+	mustRegister(t, a, inst("api", "x", "10.0.0.1"))
+	replicate(t, a, b, 0)
+	replicate(t, a, c, 0)
+	// a is cut off from here on.
+	clk.Add(time.Millisecond)
+	mustDeregister(t, b, Key{"api", "x"})
+	replicate(t, b, c, 0)
+	clk.Add(time.Millisecond)
+	sess := inst("api", "x", "10.0.0.3")
+	sess.Check = Check{Kind: CheckSession, Session: "s1"}
+	if _, err := c.Register(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	replicate(t, c, b, 0)
+	c.RemoveSession("s1")
+	replicate(t, c, b, 1)
+	replicate(t, b, c, 1)
+	// Heal: a's stream reaches b and c (nothing new), and b's reaches a.
+	ds, _ := b.LocalDeltasSince(0, 0)
+	a.Apply(ds)
+	cst, _ := c.OwnerState("c")
+	a.ReplaceOwner(cst)
+	for _, r := range []*Registry{a, b, c} {
+		if svc := r.Snapshot().Service("api"); svc != nil {
+			t.Errorf("%s serves %s owned by %s (stamp %v): the deregistered copy came back", r.NodeName(), svc.Instances[0].Address, svc.Instances[0].Owner, svc.Instances[0].Stamp)
 		}
 	}
 }

@@ -20,8 +20,8 @@ const (
 	OpRemove
 	// OpDrop only occurs in Deltas: the owner forgot its entry of a key
 	// (instance or tombstone) without a tombstone, because a newer write
-	// elsewhere replaced it, its session or TTL ended, or the tombstone
-	// expired.
+	// elsewhere replaced its instance, its session or TTL ended, or the
+	// tombstone expired.
 	OpDrop
 )
 
