@@ -90,3 +90,23 @@ func TestTombstoneOutlivesANewerSessionRegistration(t *testing.T) {
 		}
 	}
 }
+
+// A stamp at the top of the range from a peer (a bug or a hostile peer:
+// the peer service is not authenticated) must not make the clock wrap
+// around: a stamp of 0 loses to every copy and tombstone of its key, so the
+// next acknowledged write would lose at once, and the clock would go
+// backwards.
+func TestClockNeverWrapsOnAPeersHugeStamp(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	a := newReg(t, "a", func(c *Config) { c.Now = clk.Now })
+	before := mustRegister(t, a, inst("api", "x", "10.0.0.1"))
+	evil := Delta{Owner: "evil", Version: Version{Epoch: 1, Seq: 1}, Op: OpRemove,
+		Instance: &Instance{Service: "api", ID: "other", Owner: "evil"}, Stamp: ^Stamp(0)}
+	if gaps := a.Apply([]Delta{evil}); len(gaps) != 0 {
+		t.Fatal(gaps)
+	}
+	got := mustRegister(t, a, inst("api", "y", "10.0.0.2"))
+	if got.Stamp < before.Stamp {
+		t.Fatalf("stamp after a peer's huge stamp %v, below the earlier %v: the clock wrapped", got.Stamp, before.Stamp)
+	}
+}
