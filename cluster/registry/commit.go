@@ -30,9 +30,9 @@ func (tx *txn) touch(k Key) {
 
 // commit recomputes the merged view for the touched keys, records events and
 // deltas, publishes a new snapshot and wakes the readers. It returns the
-// persistence generation the caller must wait for (0 if none).
-func (r *Registry) commit(tx *txn) uint64 {
-	var gen uint64
+// commit to the store that the caller must wait for (nil if none).
+func (r *Registry) commit(tx *txn) *flushResult {
+	var gen *flushResult
 	if r.persist != nil && len(tx.dirty) > 0 {
 		gen = r.persist.mark(tx.dirty)
 	}
@@ -156,8 +156,8 @@ func (r *Registry) resolveTakeovers(tx *txn) {
 	}
 }
 
-func (r *Registry) waitDurable(ctx context.Context, gen uint64) error {
-	if gen == 0 || r.persist == nil {
+func (r *Registry) waitDurable(ctx context.Context, gen *flushResult) error {
+	if gen == nil || r.persist == nil {
 		return nil
 	}
 	return r.persist.wait(ctx, gen)
