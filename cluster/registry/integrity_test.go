@@ -152,3 +152,23 @@ func TestUnacknowledgedTakeoverDoesNotDestroyAnAcknowledgedWrite(t *testing.T) {
 		}
 	}
 }
+
+// One node with a clock far ahead (a bad RTC at boot, before NTP) pushes
+// every clock that sees its stamps ahead for good: the stamps stay ordered,
+// but a tombstone stamped afterwards must still expire TombstoneTTL after
+// it was made, not once real time reaches its stamp.
+func TestTombstonesExpireAfterAPeersFarFutureStamp(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	ahead := &fakeClock{now: clk.Now().Add(365 * 24 * time.Hour)}
+	a := newReg(t, "a", func(c *Config) { c.Now = clk.Now; c.TombstoneTTL = time.Hour })
+	b := newReg(t, "b", func(c *Config) { c.Now = ahead.Now })
+	mustRegister(t, b, inst("api", "y", "10.0.0.2"))
+	replicate(t, b, a, 0)
+	mustRegister(t, a, inst("api", "z", "10.0.0.1"))
+	mustDeregister(t, a, Key{"api", "z"})
+	clk.Add(2 * time.Hour)
+	a.expireTTLs()
+	if st, _ := a.OwnerState("a"); len(st.Tombstones) != 0 {
+		t.Fatalf("a's tombstone (stamp %v) outlived its 1h TTL by %v and counting", st.Tombstones[0].Stamp, time.Hour)
+	}
+}

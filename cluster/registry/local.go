@@ -295,6 +295,7 @@ func (r *Registry) putLocalAt(tx *txn, in *Instance, renew bool, stamp Stamp) *I
 	}
 	set.inst[key] = in
 	delete(set.tombs, key)
+	delete(r.tombBorn, key)
 	if old != nil {
 		r.unindexSession(old)
 	}
@@ -338,6 +339,7 @@ func (r *Registry) removeLocal(tx *txn, key Key) Stamp {
 	delete(set.inst, key)
 	delete(r.local, key)
 	set.tombs[key] = stamp
+	r.tombBorn[key] = now
 	carrier := old
 	if old != nil {
 		r.unindexSession(old)
@@ -366,6 +368,7 @@ func (r *Registry) dropLocal(tx *txn, key Key, notify bool) {
 	}
 	delete(set.inst, key)
 	delete(set.tombs, key)
+	delete(r.tombBorn, key)
 	delete(r.local, key)
 	carrier := &Instance{Service: key.Service, ID: key.ID, Owner: r.cfg.Node}
 	if old != nil {
@@ -464,22 +467,24 @@ func (r *Registry) expireTTLs() {
 	r.commit(tx)
 }
 
-// expireTombstones drops this node's tombstones older than TombstoneTTL,
-// and the oldest ones beyond MaxTombstones, so that churn through unique
-// keys cannot grow memory without bound. Peers forget them with the drops.
+// expireTombstones drops this node's tombstones made more than
+// TombstoneTTL ago, and the oldest ones beyond MaxTombstones, so that churn
+// through unique keys cannot grow memory without bound. Peers forget them
+// with the drops.
 func (r *Registry) expireTombstones(tx *txn, now time.Time) {
 	set := r.owners[r.cfg.Node]
-	horizon := StampAt(now.Add(-r.cfg.TombstoneTTL))
+	born := now.Add(-r.cfg.TombstoneTTL)
+	var horizon Stamp
 	if excess := len(set.tombs) - r.cfg.MaxTombstones; excess > 0 {
 		stamps := make([]Stamp, 0, len(set.tombs))
 		for _, st := range set.tombs {
 			stamps = append(stamps, st)
 		}
 		slices.Sort(stamps)
-		horizon = max(horizon, stamps[excess-1]+1)
+		horizon = stamps[excess-1] + 1
 	}
 	for key, st := range set.tombs {
-		if st < horizon {
+		if st < horizon || r.tombBorn[key].Before(born) {
 			r.dropLocal(tx, key, false)
 		}
 	}

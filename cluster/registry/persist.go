@@ -148,6 +148,7 @@ func (r *Registry) loadStored(st Stored) error {
 		set.inst[in.Key()] = in
 		tx.touch(in.Key())
 	}
+	now := r.cfg.Now()
 	for _, t := range st.Tombstones {
 		r.clock.Observe(t.Stamp)
 		if cur := set.inst[t.Key]; cur != nil && cur.Stamp >= t.Stamp {
@@ -155,6 +156,13 @@ func (r *Registry) loadStored(st Stored) error {
 		}
 		delete(set.inst, t.Key)
 		set.tombs[t.Key] = t.Stamp
+		// The store keeps no birth time: a stamp in the past dates the
+		// tombstone, one ahead of the clock counts from now.
+		born := t.Stamp.Time()
+		if born.After(now) {
+			born = now
+		}
+		r.tombBorn[t.Key] = born
 		tx.touch(t.Key)
 	}
 	if len(set.inst)+len(set.tombs) > 0 {
