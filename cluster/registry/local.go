@@ -298,6 +298,13 @@ func (r *Registry) putLocalAt(tx *txn, in *Instance, renew bool, stamp Stamp) *I
 	delete(r.tombBorn, key)
 	if old != nil {
 		r.unindexSession(old)
+		if old.Check.Kind == CheckSession && in.Check != old.Check {
+			// A newer registration through this node (another session,
+			// or a plain one) replaced the session's copy: tell it, as a
+			// takeover through another node does, so that its client
+			// neither keeps nor later drains and deregisters the key.
+			tx.lost = append(tx.lost, lostKey{session: old.Check.Session, key: key})
+		}
 	}
 	if in.Check.Kind == CheckSession {
 		keys := r.sessions[in.Check.Session]
