@@ -194,3 +194,27 @@ func TestRestartWithAClockSteppedBackWithoutADataDir(t *testing.T) {
 		t.Errorf("b refuses a's new incarnation (epoch %d) because it holds epoch %d", a2.Epoch(), a.Epoch())
 	}
 }
+
+// A deregistration's tombstone belongs to the node it was made through.
+// When that node leaves or fails, peers reap its set, tombstones included,
+// and an older copy of the key that a cut-off node still holds comes back
+// on every node that reaped it: until the tombstone's node returns with
+// its data dir, or for good if it is retired.
+func TestReapOfATombstonesOwnerDoesNotBringBackTheKey(t *testing.T) {
+	t.Skip("open design question (review13): RemoveOwner drops the departed owner's tombstones with its instances")
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	a := newReg(t, "a", func(c *Config) { c.Now = clk.Now })
+	b := newReg(t, "b", func(c *Config) { c.Now = clk.Now })
+	c := newReg(t, "c", func(c *Config) { c.Now = clk.Now })
+	mustRegister(t, a, inst("api", "x", "10.0.0.1"))
+	replicate(t, a, b, 0)
+	replicate(t, a, c, 0)
+	// a is cut off; x is deregistered through b, which then leaves.
+	clk.Add(time.Millisecond)
+	mustDeregister(t, b, Key{"api", "x"})
+	replicate(t, b, c, 0)
+	c.RemoveOwner("b")
+	if svc := c.Snapshot().Service("api"); svc != nil {
+		t.Fatalf("c serves the deregistered x again (owner %s) once b's set is reaped", svc.Instances[0].Owner)
+	}
+}
