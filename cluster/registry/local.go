@@ -491,7 +491,12 @@ func (r *Registry) expireTombstones(tx *txn, now time.Time) {
 		horizon = stamps[excess-1] + 1
 	}
 	for key, st := range set.tombs {
-		if st < horizon || r.tombBorn[key].Before(born) {
+		made, ok := r.tombBorn[key]
+		if !ok { // never without one; if so, count from now rather than drop it
+			made = now
+			r.tombBorn[key] = now
+		}
+		if st < horizon || made.Before(born) {
 			r.dropLocal(tx, key, false)
 		}
 	}
