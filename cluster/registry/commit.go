@@ -30,9 +30,9 @@ func (tx *txn) touch(k Key) {
 
 // commit recomputes the merged view for the touched keys, records events and
 // deltas, publishes a new snapshot and wakes the readers. It returns the
-// persistence generation the caller must wait for (0 if none).
-func (r *Registry) commit(tx *txn) uint64 {
-	var gen uint64
+// commit to the store that the caller must wait for (nil if none).
+func (r *Registry) commit(tx *txn) *flushResult {
+	var gen *flushResult
 	if r.persist != nil && len(tx.dirty) > 0 {
 		gen = r.persist.mark(tx.dirty)
 	}
@@ -119,21 +119,24 @@ func (r *Registry) winner(k Key) *Instance {
 	return win
 }
 
-// resolveTakeovers drops this node's own entries of the touched keys that a
-// newer write through another node has replaced, so that one live
+// resolveTakeovers drops this node's own instances of the touched keys that
+// a newer write through another node has replaced, so that one live
 // registration per key remains. Callers hold r.mu, after applying remote
 // state to tx.
+//
+// A tombstone is kept even when a newer write replaced it: that write may
+// end without a tombstone of its own (a session or TTL instance), and the
+// older copies the tombstone hides, on a partitioned side or in a peer's
+// retry, must not come back then. It leaves at its TTL or MaxTombstones.
 func (r *Registry) resolveTakeovers(tx *txn) {
 	local := r.owners[r.cfg.Node]
 	var lose []Key
 	for k := range tx.touched {
-		mine, ok := local.tombs[k]
-		if in := local.inst[k]; in != nil {
-			mine, ok = in.Stamp, true
-		}
-		if !ok {
+		in := local.inst[k]
+		if in == nil {
 			continue
 		}
+		mine := in.Stamp
 		for owner, set := range r.owners {
 			if owner == r.cfg.Node {
 				continue
@@ -153,8 +156,8 @@ func (r *Registry) resolveTakeovers(tx *txn) {
 	}
 }
 
-func (r *Registry) waitDurable(ctx context.Context, gen uint64) error {
-	if gen == 0 || r.persist == nil {
+func (r *Registry) waitDurable(ctx context.Context, gen *flushResult) error {
+	if gen == nil || r.persist == nil {
 		return nil
 	}
 	return r.persist.wait(ctx, gen)

@@ -49,13 +49,16 @@ type Clock struct {
 func NewClock(now func() time.Time) *Clock { return &Clock{now: now} }
 
 // Next returns a stamp higher than every stamp the clock issued or observed.
+// At the top of the range (only a broken or hostile peer's stamp gets it
+// there) it keeps returning the highest stamp rather than wrap to 0, which
+// would lose to every copy of a key and send the clock backwards.
 func (c *Clock) Next() Stamp {
 	p := StampAt(c.now())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p > c.last {
 		c.last = p
-	} else {
+	} else if c.last < ^Stamp(0) {
 		c.last++
 	}
 	return c.last

@@ -150,6 +150,12 @@ func (r *Registry) SetStatus(ctx context.Context, service, id string, st Status)
 // that status, so that clients stop sending new traffic before the node
 // leaves, while a restart serves the stored instances again. It returns how
 // many instances it drained.
+//
+// The drain keeps each instance's stamp: it is not a write, and the restart
+// serves the stored instance at that stamp again. A new stamp would outrank
+// a concurrent write of the key through another node, whose node would then
+// drop its copy, and after the restart only the older stored copy would be
+// left.
 func (r *Registry) DrainForShutdown() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -159,7 +165,7 @@ func (r *Registry) DrainForShutdown() int {
 		if in.Status != StatusDraining {
 			c := in.Clone()
 			c.Status = StatusDraining
-			r.putLocal(tx, c, false)
+			r.putLocalAt(tx, c, false, in.Stamp)
 			n++
 		}
 	}
@@ -254,6 +260,11 @@ func (r *Registry) ownedLocked(key Key) error {
 // plain instance is still persisted again, so that its writer only hears
 // success once it is on disk.
 func (r *Registry) putLocal(tx *txn, in *Instance, renew bool) *Instance {
+	return r.putLocalAt(tx, in, renew, 0)
+}
+
+// putLocalAt is putLocal with the stamp to give the change: 0 for a new one.
+func (r *Registry) putLocalAt(tx *txn, in *Instance, renew bool, stamp Stamp) *Instance {
 	key := in.Key()
 	set := r.owners[r.cfg.Node]
 	old := set.inst[key]
@@ -278,11 +289,22 @@ func (r *Registry) putLocal(tx *txn, in *Instance, renew bool) *Instance {
 		return old
 	}
 	in.Updated = now
-	in.Stamp = r.clock.Next()
+	in.Stamp = stamp
+	if stamp == 0 {
+		in.Stamp = r.clock.Next()
+	}
 	set.inst[key] = in
 	delete(set.tombs, key)
+	delete(r.tombBorn, key)
 	if old != nil {
 		r.unindexSession(old)
+		if old.Check.Kind == CheckSession && in.Check != old.Check {
+			// A newer registration through this node (another session,
+			// or a plain one) replaced the session's copy: tell it, as a
+			// takeover through another node does, so that its client
+			// neither keeps nor later drains and deregisters the key.
+			tx.lost = append(tx.lost, lostKey{session: old.Check.Session, key: key})
+		}
 	}
 	if in.Check.Kind == CheckSession {
 		keys := r.sessions[in.Check.Session]
@@ -324,6 +346,7 @@ func (r *Registry) removeLocal(tx *txn, key Key) Stamp {
 	delete(set.inst, key)
 	delete(r.local, key)
 	set.tombs[key] = stamp
+	r.tombBorn[key] = now
 	carrier := old
 	if old != nil {
 		r.unindexSession(old)
@@ -352,6 +375,7 @@ func (r *Registry) dropLocal(tx *txn, key Key, notify bool) {
 	}
 	delete(set.inst, key)
 	delete(set.tombs, key)
+	delete(r.tombBorn, key)
 	delete(r.local, key)
 	carrier := &Instance{Service: key.Service, ID: key.ID, Owner: r.cfg.Node}
 	if old != nil {
@@ -450,22 +474,29 @@ func (r *Registry) expireTTLs() {
 	r.commit(tx)
 }
 
-// expireTombstones drops this node's tombstones older than TombstoneTTL,
-// and the oldest ones beyond MaxTombstones, so that churn through unique
-// keys cannot grow memory without bound. Peers forget them with the drops.
+// expireTombstones drops this node's tombstones made more than
+// TombstoneTTL ago, and the oldest ones beyond MaxTombstones, so that churn
+// through unique keys cannot grow memory without bound. Peers forget them
+// with the drops.
 func (r *Registry) expireTombstones(tx *txn, now time.Time) {
 	set := r.owners[r.cfg.Node]
-	horizon := StampAt(now.Add(-r.cfg.TombstoneTTL))
+	born := now.Add(-r.cfg.TombstoneTTL)
+	var horizon Stamp
 	if excess := len(set.tombs) - r.cfg.MaxTombstones; excess > 0 {
 		stamps := make([]Stamp, 0, len(set.tombs))
 		for _, st := range set.tombs {
 			stamps = append(stamps, st)
 		}
 		slices.Sort(stamps)
-		horizon = max(horizon, stamps[excess-1]+1)
+		horizon = stamps[excess-1] + 1
 	}
 	for key, st := range set.tombs {
-		if st < horizon {
+		made, ok := r.tombBorn[key]
+		if !ok { // never without one; if so, count from now rather than drop it
+			made = now
+			r.tombBorn[key] = now
+		}
+		if st < horizon || made.Before(born) {
 			r.dropLocal(tx, key, false)
 		}
 	}

@@ -14,37 +14,43 @@ import (
 type persister struct {
 	store Store
 
-	mu      sync.Mutex
-	dirty   map[Key]struct{}
-	gen     uint64 // last generation marked
-	done    uint64 // last generation durable
-	err     error  // error of the last failed commit
-	errGen  uint64 // generation that error covers
-	kick    chan struct{}
-	flushed chan struct{} // closed and replaced after each commit
+	mu    sync.Mutex
+	dirty map[Key]struct{}
+	// next is the outcome of the commit that will write the keys marked
+	// so far: each writer waits for the commit that took its keys, and
+	// hears that commit's error, not a later or an earlier one's.
+	next *flushResult
+	kick chan struct{}
 
 	// writing holds the keys of the commit under way.
 	writing map[Key]struct{}
 }
 
-func newPersister(s Store) *persister {
-	return &persister{store: s, dirty: map[Key]struct{}{}, kick: make(chan struct{}, 1), flushed: make(chan struct{})}
+// flushResult is the outcome of one commit: err is set before done closes.
+type flushResult struct {
+	done chan struct{}
+	err  error
 }
 
-// mark records dirty keys and returns the generation to wait for.
-func (p *persister) mark(keys []Key) uint64 {
+func newFlushResult() *flushResult { return &flushResult{done: make(chan struct{})} }
+
+func newPersister(s Store) *persister {
+	return &persister{store: s, dirty: map[Key]struct{}{}, next: newFlushResult(), kick: make(chan struct{}, 1)}
+}
+
+// mark records dirty keys and returns the outcome to wait for.
+func (p *persister) mark(keys []Key) *flushResult {
 	p.mu.Lock()
 	for _, k := range keys {
 		p.dirty[k] = struct{}{}
 	}
-	p.gen++
-	g := p.gen
+	res := p.next
 	p.mu.Unlock()
 	select {
 	case p.kick <- struct{}{}:
 	default:
 	}
-	return g
+	return res
 }
 
 // pending reports whether the latest state of k is not yet known to be
@@ -57,22 +63,15 @@ func (p *persister) pending(k Key) bool {
 	return dirty || writing
 }
 
-func (p *persister) wait(ctx context.Context, gen uint64) error {
-	for {
-		p.mu.Lock()
-		done, err, errGen, ch := p.done, p.err, p.errGen, p.flushed
-		p.mu.Unlock()
-		if done >= gen {
-			if err != nil && errGen >= gen {
-				return fmt.Errorf("registry: %w: %w", ErrNotDurable, err)
-			}
-			return nil
+func (p *persister) wait(ctx context.Context, res *flushResult) error {
+	select {
+	case <-res.done:
+		if res.err != nil {
+			return fmt.Errorf("registry: %w: %w", ErrNotDurable, res.err)
 		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("registry: waiting for the registration to be persisted: %w", ctx.Err())
-		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("registry: waiting for the registration to be persisted: %w", ctx.Err())
 	}
 }
 
@@ -90,12 +89,13 @@ func (p *persister) run(r *Registry, stop <-chan struct{}) {
 
 func (p *persister) flush(r *Registry) {
 	p.mu.Lock()
-	keys, gen := p.dirty, p.gen
-	p.dirty, p.writing = map[Key]struct{}{}, keys
-	p.mu.Unlock()
+	keys, res := p.dirty, p.next
 	if len(keys) == 0 {
+		p.mu.Unlock()
 		return
 	}
+	p.dirty, p.writing, p.next = map[Key]struct{}{}, keys, newFlushResult()
+	p.mu.Unlock()
 	var b Batch
 	r.mu.Lock()
 	set := r.owners[r.cfg.Node]
@@ -112,9 +112,8 @@ func (p *persister) flush(r *Registry) {
 	r.mu.Unlock()
 	err := p.store.Commit(b)
 	p.mu.Lock()
-	p.done, p.writing = gen, nil
+	p.writing = nil
 	if err != nil {
-		p.err, p.errGen = err, gen
 		// Keep the keys dirty and retry them in a second, even if no
 		// other write comes along.
 		for k := range keys {
@@ -127,8 +126,8 @@ func (p *persister) flush(r *Registry) {
 			}
 		})
 	}
-	close(p.flushed)
-	p.flushed = make(chan struct{})
+	res.err = err
+	close(res.done)
 	p.mu.Unlock()
 }
 
@@ -149,6 +148,7 @@ func (r *Registry) loadStored(st Stored) error {
 		set.inst[in.Key()] = in
 		tx.touch(in.Key())
 	}
+	now := r.cfg.Now()
 	for _, t := range st.Tombstones {
 		r.clock.Observe(t.Stamp)
 		if cur := set.inst[t.Key]; cur != nil && cur.Stamp >= t.Stamp {
@@ -156,6 +156,13 @@ func (r *Registry) loadStored(st Stored) error {
 		}
 		delete(set.inst, t.Key)
 		set.tombs[t.Key] = t.Stamp
+		// The store keeps no birth time: a stamp in the past dates the
+		// tombstone, one ahead of the clock counts from now.
+		born := t.Stamp.Time()
+		if born.After(now) {
+			born = now
+		}
+		r.tombBorn[t.Key] = born
 		tx.touch(t.Key)
 	}
 	if len(set.inst)+len(set.tombs) > 0 {

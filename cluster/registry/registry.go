@@ -19,8 +19,8 @@ const (
 	OpRemove
 	// OpDrop only occurs in Deltas: the owner forgot its entry of a key
 	// (instance or tombstone) without a tombstone, because a newer write
-	// elsewhere replaced it, its session or TTL ended, or the tombstone
-	// expired.
+	// elsewhere replaced its instance, its session or TTL ended, or the
+	// tombstone expired.
 	OpDrop
 )
 
@@ -158,7 +158,12 @@ type Registry struct {
 	// were draining when their session ended (see keepDrain).
 	drained map[Key]time.Time
 	// lost holds, per session, the keys it lost to newer writes elsewhere.
-	lost       map[string]*lostQueue
+	lost map[string]*lostQueue
+	// tombBorn holds when each of this node's tombstones was made, by this
+	// node's clock: they expire TombstoneTTL after that, even when their
+	// stamps run ahead of real time (a peer's clock was far ahead once,
+	// and every clock that saw its stamps stays ahead).
+	tombBorn   map[Key]time.Time
 	lastTombGC time.Time
 	closed     bool
 
@@ -201,6 +206,7 @@ func New(cfg Config) (*Registry, error) {
 		sessions: map[string]map[Key]struct{}{},
 		drained:  map[Key]time.Time{},
 		lost:     map[string]*lostQueue{},
+		tombBorn: map[Key]time.Time{},
 		events:   newHistory[Event](cfg.History),
 		deltas:   newHistory[Delta](cfg.DeltaLog),
 		localCh:  make(chan struct{}),

@@ -102,6 +102,10 @@ func (cf *clientFlags) callErr(err error) error {
 	st := grpcStatus(err)
 	switch st.Code() {
 	case codes.Unavailable:
+		if strings.Contains(st.Message(), registry.ErrNotDurable.Error()) {
+			// The agent answered: it applied the write but its disk failed.
+			return fmt.Errorf("the agent at %s could not store the write on its disk; the same command, retried, succeeds once it is stored: %s", cf.addr, st.Message())
+		}
 		return fmt.Errorf("cannot reach the agent at %s: %s (is `herald agent` running? set -addr or HERALD_ADDR)", cf.addr, st.Message())
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("the agent at %s did not answer within -timeout %s", cf.addr, cf.timeout)

@@ -87,3 +87,35 @@ func TestRegistrationLostToANewerWrite(t *testing.T) {
 		t.Fatalf("after Close: %+v, registrations %d", in, reg.Registrations())
 	}
 }
+
+// TestRegistrationLostToANewerWriteThroughTheSameAgent: a rolling restart
+// with a stable id. The new process registers the key through the same
+// agent while the old one still runs; then the old one closes. The old
+// registration must learn that it lost the key, as it does when the newer
+// write comes through another agent, or its Close drains and deregisters
+// the new process's instance.
+func TestRegistrationLostToANewerWriteThroughTheSameAgent(t *testing.T) {
+	a := heraldtest.NewAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	oldProc := newTestClient(t, []string{a.Addr()})
+	old, err := oldProc.Register(ctx, testInstance("e1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newProc := newTestClient(t, []string{a.Addr()})
+	in := testInstance("e1")
+	in.Port = 7001
+	if _, err := newProc.Register(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-old.Lost():
+	case <-time.After(2 * time.Second):
+		t.Error("the old registration was not told it lost its key")
+	}
+	old.Close(ctx)
+	if got := a.Instance("echo", "e1"); got == nil || got.Port != 7001 || got.Status != registry.StatusPassing {
+		t.Fatalf("after the old process closed, the new process's instance is %+v", got)
+	}
+}
