@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"strings"
@@ -44,14 +45,19 @@ func allAlive(nodes ...*testNode) bool {
 
 // freeAddr returns a loopback address free for TCP and UDP, for a member
 // that starts later.
+// freeAddr returns a loopback address that nothing listens on, with a port
+// below the kernel's ephemeral range (32768-60999 by default): a node that
+// keeps dialing an ephemeral port where nothing listens can end up
+// connected to itself on it (TCP simultaneous open), and then the port is
+// taken when the test starts the real listener there.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for range 200 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		addr := l.Addr().String()
 		u, err := net.ListenPacket("udp", addr)
 		l.Close()
 		if err == nil {

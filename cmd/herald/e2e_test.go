@@ -49,14 +49,26 @@ func buildHerald(t *testing.T) string {
 }
 
 // freePort returns a loopback port free for both TCP and UDP.
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{}
+)
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	// Ports below the kernel's ephemeral range (ip_local_port_range,
 	// 32768-60999 by default): an agent that starts a while after its port
 	// was picked (restarts, refused starts) must not find it taken by some
 	// process's outgoing connection, which draws from that range.
+	// Each port is handed out once per test binary, so that the four
+	// ports of one agent, or of two agents, never coincide.
+	portsMu.Lock()
+	defer portsMu.Unlock()
 	for range 200 {
 		port := 20000 + rand.IntN(12000)
+		if portsUsed[port] {
+			continue
+		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
@@ -65,6 +77,7 @@ func freePort(t *testing.T) int {
 		l.Close()
 		if err == nil {
 			u.Close()
+			portsUsed[port] = true
 			return port
 		}
 	}
