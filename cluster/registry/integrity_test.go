@@ -196,12 +196,11 @@ func TestRestartWithAClockSteppedBackWithoutADataDir(t *testing.T) {
 }
 
 // A deregistration's tombstone belongs to the node it was made through.
-// When that node leaves or fails, peers reap its set, tombstones included,
-// and an older copy of the key that a cut-off node still holds comes back
-// on every node that reaped it: until the tombstone's node returns with
-// its data dir, or for good if it is retired.
+// When that node leaves or fails, peers reap its instances but adopt its
+// tombstones, so an older copy of the key that a cut-off node still holds
+// does not come back on any node, and the cut-off node drops it when it
+// heals.
 func TestReapOfATombstonesOwnerDoesNotBringBackTheKey(t *testing.T) {
-	t.Skip("open design question (review13): RemoveOwner drops the departed owner's tombstones with its instances")
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	a := newReg(t, "a", func(c *Config) { c.Now = clk.Now })
 	b := newReg(t, "b", func(c *Config) { c.Now = clk.Now })
@@ -216,5 +215,14 @@ func TestReapOfATombstonesOwnerDoesNotBringBackTheKey(t *testing.T) {
 	c.RemoveOwner("b")
 	if svc := c.Snapshot().Service("api"); svc != nil {
 		t.Fatalf("c serves the deregistered x again (owner %s) once b's set is reaped", svc.Instances[0].Owner)
+	}
+	// c adopted b's tombstone: when a heals, c's deltas reach it, and a
+	// drops its old copy too, so that both converge on "absent".
+	replicate(t, c, a, 0)
+	if svc := a.Snapshot().Service("api"); svc != nil {
+		t.Fatalf("a still serves x after healing with c: %+v", svc.Instances[0])
+	}
+	if st, _ := a.OwnerState("a"); len(st.Instances) != 0 {
+		t.Fatalf("a kept its old copy: %+v", st.Instances)
 	}
 }

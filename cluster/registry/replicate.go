@@ -94,11 +94,40 @@ func (r *Registry) RemoveOwner(owner string) int {
 	for k := range set.inst {
 		tx.touch(k)
 	}
-	for k := range set.tombs {
+	for k, st := range set.tombs {
+		r.adoptTombstone(tx, k, st)
 		tx.touch(k)
 	}
 	r.commit(tx)
 	return len(set.inst)
+}
+
+// adoptTombstone makes a departed owner's tombstone this node's own, with
+// its stamp, so that it keeps hiding older copies of the key (on a node
+// that was cut off, or in a data dir restored later) after the owner's set
+// is reaped, and reaches every peer through this node's own deltas. It
+// expires like this node's own tombstones. Callers hold r.mu.
+func (r *Registry) adoptTombstone(tx *txn, key Key, stamp Stamp) {
+	local := r.owners[r.cfg.Node]
+	if in := local.inst[key]; in != nil && in.Stamp >= stamp {
+		return // a newer write through this node
+	}
+	if cur, ok := local.tombs[key]; ok && cur >= stamp {
+		return
+	}
+	if len(local.tombs) >= r.cfg.MaxTombstones {
+		return // bounded like this node's own
+	}
+	if in := local.inst[key]; in != nil {
+		r.dropLocal(tx, key, true) // cannot happen: it lost to the tombstone when that arrived
+	}
+	now := r.cfg.Now()
+	local.tombs[key] = stamp
+	r.tombBorn[key] = now
+	local.version.Seq++
+	carrier := &Instance{Service: key.Service, ID: key.ID, Owner: r.cfg.Node}
+	tx.deltas = append(tx.deltas, Delta{Owner: r.cfg.Node, Version: local.version, Op: OpRemove, Instance: carrier, Time: now, Stamp: stamp})
+	tx.dirty = append(tx.dirty, key)
 }
 
 func (r *Registry) replaceOwnerLocked(tx *txn, st OwnerState) {
