@@ -84,9 +84,7 @@ func (r *Registry) commit(tx *txn) *flushResult {
 		next.setService(name, &Service{Name: name, Rev: next.rev, Instances: serviceInstances(old.Service(name), svc, ids)})
 	}
 	if len(tx.deltas) > 0 {
-		r.deltas.append(tx.deltas...)
-		close(r.localCh)
-		r.localCh = make(chan struct{})
+		r.publishLocal(tx.deltas, gen)
 	}
 	if len(events) > 0 {
 		r.events.append(events...)

@@ -119,7 +119,6 @@ func TestClockNeverWrapsOnAPeersHugeStamp(t *testing.T) {
 // the fsync), the key is gone everywhere: the acknowledged write is lost
 // although the only write above it was never acknowledged.
 func TestUnacknowledgedTakeoverDoesNotDestroyAnAcknowledgedWrite(t *testing.T) {
-	t.Skip("open design question (review13): deltas are replicated before they are durable on their owner; remove this skip once they are not")
 	ctx := context.Background()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	ast := &memStore{data: map[Key]*Instance{}}
@@ -224,5 +223,48 @@ func TestReapOfATombstonesOwnerDoesNotBringBackTheKey(t *testing.T) {
 	}
 	if st, _ := a.OwnerState("a"); len(st.Instances) != 0 {
 		t.Fatalf("a kept its old copy: %+v", st.Instances)
+	}
+}
+
+// With a Store, peers get this node's changes only once they are on disk:
+// deltas, full state and digest all wait for the commit, a failed one's
+// changes wait for the retry, and changes that need no disk (session
+// instances) wait behind them in order.
+func TestPeersGetOnlyDurableChanges(t *testing.T) {
+	ctx := context.Background()
+	st := &memStore{data: map[Key]*Instance{}}
+	r := newReg(t, "a", func(c *Config) { c.Store = st; c.Epoch = 1 })
+	mustRegister(t, r, inst("api", "x", "10.0.0.1"))
+	if ds, _ := r.LocalDeltasSince(0, 0); len(ds) != 1 {
+		t.Fatalf("deltas after a durable write: %d", len(ds))
+	}
+	st.mu.Lock()
+	st.fail = errors.New("no space left on device")
+	st.mu.Unlock()
+	if _, err := r.Register(ctx, inst("api", "y", "10.0.0.2")); !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("register with a full disk = %v", err)
+	}
+	sess := inst("api", "s", "10.0.0.3")
+	sess.Check = Check{Kind: CheckSession, Session: "s1"}
+	mustRegister(t, r, sess) // needs no disk, but comes after y
+	ds, _ := r.LocalDeltasSince(1, 0)
+	own, _ := r.OwnerState("a")
+	if len(ds) != 0 || len(own.Instances) != 1 || r.Digest()["a"] != r.LocalVersion() || r.LocalVersion().Seq != 1 {
+		t.Fatalf("peers would get %d deltas, %d instances, version %s while y is not on disk", len(ds), len(own.Instances), r.LocalVersion())
+	}
+	// The local view serves them all the same.
+	if svc := r.Snapshot().Service("api"); svc == nil || len(svc.Instances) != 3 {
+		t.Fatalf("local view %+v", svc)
+	}
+	st.mu.Lock()
+	st.fail = nil
+	st.mu.Unlock()
+	if _, err := r.Register(ctx, inst("api", "y", "10.0.0.2")); err != nil { // the retry
+		t.Fatal(err)
+	}
+	ds, _ = r.LocalDeltasSince(1, 0)
+	own, _ = r.OwnerState("a")
+	if len(ds) != 2 || ds[0].Instance.ID != "y" || ds[1].Instance.ID != "s" || len(own.Instances) != 3 {
+		t.Fatalf("after the retry: %d deltas, %d instances", len(ds), len(own.Instances))
 	}
 }

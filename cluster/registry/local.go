@@ -219,11 +219,12 @@ func (r *Registry) RemoveSession(session string) int {
 	return len(tx.deltas)
 }
 
-// LocalVersion returns the version of this node's own set.
+// LocalVersion returns the version of this node's own set as its peers get it
+// (with a Store, as of its last change that is on disk).
 func (r *Registry) LocalVersion() Version {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.owners[r.cfg.Node].version
+	return r.servedSet(r.cfg.Node).version
 }
 
 // LocalChanged returns a channel that is closed at the next local delta.

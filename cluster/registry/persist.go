@@ -30,6 +30,7 @@ type persister struct {
 type flushResult struct {
 	done chan struct{}
 	err  error
+	ok   bool // the commit succeeded; guarded by the registry's mu
 }
 
 func newFlushResult() *flushResult { return &flushResult{done: make(chan struct{})} }
@@ -111,24 +112,33 @@ func (p *persister) flush(r *Registry) {
 	b.Clock = r.clock.Last()
 	r.mu.Unlock()
 	err := p.store.Commit(b)
+	r.mu.Lock() // before p.mu, as in commit
 	p.mu.Lock()
 	p.writing = nil
 	if err != nil {
 		// Keep the keys dirty and retry them in a second, even if no
-		// other write comes along.
+		// other write comes along; their deltas wait for that retry.
 		for k := range keys {
 			p.dirty[k] = struct{}{}
 		}
+		r.repointPending(res, p.next)
 		time.AfterFunc(time.Second, func() {
 			select {
 			case p.kick <- struct{}{}:
 			default:
 			}
 		})
+	} else {
+		res.ok = true
+		if r.durable != nil {
+			// Peers get the changes before their writers hear success.
+			r.advanceDurable()
+		}
 	}
 	res.err = err
 	close(res.done)
 	p.mu.Unlock()
+	r.mu.Unlock()
 }
 
 // loadStored installs the stored state as this node's own set under the new

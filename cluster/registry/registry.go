@@ -173,6 +173,10 @@ type Registry struct {
 	localCh chan struct{} // closed and replaced on every local delta
 
 	persist *persister
+	// durable and pending: with a Store, peers only get this node's
+	// changes once they are on disk (durable.go).
+	durable *ownerSet
+	pending []pendingDelta
 	stop    chan struct{}
 	wg      sync.WaitGroup
 }
@@ -225,6 +229,7 @@ func New(cfg Config) (*Registry, error) {
 		if err := r.loadStored(stored); err != nil {
 			return nil, err
 		}
+		r.durable = r.owners[cfg.Node].clone()
 		r.persist = newPersister(cfg.Store)
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); r.persist.run(r, r.stop) }()

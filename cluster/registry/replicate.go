@@ -40,22 +40,9 @@ func (r *Registry) Apply(deltas []Delta) []GapError {
 			gaps = append(gaps, GapError{Owner: d.Owner, Have: have, Got: d.Version})
 			continue
 		}
-		key := d.Instance.Key()
-		switch d.Op {
-		case OpRemove:
-			delete(set.inst, key)
-			set.tombs[key] = d.Stamp
-			r.clock.Observe(d.Stamp)
-		case OpDrop:
-			delete(set.inst, key)
-			delete(set.tombs, key)
-		default:
-			set.inst[key] = d.Instance
-			delete(set.tombs, key)
-			r.clock.Observe(d.Instance.Stamp)
-		}
-		set.version = d.Version
-		tx.touch(key)
+		set.apply(d)
+		r.clock.Observe(max(d.Stamp, d.Instance.Stamp))
+		tx.touch(d.Instance.Key())
 	}
 	r.resolveTakeovers(tx)
 	r.commit(tx)
@@ -169,7 +156,7 @@ func (r *Registry) replaceOwnerLocked(tx *txn, st OwnerState) {
 func (r *Registry) OwnerState(owner string) (OwnerState, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	set := r.owners[owner]
+	set := r.servedSet(owner)
 	if set == nil {
 		return OwnerState{}, false
 	}
@@ -194,8 +181,8 @@ func (r *Registry) Digest() map[string]Version {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d := make(map[string]Version, len(r.owners))
-	for o, set := range r.owners {
-		d[o] = set.version
+	for o := range r.owners {
+		d[o] = r.servedSet(o).version
 	}
 	return d
 }
