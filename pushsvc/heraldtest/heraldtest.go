@@ -122,7 +122,9 @@ func (a *Agent) serve(lis net.Listener) error {
 		lis.Close()
 		return err
 	}
-	a.ps, a.gs, a.serving = ps, ps.NewGRPCServer(), make(chan struct{})
+	// Stop waits for the handlers, so that a killed agent's sessions have
+	// ended (and their instances are gone) when Kill returns.
+	a.ps, a.gs, a.serving = ps, ps.NewGRPCServer(grpc.WaitForHandlers(true)), make(chan struct{})
 	gs, serving := a.gs, a.serving
 	go func() { defer close(serving); _ = gs.Serve(lis) }()
 	return nil
