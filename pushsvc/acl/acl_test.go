@@ -50,7 +50,7 @@ func TestAuthorize(t *testing.T) {
 		{"s3cret-api", acl.Read, "web", acl.ErrDenied}, // web-* does not match web
 		{"s3cret-api", acl.Read, "web-1", nil},
 		{"s3cret-api", acl.Write, "web-1", acl.ErrDenied},
-		{"s3cret-api", acl.Write, "web-api", nil},          // web-a* is longer than web-*
+		{"s3cret-api", acl.Write, "web-api", nil},            // web-a* is longer than web-*
 		{"s3cret-api", acl.Read, "web-admin", acl.ErrDenied}, // exact beats the longer prefix
 		{"s3cret-api", acl.Read, "db", acl.ErrDenied},        // no rule: deny; anonymous rules do not add up
 		{"wrong", acl.Read, "api", acl.ErrUnknownToken},      // never falls back to anonymous
@@ -173,4 +173,3 @@ func TestLoadBounds(t *testing.T) {
 		t.Errorf("Parse of %d tokens: %v", acl.MaxTokens+1, err)
 	}
 }
-
