@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/pushsvc/acl"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
 
@@ -14,6 +15,9 @@ func (s *service) Register(ctx context.Context, req *heraldpb.RegisterRequest) (
 	in, err := instanceFromProto(req.GetInstance())
 	if err == nil && in.Check.Kind == registry.CheckSession {
 		err = invalidField("check.kind", "session registrations must be made on the Session stream")
+	}
+	if err == nil {
+		err = (*Server)(s).allow(ctx, acl.Write, in.Service)
 	}
 	if err != nil {
 		return nil, toStatus(err)
@@ -30,6 +34,9 @@ func (s *service) Register(ctx context.Context, req *heraldpb.RegisterRequest) (
 func (s *service) Deregister(ctx context.Context, req *heraldpb.DeregisterRequest) (*heraldpb.DeregisterResponse, error) {
 	key, err := keyFromProto(req.GetKey())
 	var stamp registry.Stamp
+	if err == nil {
+		err = (*Server)(s).allow(ctx, acl.Write, key.Service)
+	}
 	if err == nil {
 		stamp, err = s.reg.Deregister(ctx, key)
 	}
@@ -56,12 +63,23 @@ func (s *service) setStatus(ctx context.Context, req *heraldpb.SetStatusRequest)
 	if req.GetId() != "" && req.GetService() == "" {
 		return 0, 0, invalidField("service", "is required when id is set")
 	}
+	if req.GetService() == "" {
+		err = (*Server)(s).allowOperator(ctx, "draining or undraining every instance of the node")
+	} else {
+		err = (*Server)(s).allow(ctx, acl.Write, req.GetService())
+	}
+	if err != nil {
+		return 0, 0, err
+	}
 	return s.reg.SetStatus(ctx, req.GetService(), req.GetId(), st)
 }
 
 // Heartbeat renews a TTL registration.
 func (s *service) Heartbeat(ctx context.Context, req *heraldpb.HeartbeatRequest) (*heraldpb.HeartbeatResponse, error) {
 	key, err := keyFromProto(req.GetKey())
+	if err == nil {
+		err = (*Server)(s).allow(ctx, acl.Write, key.Service)
+	}
 	if err == nil {
 		err = s.reg.Heartbeat(ctx, key)
 	}
@@ -76,10 +94,17 @@ func (s *service) ListServices(ctx context.Context, _ *heraldpb.ListServicesRequ
 	if err := ctx.Err(); err != nil {
 		return nil, toStatus(err)
 	}
+	canRead, err := (*Server)(s).readable(ctx)
+	if err != nil {
+		return nil, err
+	}
 	snap := s.reg.Snapshot()
 	names := snap.ServiceNames()
 	out := &heraldpb.ListServicesResponse{Revision: snap.Revision(), Services: make([]*heraldpb.ServiceSummary, 0, len(names))}
 	for _, name := range names {
+		if canRead != nil && !canRead(name) {
+			continue
+		}
 		svc := snap.Service(name)
 		if svc == nil {
 			continue
@@ -111,6 +136,9 @@ func (s *service) ListInstances(ctx context.Context, req *heraldpb.ListInstances
 	if tag != "" && !registry.ValidName(tag) {
 		return nil, toStatus(invalidField("tag", "%q must be a DNS label: letters, digits and inner hyphens", req.GetTag()))
 	}
+	if err := (*Server)(s).allow(ctx, acl.Read, req.GetService()); err != nil {
+		return nil, err
+	}
 	snap := s.reg.Snapshot()
 	out := &heraldpb.ListInstancesResponse{Revision: snap.Revision()}
 	if svc := snap.Service(strings.ToLower(req.GetService())); svc != nil {
@@ -127,6 +155,9 @@ func (s *service) ListInstances(ctx context.Context, req *heraldpb.ListInstances
 func (s *service) Members(ctx context.Context, _ *heraldpb.MembersRequest) (*heraldpb.MembersResponse, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, toStatus(err)
+	}
+	if _, err := (*Server)(s).principal(ctx); err != nil { // any principal may list the members
+		return nil, err
 	}
 	if s.cfg.Members != nil {
 		return &heraldpb.MembersResponse{Members: s.cfg.Members()}, nil

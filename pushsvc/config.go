@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/pushsvc/acl"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
 
@@ -55,6 +56,10 @@ type Config struct {
 	// leaving or this node. Default nil: ForceLeave is Unimplemented, as
 	// Join.
 	ForceLeave func(ctx context.Context, node string, prune bool) error
+	// ACL is the API's access policy (auth.go says what each RPC needs);
+	// Server.SetACL replaces it. Default nil: every request is allowed, as
+	// an agent without -acl-file.
+	ACL *acl.Policy
 	// WatchHistory is how many encoded events the server keeps for watchers
 	// to read and resume from. Default: the registry's default History
 	// (16384), so that a watcher resumes from as far back as the registry

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/pushsvc/acl"
 )
 
 // codeOf maps an error to its gRPC code. It is the one place where the
@@ -21,6 +22,10 @@ func codeOf(err error) codes.Code {
 		return s.Code()
 	}
 	switch {
+	case errors.Is(err, acl.ErrNoToken), errors.Is(err, acl.ErrUnknownToken), errors.Is(err, errBadAuth):
+		return codes.Unauthenticated
+	case errors.Is(err, acl.ErrDenied):
+		return codes.PermissionDenied
 	case errors.Is(err, registry.ErrInvalid):
 		return codes.InvalidArgument
 	case errors.Is(err, registry.ErrNotFound), errors.Is(err, ErrUnknownMember):

@@ -17,6 +17,9 @@ const MaxJoinAddresses = 64
 // Join asks the agent to join the cluster of the given Serf addresses,
 // through Config.Join.
 func (s *service) Join(ctx context.Context, req *heraldpb.JoinRequest) (*heraldpb.JoinResponse, error) {
+	if err := (*Server)(s).allowOperator(ctx, "join"); err != nil {
+		return nil, err
+	}
 	if s.cfg.Join == nil {
 		return nil, status.Error(codes.Unimplemented, "pushsvc: this server has no cluster to join")
 	}
@@ -49,6 +52,9 @@ func validJoinAddrs(addrs []string) error {
 
 // ForceLeave moves a failed member to left, through Config.ForceLeave.
 func (s *service) ForceLeave(ctx context.Context, req *heraldpb.ForceLeaveRequest) (*heraldpb.ForceLeaveResponse, error) {
+	if err := (*Server)(s).allowOperator(ctx, "force-leave"); err != nil {
+		return nil, err
+	}
 	if s.cfg.ForceLeave == nil {
 		return nil, status.Error(codes.Unimplemented, "pushsvc: this server has no cluster members to remove")
 	}

@@ -1,6 +1,7 @@
 package pushsvc
 
 import (
+	"context"
 	"errors"
 	"io"
 
@@ -63,7 +64,7 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 		}
 		select {
 		case req := <-reqs:
-			parts = s.multiWatchOp(watches, req, parts)
+			parts = s.multiWatchOp(ctx, watches, req, parts)
 		case err := <-recvErr:
 			if !errors.Is(err, io.EOF) {
 				return err
@@ -145,7 +146,7 @@ func (s *service) advanceAll(watches map[uint64]*watchState, parts [][]byte, g *
 
 // multiWatchOp starts or cancels a watch, and appends its first item (or a
 // refusal) to parts.
-func (s *service) multiWatchOp(watches map[uint64]*watchState, req *heraldpb.MultiWatchRequest, parts [][]byte) [][]byte {
+func (s *service) multiWatchOp(ctx context.Context, watches map[uint64]*watchState, req *heraldpb.MultiWatchRequest, parts [][]byte) [][]byte {
 	id := req.GetWatchId()
 	if req.GetWatch() == nil {
 		if _, ok := watches[id]; ok {
@@ -165,6 +166,9 @@ func (s *service) multiWatchOp(watches map[uint64]*watchState, req *heraldpb.Mul
 	var names []string
 	if err == nil {
 		names, err = s.watchNames(req.GetWatch().GetServices())
+	}
+	if err == nil {
+		err = (*Server)(s).allowWatch(ctx, names)
 	}
 	if err != nil {
 		return append(parts, errorItem(id, err))

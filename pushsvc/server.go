@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/pushsvc/acl"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
 
@@ -44,6 +45,9 @@ type Server struct {
 	watchers   atomic.Int64
 	sessions   atomic.Int64
 	resets     atomic.Uint64
+
+	acl       atomic.Pointer[acl.Policy] // nil: everything is allowed (auth.go)
+	aclDenied *prometheus.CounterVec
 
 	grpcMetrics *grpcprom.ServerMetrics
 	rawCodec    atomic.Bool // ServerOptions was used: watch frames go out as is
@@ -70,6 +74,7 @@ func New(cfg Config) (*Server, error) {
 		feed:    newFeed(cfg.WatchHistory, cfg.Registry.Snapshot().Revision()),
 		closing: make(chan struct{}),
 	}
+	s.acl.Store(cfg.ACL)
 	if cfg.Metrics != nil {
 		if err := s.registerMetrics(cfg.Metrics); err != nil {
 			return nil, err
@@ -123,6 +128,8 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 			grpc.ChainUnaryInterceptor(s.grpcMetrics.UnaryServerInterceptor()),
 			grpc.ChainStreamInterceptor(s.grpcMetrics.StreamServerInterceptor()))
 	}
+	// Last, so that the metrics and the error log see the refusals.
+	opts = append(opts, grpc.ChainUnaryInterceptor(s.authUnary), grpc.ChainStreamInterceptor(s.authStream))
 	return opts
 }
 
@@ -213,6 +220,7 @@ func (s *Server) registerMetrics(r prometheus.Registerer) error {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_watch_resets_total", Help: "Snapshots sent because a watcher could not resume or fell behind."},
 			func() float64 { return float64(s.resets.Load()) }),
 	}
+	cs = append(cs, s.aclMetrics()...)
 	for _, c := range cs {
 		if err := r.Register(c); err != nil {
 			return fmt.Errorf("pushsvc: register metrics: %w", err)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/herald-sd/herald/cluster/registry"
+	"github.com/herald-sd/herald/pushsvc/acl"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
 
@@ -71,6 +72,9 @@ func (s *service) sessionOp(ctx context.Context, sid string, req *heraldpb.Sessi
 			err = invalidField("check.kind", "a session registration lives as long as its stream; use the Register RPC for TTL checks")
 		}
 		if err == nil {
+			err = (*Server)(s).allow(ctx, acl.Write, in.Service)
+		}
+		if err == nil {
 			in.Check = registry.Check{Kind: registry.CheckSession, Session: sid}
 			in, err = s.reg.Register(ctx, in)
 		}
@@ -80,6 +84,9 @@ func (s *service) sessionOp(ctx context.Context, sid string, req *heraldpb.Sessi
 	case *heraldpb.SessionRequest_Deregister:
 		var key registry.Key
 		if key, err = keyFromProto(op.Deregister); err == nil {
+			err = (*Server)(s).allow(ctx, acl.Write, key.Service)
+		}
+		if err == nil {
 			_, err = s.reg.Deregister(ctx, key)
 		}
 	case *heraldpb.SessionRequest_SetStatus:

@@ -22,6 +22,9 @@ import (
 // snapshot instead: it collapses to the latest state, in order.
 func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_WatchServer) error {
 	names, err := s.watchNames(req.GetServices())
+	if err == nil {
+		err = (*Server)(s).allowWatch(stream.Context(), names)
+	}
 	if err != nil {
 		return toStatus(err)
 	}

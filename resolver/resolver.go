@@ -126,7 +126,7 @@ func (b *builder) Build(target grpcresolver.Target, cc grpcresolver.ClientConn, 
 		return nil, err
 	}
 	log := b.opts.logger.With("target", target.URL.String())
-	copts := append([]client.Option{client.WithLogger(log)}, b.opts.clientOpts...)
+	copts := append([]client.Option{client.WithLogger(log), envToken()}, b.opts.clientOpts...)
 	cl, err := client.New(t.Agents, copts...)
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)

@@ -32,6 +32,7 @@ const defaultAgentAddr = "127.0.0.1:8700"
 type clientFlags struct {
 	addr    string
 	timeout time.Duration
+	tok     tokenFlags // token.go
 }
 
 func newClientFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *clientFlags) {
@@ -44,6 +45,7 @@ func newClientFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *clientFlag
 	}
 	fs.StringVar(&cf.addr, "addr", def, "agent gRPC address (env HERALD_ADDR)")
 	fs.DurationVar(&cf.timeout, "timeout", 5*time.Second, "time limit for the request")
+	cf.tok.register(fs)
 	return fs, cf
 }
 
@@ -61,8 +63,12 @@ func parse(fs *flag.FlagSet, args []string) error {
 // dial connects to the agent. The connection is lazy; errors surface on the
 // first call and are explained by callErr.
 func (cf *clientFlags) dial() (pb.HeraldClient, func(), error) {
-	conn, err := grpc.NewClient("passthrough:///"+cf.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20))) // a watch snapshot is one message
+	tokOpts, err := cf.tok.dialOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := grpc.NewClient("passthrough:///"+cf.addr, append(tokOpts, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...) // a watch snapshot is one message
 	if err != nil {
 		return nil, nil, usagef("bad -addr %q: %v", cf.addr, err)
 	}
@@ -72,7 +78,11 @@ func (cf *clientFlags) dial() (pb.HeraldClient, func(), error) {
 // client returns a pushsvc/client for the agent, for the commands that hold
 // a stream. It logs nothing: the commands report what happens themselves.
 func (cf *clientFlags) client(opts ...client.Option) (*client.Client, error) {
-	base := []client.Option{client.WithLogger(nil)}
+	tokOpt, err := cf.tok.clientOption()
+	if err != nil {
+		return nil, err
+	}
+	base := []client.Option{client.WithLogger(nil), tokOpt}
 	if cf.timeout > 0 {
 		base = append(base, client.WithCallTimeout(cf.timeout))
 	}
@@ -107,6 +117,8 @@ func (cf *clientFlags) callErr(err error) error {
 			return fmt.Errorf("the agent at %s could not store the write on its disk; the same command, retried, succeeds once it is stored: %s", cf.addr, st.Message())
 		}
 		return fmt.Errorf("cannot reach the agent at %s: %s (is `herald agent` running? set -addr or HERALD_ADDR)", cf.addr, st.Message())
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return aclErr(cf.addr, st)
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("the agent at %s did not answer within -timeout %s", cf.addr, cf.timeout)
 	default:

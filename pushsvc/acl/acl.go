@@ -156,6 +156,10 @@ func (pr *Principal) RequireOperator(what string) error {
 	return fmt.Errorf("%w: %s lacks operator, which %s needs", ErrDenied, pr.who(), what)
 }
 
+// String names the principal as denials do: `token "ops"`, or `anonymous
+// (no token)`.
+func (pr *Principal) String() string { return pr.who() }
+
 // who names the principal in a denial: `token "ops"`, or `anonymous (no
 // token)`.
 func (pr *Principal) who() string {

@@ -75,6 +75,7 @@ type options struct {
 	pingInterval time.Duration
 	watchIdle    time.Duration
 	callTimeout  time.Duration
+	token        string // WithToken; token.go
 }
 
 // Option configures a Client.
@@ -183,6 +184,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 		// instances.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize)),
 	}, o.dialOpts...)
+	dial = append(dial, o.tokenDialOptions()...)
 	for _, a := range addrs {
 		cc, err := grpc.NewClient("passthrough:///"+a, dial...)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/herald-sd/herald/cluster/store"
 	"github.com/herald-sd/herald/dnsserver"
 	"github.com/herald-sd/herald/pushsvc"
+	"github.com/herald-sd/herald/pushsvc/acl"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
 
@@ -96,9 +97,22 @@ func Run(ctx context.Context, cfg Config) error {
 	pushCfg.Members = func() []*heraldpb.Member { return membersToProto(cl.Members()) }
 	pushCfg.Join = joinHook(cl)
 	pushCfg.ForceLeave = forceLeaveHook(cl)
+	if cfg.ACLFile != "" {
+		if pushCfg.ACL, err = acl.Load(cfg.ACLFile); err != nil {
+			return fmt.Errorf("agent: -acl-file: %w", err)
+		}
+		log.Info("API access is limited by the ACL file", "file", cfg.ACLFile, "tokens", pushCfg.ACL.Tokens(), "anonymous", pushCfg.ACL.HasAnonymous())
+	}
 	push, err := pushsvc.New(pushCfg)
 	if err != nil {
 		return err
+	}
+	if cfg.ACLFile != "" {
+		stopReload, err := startACLReload(cfg.ACLFile, push.SetACL, log.With("component", "acl"), metrics)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, stopReload)
 	}
 	gs := push.NewGRPCServer()
 	cl.RegisterGRPC(gs)

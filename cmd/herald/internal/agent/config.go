@@ -104,6 +104,9 @@ type Config struct {
 	// write stamps) by this much: a testing aid that steps one node's clock
 	// without touching the host's. Default 0.
 	ClockOffset time.Duration
+	// ACLFile is the JSON access policy of the gRPC API (pushsvc/acl),
+	// reread on SIGHUP. Default none: every request is allowed.
+	ACLFile string
 	// Logger. Default slog.Default(), the process's logger.
 	Logger *slog.Logger
 }
