@@ -79,6 +79,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-version", "--version":
 		args[0] = "version"
 	}
+	if args[0] != "agent" { // the agent's logs are slog's, which quotes them
+		stdout, stderr = escapingWriter{stdout}, escapingWriter{stderr}
+	}
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
