@@ -30,6 +30,16 @@ func (t *tokenFlags) register(fs *flag.FlagSet) {
 
 // resolve returns the token to send, "" for none.
 func (t *tokenFlags) resolve() (string, error) {
+	tok, err := t.source()
+	if err == nil && tok != "" {
+		if verr := client.ValidToken(tok); verr != nil {
+			return "", usagef("%v", verr)
+		}
+	}
+	return tok, err
+}
+
+func (t *tokenFlags) source() (string, error) {
 	switch {
 	case t.token != "" && t.file != "":
 		return "", usagef("give -token or -token-file, not both")

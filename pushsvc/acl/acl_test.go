@@ -137,6 +137,7 @@ func TestParseErrors(t *testing.T) {
 		{`{"tokens": [{"name": "a", "secret": "x", "services": {"api": "read", "API": "write"}}]}`, "given twice"},
 		{`{"tokens": [{"name": "a", "secret": "x", "operator": "yes"}]}`, "want a JSON bool"},
 		{`{} {}`, "unexpected data"},
+		{`{"tokens": [{"name": "a", "secret": "two words"}]}`, "tokens[0] (\"a\").secret: use printable ASCII"},
 	} {
 		_, err := acl.Parse([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

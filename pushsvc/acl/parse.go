@@ -110,6 +110,9 @@ func Parse(data []byte) (*Policy, error) {
 		case t.Secret != "" && t.SecretSHA256 != "":
 			return nil, fmt.Errorf("%s: give secret or secret_sha256, not both", field)
 		case t.Secret != "":
+			if !printableASCII(t.Secret) {
+				return nil, fmt.Errorf("%s.secret: use printable ASCII without spaces, which gRPC metadata can carry", field)
+			}
 			pr.digest = Digest(t.Secret)
 		case t.SecretSHA256 != "":
 			b, err := hex.DecodeString(strings.TrimSpace(t.SecretSHA256))
@@ -152,6 +155,15 @@ func jsonError(err error) error {
 		return errors.New("empty file; want a JSON object")
 	}
 	return fmt.Errorf("invalid JSON: %v", err)
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 func validTokenName(n string) error {

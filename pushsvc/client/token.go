@@ -20,7 +20,8 @@ const MaxTokenFileBytes = 4096
 
 // WithToken sends token with every request, as the gRPC metadata
 // "authorization: Bearer <token>", for agents that run with -acl-file. It
-// works with and without TLS. An empty token sends none (the agent's
+// works with and without TLS. The token must pass ValidToken, or requests
+// fail. An empty token sends none (the agent's
 // anonymous rules apply); the last WithToken wins.
 func WithToken(token string) Option { return func(c *options) { c.token = token } }
 
@@ -52,6 +53,21 @@ func (tokenCreds) RequireTransportSecurity() bool { return false }
 
 // String keeps the secret out of logs that print options.
 func (tokenCreds) String() string { return "client.TokenCredentials(<redacted>)" }
+
+// ValidToken reports why token cannot be sent, or nil: gRPC metadata carries
+// printable ASCII, and agents read at most 1024 bytes of it. Spaces are
+// refused too, since a token file's are trimmed.
+func ValidToken(token string) error {
+	if len(token) > 1024 {
+		return fmt.Errorf("client: the token is %d bytes; at most 1024 are allowed", len(token))
+	}
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c < 0x21 || c > 0x7e {
+			return fmt.Errorf("client: the token holds a byte (%#x at %d) that is not printable ASCII without spaces", c, i)
+		}
+	}
+	return nil
+}
 
 // ReadTokenFile returns the token in the file at path: its content, without
 // surrounding white space (a trailing newline). The file may hold at most

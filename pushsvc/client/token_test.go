@@ -36,6 +36,14 @@ func TestReadTokenFile(t *testing.T) {
 	}
 }
 
+func TestValidToken(t *testing.T) {
+	for tok, ok := range map[string]bool{"s3cret-api": true, "a b": false, "a\nb": false, "é": false, strings.Repeat("x", 1024): true, strings.Repeat("x", 1025): false} {
+		if err := ValidToken(tok); (err == nil) != ok {
+			t.Errorf("ValidToken(%.20q) = %v", tok, err)
+		}
+	}
+}
+
 func TestTokenCredentials(t *testing.T) {
 	c := TokenCredentials("s3cret")
 	md, err := c.GetRequestMetadata(context.Background())
