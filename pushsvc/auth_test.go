@@ -85,6 +85,12 @@ func TestACLUnary(t *testing.T) {
 	bad := metadata.AppendToOutgoingContext(ctx, "authorization", "Basic xyz")
 	_, err = c[""].Members(bad, &heraldpb.MembersRequest{})
 	wantCode(t, err, codes.Unauthenticated, "Bearer")
+	long := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+strings.Repeat("x", maxTokenLen+1))
+	_, err = c[""].Members(long, &heraldpb.MembersRequest{})
+	wantCode(t, err, codes.Unauthenticated, "Bearer")
+	two := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer ops-secret", "authorization", "Bearer ops-secret")
+	_, err = c[""].Members(two, &heraldpb.MembersRequest{})
+	wantCode(t, err, codes.Unauthenticated, "once")
 
 	// Reads: anonymous lists all but hidden; the deployer only what it reads.
 	listed := func(cl heraldpb.HeraldClient) string {
@@ -133,7 +139,7 @@ func TestACLUnary(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]float64{"permission": 8, "unknown_token": 2, "malformed": 1, "no_token": 1}
+	want := map[string]float64{"permission": 8, "unknown_token": 2, "malformed": 3, "no_token": 1}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("herald_acl_denied_total by reason = %v, want %v", got, want)
 	}
