@@ -46,7 +46,7 @@ func newClient(agent string) (*client.Client, error) {
 
 // WeightsResult is the outcome of Weights.
 type WeightsResult struct {
-	Before, After         Counts
+	Before, After               Counts
 	WeightsBefore, WeightsAfter []uint32
 	// MaxDeviation is the largest |share - weight share| over both phases,
 	// as a fraction (0.01 is one percentage point).
