@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,4 +182,79 @@ func TestWeightedShares(t *testing.T) {
 		return got["b1"] == 0
 	})
 	check(map[string]int{"b2": 533, "b3": 267})
+}
+
+// TestRefusalRetriedElsewhere: a backend that the registry still lists but
+// that refuses as a Herald guard does (Unavailable, "herald: draining")
+// costs the caller nothing: the default retry policy sends the RPC to
+// another backend, and the balancer takes the refusing one out of the
+// rotation after its first refusal.
+func TestRefusalRetriedElsewhere(t *testing.T) {
+	a := heraldtest.NewAgent(t)
+	reg := a.Registry()
+	good := startBackend(t, "good")
+	var refusals atomic.Int32
+	bad := startBackendWith(t, "bad", grpc.UnaryInterceptor(func(ctx context.Context, _ any, _ *grpc.UnaryServerInfo, _ grpc.UnaryHandler) (any, error) {
+		refusals.Add(1)
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(RefusedTrailer, "draining"))
+		return nil, status.Error(codes.Unavailable, "herald: draining")
+	}))
+	register(t, reg, good.instance())
+	register(t, reg, bad.instance())
+	cc, err := grpc.NewClient("herald://"+a.Addr()+"/echo", grpc.WithResolvers(NewBuilder(WithLogger(quiet))), grpc.WithTransportCredentials(insecureCreds()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	got := countHits(t, cc, 200) // fails the test on any error
+	if got["good"] != 200 {
+		t.Fatalf("answers %v, want all 200 from good", got)
+	}
+	if n := refusals.Load(); n < 1 || n > 2 {
+		t.Fatalf("the refusing backend saw %d RPCs, want 1 (2 if both connected late): it should leave the rotation at its first refusal", n)
+	}
+}
+
+// TestServiceConfigOverride: WithServiceConfig("") leaves the choice to the
+// ClientConn's default service config (here round_robin, which ignores
+// weights); a custom config replaces the default one.
+func TestServiceConfigOverride(t *testing.T) {
+	a := heraldtest.NewAgent(t)
+	reg := a.Registry()
+	for i, w := range []uint32{1, 3} {
+		in := startBackend(t, "b"+itoa(i+1)).instance()
+		in.Weight = w
+		register(t, reg, in)
+	}
+	tests := []struct {
+		name string
+		opts []grpc.DialOption
+		sc   Option
+		want map[string]int
+	}{
+		{"default", nil, nil, map[string]int{"b1": 100, "b2": 300}},
+		{"none from the resolver", []grpc.DialOption{grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`)}, WithServiceConfig(""), map[string]int{"b1": 200, "b2": 200}},
+		{"custom", nil, WithServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`), map[string]int{"b1": 200, "b2": 200}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ropts := []Option{WithLogger(quiet)}
+			if tc.sc != nil {
+				ropts = append(ropts, tc.sc)
+			}
+			opts := append([]grpc.DialOption{grpc.WithResolvers(NewBuilder(ropts...)), grpc.WithTransportCredentials(insecureCreds())}, tc.opts...)
+			cc, err := grpc.NewClient("herald://"+a.Addr()+"/echo", opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			wait.Eventually(t, 5*time.Second, "both answering", func() bool { return len(countHits(t, cc, 8)) == 2 })
+			got := countHits(t, cc, 400)
+			for id, n := range tc.want {
+				if d := got[id] - n; d < -2 || d > 2 {
+					t.Fatalf("400 RPCs split %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
 }

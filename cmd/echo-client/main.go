@@ -58,7 +58,7 @@ func main() {
 	}
 
 	cc, err := grpc.NewClient(*target,
-		grpc.WithResolvers(resolver.NewBuilder()),
+		grpc.WithResolvers(resolver.NewBuilder(), staticBuilder{"ipv4"}, staticBuilder{"ipv6"}),
 		grpc.WithDefaultServiceConfig(resolver.DefaultServiceConfig),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
