@@ -100,9 +100,11 @@ type weightedBalancer struct {
 }
 
 func (b *weightedBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
+	ejection := defaultEjection
 	if c, ok := s.BalancerConfig.(*weightedConfig); ok && c.EjectionSeconds != nil {
-		b.ejection.Store(int64(*c.EjectionSeconds * float64(time.Second)))
+		ejection = time.Duration(*c.EjectionSeconds * float64(time.Second))
 	}
+	b.ejection.Store(int64(ejection))
 	// pick_first children do not understand our config.
 	return b.Balancer.UpdateClientConnState(balancer.ClientConnState{
 		ResolverState: pickfirst.EnableHealthListener(s.ResolverState),
