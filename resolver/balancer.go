@@ -214,6 +214,7 @@ type pickEntry struct {
 type weightedPicker struct {
 	entries []pickEntry
 	table   []uint32 // indexes into entries
+	_       [64]byte // keeps next off the cache line every pick reads
 	next    atomic.Uint32
 }
 

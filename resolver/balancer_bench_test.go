@@ -70,13 +70,21 @@ func (s *fakeSubConn) UpdateAddresses([]grpcresolver.Address) {}
 
 // readyPicker builds the named balancer over n endpoints (weights 1..n)
 // and returns its picker once every endpoint is READY.
-func readyPicker(b *testing.B, name string, n int) balancer.Picker {
+func readyPicker(b testing.TB, name string, n int) balancer.Picker {
+	return readyPickerOf(b, name, n, n, func(i int) uint32 { return uint32(i + 1) })
+}
+
+// readyPickerOf is readyPicker with weights from weight(i), waiting until
+// picks reach want endpoints.
+func readyPickerOf(b testing.TB, name string, n, want int, weight func(int) uint32) balancer.Picker {
 	cc := &fakeBalancerCC{}
 	bal := balancer.Get(name).Build(cc, balancer.BuildOptions{})
 	b.Cleanup(bal.Close)
 	var st grpcresolver.State
 	for i := range n {
-		a := newAddress(testInst(i))
+		in := testInst(i)
+		in.Weight = weight(i)
+		a := newAddress(in)
 		st.Addresses = append(st.Addresses, a)
 		st.Endpoints = append(st.Endpoints, grpcresolver.Endpoint{Addresses: []grpcresolver.Address{a}, Attributes: a.BalancerAttributes})
 	}
@@ -87,7 +95,7 @@ func readyPicker(b *testing.B, name string, n int) balancer.Picker {
 		cc.mu.Lock()
 		p, s := cc.picker, cc.state
 		cc.mu.Unlock()
-		if s == connectivity.Ready && allPicked(p, n) {
+		if s == connectivity.Ready && allPicked(p, want) {
 			return p
 		}
 		testingYield()
@@ -96,7 +104,7 @@ func readyPicker(b *testing.B, name string, n int) balancer.Picker {
 	return nil
 }
 
-// allPicked reports whether 4n picks reach n distinct SubConns.
+// allPicked reports whether 4n² picks reach n distinct SubConns.
 func allPicked(p balancer.Picker, n int) bool {
 	seen := map[balancer.SubConn]bool{}
 	for range 4 * n * n {

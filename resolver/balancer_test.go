@@ -258,3 +258,40 @@ func TestServiceConfigOverride(t *testing.T) {
 		})
 	}
 }
+
+// TestPickerWeightZeroAndEjection: an endpoint of weight 0 is never
+// picked; a refusal takes an endpoint out of the rotation and the others
+// share its picks.
+func TestPickerWeightZeroAndEjection(t *testing.T) {
+	p := readyPickerOf(t, BalancerName, 3, 2, func(i int) uint32 { return uint32(i) }) // weights 0, 1, 2
+	counts := map[balancer.SubConn]int{}
+	var refuse balancer.PickResult
+	for range 300 {
+		r, err := p.Pick(balancer.PickInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[r.SubConn]++
+		if counts[r.SubConn] == 1 && len(counts) == 1 {
+			refuse = r
+		}
+		r.Done(balancer.DoneInfo{})
+	}
+	var got []int
+	for _, n := range counts {
+		got = append(got, n)
+	}
+	if len(got) != 2 || got[0]+got[1] != 300 || min(got[0], got[1]) != 100 {
+		t.Fatalf("picks per endpoint %v, want 100 and 200 (weights 1 and 2) and none for weight 0", got)
+	}
+	refuse.Done(balancer.DoneInfo{Err: status.Error(codes.Unavailable, "herald: draining")})
+	for range 50 {
+		r, err := p.Pick(balancer.PickInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.SubConn == refuse.SubConn {
+			t.Fatal("an endpoint that refused was picked again within its ejection")
+		}
+	}
+}
