@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"container/heap"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -30,7 +31,8 @@ import (
 // The balancer keeps one connection (a pick_first child) per endpoint and
 // sends each endpoint a share of the RPCs proportional to its weight
 // (Info.Weight; 1 for addresses that did not come from the herald
-// resolver), in a smooth weighted round robin order. Only READY endpoints
+// resolver), in an evenly interleaved weighted order (earliest deadline
+// first over a precomputed cycle). Only READY endpoints
 // are picked, so an endpoint in TRANSIENT_FAILURE gives its share to the
 // others in proportion to their weights. Endpoints of weight 0 get no
 // RPCs. A weight change arriving with a push rebuilds the picker without
@@ -209,8 +211,8 @@ type pickEntry struct {
 	weight uint32
 }
 
-// weightedPicker picks from a precomputed smooth weighted round robin
-// sequence with one atomic add: no lock and no allocation per pick.
+// weightedPicker picks from a precomputed weighted schedule
+// (scheduleTable) with one atomic add: no lock and no allocation per pick.
 type weightedPicker struct {
 	entries []pickEntry
 	table   []uint32 // indexes into entries
@@ -219,7 +221,7 @@ type weightedPicker struct {
 }
 
 func newWeightedPicker(entries []pickEntry) *weightedPicker {
-	p := &weightedPicker{entries: entries, table: smoothTable(weightsOf(entries))}
+	p := &weightedPicker{entries: entries, table: scheduleTable(weightsOf(entries))}
 	p.next.Store(rand.Uint32()) // clients start at different places
 	return p
 }
@@ -260,29 +262,53 @@ func (p *weightedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, erro
 	return r, nil
 }
 
-// smoothTable returns one cycle of smooth weighted round robin (nginx's
-// algorithm) over the weights, scaled down so that the cycle is at most
-// about maxTableLen long (longer only with more endpoints). Weights must be > 0.
-func smoothTable(weights []uint32) []uint32 {
+// scheduleTable returns one cycle of an earliest-deadline-first schedule
+// over the weights, scaled down so that the cycle is at most about
+// maxTableLen long (longer only with more endpoints): endpoint i, of
+// weight w, is due at (k-0.5)/w for k = 1..w, so in one cycle it appears
+// exactly w times, spread evenly and interleaved with the others. Ties go
+// to the lower index. Building it costs O(cycle × log(endpoints)).
+// Weights must be > 0.
+func scheduleTable(weights []uint32) []uint32 {
 	w := scaleWeights(weights)
 	var total int64
-	for _, x := range w {
+	h := make(dueHeap, len(w))
+	for i, x := range w {
 		total += x
+		h[i] = due{at: 0.5 / float64(x), idx: uint32(i), k: 1}
 	}
-	cur := make([]int64, len(w))
+	heap.Init(&h)
 	table := make([]uint32, total)
-	for k := range table {
-		best := 0
-		for i := range w {
-			cur[i] += w[i]
-			if cur[i] > cur[best] {
-				best = i
-			}
-		}
-		cur[best] -= total
-		table[k] = uint32(best)
+	for n := range table {
+		d := &h[0]
+		table[n] = d.idx
+		d.k++
+		d.at = (float64(d.k) - 0.5) / float64(w[d.idx])
+		heap.Fix(&h, 0)
 	}
 	return table
+}
+
+// due is an endpoint's next slot in scheduleTable.
+type due struct {
+	at  float64
+	idx uint32
+	k   int64
+}
+
+type dueHeap []due
+
+func (h dueHeap) Len() int { return len(h) }
+func (h dueHeap) Less(i, j int) bool {
+	return h[i].at < h[j].at || (h[i].at == h[j].at && h[i].idx < h[j].idx)
+}
+func (h dueHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)   { *h = append(*h, x.(due)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // scaleWeights divides by the greatest common divisor and, if the sum is

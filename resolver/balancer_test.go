@@ -18,7 +18,7 @@ import (
 	"github.com/herald-sd/herald/testenv/wait"
 )
 
-func TestSmoothTable(t *testing.T) {
+func TestScheduleTable(t *testing.T) {
 	tests := []struct {
 		weights []uint32
 		want    []uint32 // occurrences per index in one cycle
@@ -28,12 +28,12 @@ func TestSmoothTable(t *testing.T) {
 		{[]uint32{1, 1, 1}, []uint32{1, 1, 1}, 1},
 		{[]uint32{1, 2, 5}, []uint32{1, 2, 5}, 2},
 		{[]uint32{10, 20, 50}, []uint32{1, 2, 5}, 2},
-		{[]uint32{5, 1, 1}, []uint32{5, 1, 1}, 2},
+		{[]uint32{5, 1, 1}, []uint32{5, 1, 1}, 3},
 		{[]uint32{1 << 31, 1 << 30}, []uint32{2, 1}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprint(tc.weights), func(t *testing.T) {
-			table := smoothTable(tc.weights)
+			table := scheduleTable(tc.weights)
 			got := make([]uint32, len(tc.weights))
 			run, longest := 0, 0
 			for i, x := range table {
@@ -56,7 +56,7 @@ func TestSmoothTable(t *testing.T) {
 	// Large, uneven weights are scaled to a bounded table that keeps the
 	// ratio and gives every endpoint a slot.
 	w := []uint32{1, 1000000, 3000000}
-	table := smoothTable(w)
+	table := scheduleTable(w)
 	if len(table) > maxTableLen+len(w) {
 		t.Fatalf("table of %d slots, want about %d", len(table), maxTableLen)
 	}
