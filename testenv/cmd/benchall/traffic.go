@@ -68,8 +68,8 @@ func benchTrafficStale(ctx context.Context, env *benchEnv) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("clients  RPCs    rate     failed  stale client served by b1 b1 refused (retried)  b1 ran after its drain\n")
-	fmt.Printf("%-8d %-7d %-8s %-7d %-24d %-21d %d\n", res.Clients, res.Total.Calls, fmt.Sprintf("%.0f/s", res.Rate()),
+	fmt.Printf("clients  RPCs    rate     failed  stale client served by b1  b1 refused (retried)  b1 ran after its drain\n")
+	fmt.Printf("%-8d %-7d %-8s %-7d %-25d %-21d %d\n", res.Clients, res.Total.Calls, fmt.Sprintf("%.0f/s", res.Rate()),
 		res.Total.Failed, res.Stale.ByID["b1"], res.Drained.Refused, res.Drained.ServedWhileRefusing)
 	if res.Total.Failed > 0 {
 		fmt.Printf("first error: %s\n", res.Total.FirstError)
