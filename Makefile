@@ -45,7 +45,7 @@ nemesis:
 	HERALD_NEMESIS_DURATION=$(HERALD_NEMESIS_DURATION) $(GO) test -count=1 -run '^TestNemesis$$' -v -timeout 20m ./testenv/
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./dnsserver/... ./cluster/... ./pushsvc/...
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./dnsserver/... ./cluster/... ./pushsvc/... ./resolver/...
 	$(GO) run ./testenv/cmd/benchall
 
 fuzz:

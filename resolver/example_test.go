@@ -21,8 +21,10 @@ import (
 	"github.com/herald-sd/herald/resolver"
 )
 
-// Dial a service through Herald with round_robin: new instances get traffic
-// the moment they register, draining ones stop getting new calls.
+// Dial a service through Herald: new instances get traffic the moment they
+// register, in proportion to their weights, and draining ones stop getting
+// new calls (the resolver's default service config: the herald_weighted
+// balancer and a retry on UNAVAILABLE).
 func Example() {
 	// For the example, an in-process agent and one server of "api" that
 	// registers itself with it.
@@ -38,7 +40,6 @@ func Example() {
 	// HERALD_ADDR, default 127.0.0.1:8700.
 	cc, err := grpc.NewClient("herald://"+agent.Addr()+"/api",
 		grpc.WithResolvers(resolver.NewBuilder()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		log.Fatal(err)
@@ -147,4 +148,25 @@ func answeredBy(p peer.Peer, servers ...*server) string {
 		}
 	}
 	return p.Addr.String()
+}
+
+// Replace the default service config: here the retry is kept for reads
+// but turned off for a method that must never run twice (a methodConfig
+// without retryPolicy for it; the more specific name wins).
+func ExampleWithServiceConfig() {
+	const sc = `{
+	  "loadBalancingConfig": [{"herald_weighted": {}}],
+	  "methodConfig": [
+	    {"name": [{}], "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.01s",
+	      "maxBackoff": "0.1s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}},
+	    {"name": [{"service": "shop.Orders", "method": "Charge"}]}
+	  ]
+	}`
+	cc, err := grpc.NewClient("herald:///shop",
+		grpc.WithResolvers(resolver.NewBuilder(resolver.WithServiceConfig(sc))),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cc.Close()
 }

@@ -54,23 +54,35 @@ const echoMethod = "/herald.test.Echo/Echo"
 
 func startBackend(t *testing.T, name string) *backend {
 	t.Helper()
+	return startBackendWith(t, name)
+}
+
+// startBackendWith starts a backend with server options.
+func startBackendWith(t *testing.T, name string, opts ...grpc.ServerOption) *backend {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &backend{name: name, addr: netip.MustParseAddrPort(lis.Addr().String()), gs: grpc.NewServer(), done: make(chan struct{})}
+	b := &backend{name: name, addr: netip.MustParseAddrPort(lis.Addr().String()), gs: grpc.NewServer(opts...), done: make(chan struct{})}
 	b.gs.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "herald.test.Echo",
 		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{MethodName: "Echo", Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		Methods: []grpc.MethodDesc{{MethodName: "Echo", Handler: func(_ any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
 			in := new(wrapperspb.StringValue)
 			if err := dec(in); err != nil {
 				return nil, err
 			}
-			b.mu.Lock()
-			b.hits++
-			b.mu.Unlock()
-			return wrapperspb.String(b.name), nil
+			h := func(context.Context, any) (any, error) {
+				b.mu.Lock()
+				b.hits++
+				b.mu.Unlock()
+				return wrapperspb.String(b.name), nil
+			}
+			if ic == nil {
+				return h(ctx, in)
+			}
+			return ic(ctx, in, &grpc.UnaryServerInfo{FullMethod: echoMethod}, h)
 		}}},
 	}, struct{}{})
 	go func() { defer close(b.done); _ = b.gs.Serve(countingListener{lis, &b.accepts}) }()
@@ -158,15 +170,14 @@ func (c *recordingCC) ReportError(err error) {
 	c.ClientConn.ReportError(err)
 }
 
-// dial returns a round_robin ClientConn for target through a recording
-// herald builder.
+// dial returns a ClientConn for target through a recording herald builder,
+// with the resolver's default service config (herald_weighted, retries).
 func dial(t *testing.T, target string, opts ...Option) (*grpc.ClientConn, *recordingBuilder) {
 	t.Helper()
 	base := []Option{WithLogger(quiet), WithClientOptions(client.WithBackoff(client.Backoff{Base: 5 * time.Millisecond, Max: 100 * time.Millisecond}))}
 	rb := &recordingBuilder{Builder: NewBuilder(append(base, opts...)...)}
 	cc, err := grpc.NewClient(target, grpc.WithResolvers(rb),
-		grpc.WithTransportCredentials(insecureCreds()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+		grpc.WithTransportCredentials(insecureCreds()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,10 @@
 // fail fast. A deliberate scale to zero is therefore only seen with the
 // protection off, in which case an empty list is pushed.
 //
+// Each list comes with DefaultServiceConfig (the weighted balancer
+// BalancerName and a retry on UNAVAILABLE) unless WithServiceConfig
+// replaces it.
+//
 // It must never import the registry (cluster/...), the server (pushsvc),
 // Serf or miekg/dns: it depends only on grpc-go and pushsvc/client.
 package resolver
@@ -47,6 +51,7 @@ import (
 	"sync/atomic"
 
 	grpcresolver "google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/herald-sd/herald/pushsvc/client"
 )
@@ -63,6 +68,9 @@ type builderOptions struct {
 	clientOpts []client.Option
 	protect    bool
 	logger     *slog.Logger
+
+	serviceConfig    string // WithServiceConfig
+	serviceConfigSet bool
 }
 
 // Option configures the builder.
@@ -132,7 +140,7 @@ func (b *builder) Build(target grpcresolver.Target, cc grpcresolver.ClientConn, 
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &heraldResolver{target: t, cc: cc, protect: b.opts.protect, log: log, cl: cl, ctx: ctx, cancel: cancel}
+	r := &heraldResolver{target: t, cc: cc, protect: b.opts.protect, log: log, cl: cl, ctx: ctx, cancel: cancel, sc: b.serviceConfig(cc)}
 	r.w, err = cl.Watch(ctx, []string{t.Service}, client.WithStreamErrors(r.streamError))
 	if err != nil {
 		cancel()
@@ -153,6 +161,7 @@ type heraldResolver struct {
 	log     *slog.Logger
 	cl      *client.Client
 	w       *client.Watcher
+	sc      *serviceconfig.ParseResult // given with every list; nil: none
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -222,7 +231,7 @@ func (r *heraldResolver) update(u client.Update) {
 	for i, a := range addrs {
 		eps[i] = grpcresolver.Endpoint{Addresses: []grpcresolver.Address{a}, Attributes: a.BalancerAttributes}
 	}
-	if err := r.cc.UpdateState(grpcresolver.State{Addresses: addrs, Endpoints: eps}); err != nil {
+	if err := r.cc.UpdateState(grpcresolver.State{Addresses: addrs, Endpoints: eps, ServiceConfig: r.sc}); err != nil {
 		r.log.Debug("resolver: update rejected by the balancer", "err", err, "addresses", len(addrs))
 	}
 }

@@ -130,9 +130,11 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The callers resolve through nodes 0 and 1 with round_robin.
+	// The callers resolve through nodes 0 and 1 with round_robin and no
+	// retry (WithServiceConfig("") lets the dial option's config apply):
+	// the push alone must keep RPCs off the leaving node.
 	target := fmt.Sprintf("herald://%s,%s/%s", c.Node(0).GRPCAddr, c.Node(1).GRPCAddr, svc)
-	pushes := &pushRecorder{Builder: resolver.NewBuilder(resolver.WithLogger(slog.New(slog.DiscardHandler)))}
+	pushes := &pushRecorder{Builder: resolver.NewBuilder(resolver.WithLogger(slog.New(slog.DiscardHandler)), resolver.WithServiceConfig(""))}
 	cc, err := grpc.NewClient(target,
 		grpc.WithResolvers(pushes),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

@@ -66,6 +66,9 @@ type registration struct {
 	lost      chan struct{} // closed when a newer write elsewhere took the key
 	lostErr   error         // set before lost is closed
 	endErr    error         // WithSingleSession: why the session ended; set before done is closed
+
+	guardMu sync.Mutex
+	guard   *Guard // Guard(); shut down when Close starts
 }
 
 type sessionOp struct {
@@ -171,10 +174,16 @@ func (r *Registration) SetStatus(ctx context.Context, st Status) error {
 
 // Close drains the instance (status draining), waits the drain grace so that
 // watchers stop sending new requests, deregisters it and ends the session.
+// A Guard of the registration refuses new RPCs from the start of Close.
 // ctx bounds the whole sequence; when it ends early the session is closed at
 // once, which removes the instance too. Close is idempotent.
 func (r *Registration) Close(ctx context.Context) error {
 	r.closeOnce.Do(func() {
+		r.guardMu.Lock()
+		if r.guard != nil {
+			r.guard.Shutdown() // refuse before the drain reaches anyone
+		}
+		r.guardMu.Unlock()
 		if r.Err() != nil {
 			r.cancel()
 			<-r.done

@@ -105,7 +105,7 @@ func benchResolverFirstRPC(ctx context.Context, _ *benchEnv) error {
 
 	// herald:///echo
 	hcc, err := grpc.NewClient("herald://"+lis.Addr().String()+"/echo",
-		grpc.WithResolvers(heraldresolver.NewBuilder(heraldresolver.WithLogger(quiet))),
+		grpc.WithResolvers(heraldresolver.NewBuilder(heraldresolver.WithLogger(quiet), heraldresolver.WithServiceConfig(""))),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
