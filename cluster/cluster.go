@@ -66,6 +66,7 @@ type Cluster struct {
 	serfLog *serfLog
 	names   *nameWatch // who claims this node's name; checked after each join
 	metrics *metrics
+	auth    *peerAuth
 
 	advertise string // the Serf address peers use, host:port (port 0: the bound one)
 
@@ -116,6 +117,10 @@ func New(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	auth, err := newPeerAuth(cfg, key, reg)
+	if err != nil {
+		return nil, err
+	}
 	c := &Cluster{
 		cfg:           cfg,
 		key:           key,
@@ -123,6 +128,7 @@ func New(cfg Config) (*Cluster, error) {
 		reg:           cfg.Registry,
 		log:           cfg.Logger.With("node", cfg.NodeName),
 		metrics:       m,
+		auth:          auth,
 		members:       map[string]*memberState{},
 		reconcileKick: make(chan struct{}, 1),
 		repairs:       newOwnerQueue(),
