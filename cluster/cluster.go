@@ -121,6 +121,10 @@ func New(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	decrypt, err := newDecryptErrors(reg)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: register metrics: %w", err)
+	}
 	c := &Cluster{
 		cfg:           cfg,
 		key:           key,
@@ -136,7 +140,7 @@ func New(cfg Config) (*Cluster, error) {
 		stop:          make(chan struct{}),
 	}
 	c.baseCtx, c.cancelBase = context.WithCancel(context.Background())
-	c.serfLog = &serfLog{log: c.log}
+	c.serfLog = &serfLog{log: c.log, decrypt: decrypt}
 	c.names = newNameWatch(cfg.NodeName)
 	c.peers = newPeerSet(c)
 	if picked {

@@ -17,7 +17,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -32,6 +31,7 @@ const defaultAgentAddr = "127.0.0.1:8700"
 type clientFlags struct {
 	addr    string
 	timeout time.Duration
+	tls     tlsFlags
 }
 
 func newClientFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *clientFlags) {
@@ -44,6 +44,7 @@ func newClientFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *clientFlag
 	}
 	fs.StringVar(&cf.addr, "addr", def, "agent gRPC address (env HERALD_ADDR)")
 	fs.DurationVar(&cf.timeout, "timeout", 5*time.Second, "time limit for the request")
+	cf.tls.register(fs)
 	return fs, cf
 }
 
@@ -61,7 +62,11 @@ func parse(fs *flag.FlagSet, args []string) error {
 // dial connects to the agent. The connection is lazy; errors surface on the
 // first call and are explained by callErr.
 func (cf *clientFlags) dial() (pb.HeraldClient, func(), error) {
-	conn, err := grpc.NewClient("passthrough:///"+cf.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds, err := cf.tls.dialOption()
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := grpc.NewClient("passthrough:///"+cf.addr, creds,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20))) // a watch snapshot is one message
 	if err != nil {
 		return nil, nil, usagef("bad -addr %q: %v", cf.addr, err)
@@ -72,7 +77,11 @@ func (cf *clientFlags) dial() (pb.HeraldClient, func(), error) {
 // client returns a pushsvc/client for the agent, for the commands that hold
 // a stream. It logs nothing: the commands report what happens themselves.
 func (cf *clientFlags) client(opts ...client.Option) (*client.Client, error) {
-	base := []client.Option{client.WithLogger(nil)}
+	creds, err := cf.tls.creds()
+	if err != nil {
+		return nil, err
+	}
+	base := []client.Option{client.WithLogger(nil), client.WithTransportCredentials(creds)}
 	if cf.timeout > 0 {
 		base = append(base, client.WithCallTimeout(cf.timeout))
 	}
@@ -106,7 +115,7 @@ func (cf *clientFlags) callErr(err error) error {
 			// The agent answered: it applied the write but its disk failed.
 			return fmt.Errorf("the agent at %s could not store the write on its disk; the same command, retried, succeeds once it is stored: %s", cf.addr, st.Message())
 		}
-		return fmt.Errorf("cannot reach the agent at %s: %s (is `herald agent` running? set -addr or HERALD_ADDR)", cf.addr, st.Message())
+		return fmt.Errorf("cannot reach the agent at %s: %s (is `herald agent` running? set -addr or HERALD_ADDR; an agent with TLS needs -tls-ca, -tls-cert and -tls-key or HERALD_TLS_*)", cf.addr, st.Message())
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("the agent at %s did not answer within -timeout %s", cf.addr, cf.timeout)
 	default:

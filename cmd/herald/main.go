@@ -46,6 +46,7 @@ func commands() []command {
 		{"join", "make the agent join the cluster of the given Serf addresses", runJoin},
 		{"force-leave", "remove a failed member now (its instances go at once)", runForceLeave},
 		{"watch", "print every change of the watched services as it happens", runWatch},
+		{"tls", "create a CA and certificates: `tls ca create`, `tls cert create`", runTLS},
 		{"version", "print the version", func(_ []string, w, _ io.Writer) error {
 			fmt.Fprintln(w, "herald", version.String())
 			return nil
