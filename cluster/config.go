@@ -93,8 +93,9 @@ type Config struct {
 	// advertised. Herald does not read it; `herald members` shows it.
 	DNSAddr string
 	// EncryptKey is a base64 key of 16, 24 or 32 bytes that turns on Serf's
-	// keyring encryption. Default empty: no encryption, as no key can be
-	// shared by default.
+	// keyring encryption. Without PeerTLS, peers must also prove they hold
+	// it to use the peer service (package peerauth). Default empty: no
+	// encryption, as no key can be shared by default.
 	EncryptKey string
 	// PeerTLS turns on mutual TLS between peers: it is the client side's
 	// config (the CA in RootCAs, this node's certificate, which must name
