@@ -1,13 +1,16 @@
 package main
 
 import (
+	"crypto/tls"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/herald-sd/herald/pushsvc/heraldtls"
 	"github.com/herald-sd/herald/testenv/wait"
 )
 
@@ -142,5 +145,61 @@ func TestNoSecretWarning(t *testing.T) {
 	}
 	if code := a.readyz(); code != 200 {
 		t.Errorf("/readyz %d", code)
+	}
+}
+
+// SIGHUP re-reads the certificate: after the files are replaced with a
+// new certificate and the agent gets SIGHUP, new connections see it; a
+// broken file keeps the old one in use.
+func TestTLSReloadOnSIGHUP(t *testing.T) {
+	bin := buildHerald(t)
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"tls", "ca", "create", "-dir", dir},
+		{"tls", "cert", "create", "-ca-dir", dir, "-node", "e2e", "-dir", dir},
+		{"tls", "cert", "create", "-ca-dir", dir, "-client", "ops", "-dir", dir},
+	} {
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("herald %v: %v %s", args, err, out)
+		}
+	}
+	a := startAgent(t, "-tls-ca", filepath.Join(dir, "herald-ca.pem"), "-tls-cert", filepath.Join(dir, "e2e.pem"), "-tls-key", filepath.Join(dir, "e2e-key.pem"))
+	cfg, err := heraldtls.Files{CA: filepath.Join(dir, "herald-ca.pem"), Cert: filepath.Join(dir, "ops.pem"), Key: filepath.Join(dir, "ops-key.pem")}.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerName = "e2e"
+	serial := func() string {
+		conn, err := tls.Dial("tcp", a.grpc, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serial()
+	if out, err := exec.Command(bin, "tls", "cert", "create", "-ca-dir", dir, "-node", "e2e", "-dir", dir).CombinedOutput(); err != nil {
+		t.Fatalf("renew: %v %s", err, out)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	var after string
+	wait.Eventually(t, 10*time.Second, "the agent serves the renewed certificate", func() bool {
+		after = serial()
+		return after != before
+	})
+	if err := os.WriteFile(filepath.Join(dir, "e2e.pem"), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	wait.Eventually(t, 10*time.Second, "the failed reload is logged", func() bool {
+		return strings.Contains(a.logText(), "could not reload the TLS certificate")
+	})
+	if got := serial(); got != after {
+		t.Errorf("after a failed reload the agent serves serial %s, want the last good %s", got, after)
+	}
+	if code := a.readyz(); code != 200 {
+		t.Errorf("/readyz %d after SIGHUP", code)
 	}
 }

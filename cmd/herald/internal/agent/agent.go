@@ -80,10 +80,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if clCfg.EncryptKey, err = cfg.encryptKey(); err != nil {
 		return err
 	}
-	serverTLS, peerTLS, err := cfg.tlsConfigs()
+	serverTLS, peerTLS, certs, err := cfg.tlsConfigs()
 	if err != nil {
 		return err
 	}
+	reloadOnHUP(ctx, log, certs)
 	clCfg.PeerTLS = peerTLS
 	warnTrust(log, cfg, serverTLS != nil, clCfg.EncryptKey != "")
 	clCfg.SyncInterval = cfg.SyncInterval

@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/herald-sd/herald/pushsvc/heraldtls"
 )
@@ -61,19 +65,55 @@ func (c Config) tlsFiles() heraldtls.Files {
 }
 
 // tlsConfigs loads the gRPC server's config (mutual TLS) and the config
-// peers are dialed with; both nil without -tls-* flags.
-func (c Config) tlsConfigs() (server, peer *tls.Config, err error) {
+// peers are dialed with, both presenting the certificate of rl, which
+// SIGHUP re-reads; all nil without -tls-* flags.
+func (c Config) tlsConfigs() (server, peer *tls.Config, rl *heraldtls.Reloader, err error) {
 	f := c.tlsFiles()
 	if !f.Enabled() {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
-	if server, err = f.ServerConfig(); err != nil {
-		return nil, nil, fmt.Errorf("agent: %w", err)
+	if _, err = f.ServerConfig(); err != nil { // all three files, and their checks
+		return nil, nil, nil, fmt.Errorf("agent: %w", err)
 	}
-	if peer, err = f.ClientConfig(); err != nil {
-		return nil, nil, fmt.Errorf("agent: %w", err)
+	if rl, err = heraldtls.NewReloader(f); err != nil {
+		return nil, nil, nil, fmt.Errorf("agent: %w", err)
 	}
-	return server, peer, nil
+	if server, err = rl.ServerConfig(); err != nil {
+		return nil, nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	if peer, err = rl.ClientConfig(); err != nil {
+		return nil, nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	return server, peer, rl, nil
+}
+
+// reloadOnHUP re-reads the TLS certificate and key on each SIGHUP until
+// ctx ends. A failed reload keeps the certificate in use and says why.
+func reloadOnHUP(ctx context.Context, log *slog.Logger, rl *heraldtls.Reloader) {
+	if rl == nil {
+		return
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := rl.Reload(); err != nil {
+					log.Error("SIGHUP: could not reload the TLS certificate; keeping the one in use", "err", err)
+					continue
+				}
+				var expires time.Time
+				if leaf, err := heraldtls.Leaf(*rl.Certificate()); err == nil {
+					expires = leaf.NotAfter
+				}
+				log.Info("SIGHUP: reloaded the TLS certificate and key; new connections use them", "expires", expires)
+			}
+		}
+	}()
 }
 
 // warnTrust tells the operator, at start-up, who can change what this
