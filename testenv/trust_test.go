@@ -5,10 +5,14 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -278,6 +282,10 @@ func TestTrustTLS(t *testing.T) {
 		})
 	}
 
+	if n, err := metricSum(c, 1, "herald_cluster_peer_auth_refused_total"); err != nil || n < 3 {
+		t.Errorf("herald_cluster_peer_auth_refused_total on n1: %v (%v), want at least 3 (the refusals after the handshake)", n, err)
+	}
+
 	// The dialing side checks names too: n0's certificate does not pass
 	// as n1's server (a peer dials with ServerName = the member's name).
 	t.Run("server certificate naming another node", func(t *testing.T) {
@@ -402,4 +410,75 @@ func TestTrustGossipKey(t *testing.T) {
 		}
 		assertUnchanged(t, c, before, "absurd epoch")
 	})
+}
+
+// metricSum is the sum of every sample of metric (any labels) on node i's
+// /metrics.
+func metricSum(c *Cluster, i int, metric string) (float64, error) {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	resp, err := hc.Get("http://" + c.Node(i).HTTPAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, err
+	}
+	sum := 0.0
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, metric+" ") && !strings.HasPrefix(line, metric+"{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%q: %w", line, err)
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
+// Forged gossip to a node with a key is counted in /metrics and logged at
+// most once per 10s however many packets come.
+func TestTrustForgedGossip(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := Start(t, Options{Nodes: 2, Args: []string{"-encrypt-file", keyFile}})
+	conn, err := net.Dial("udp", c.Node(1).SerfAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const packets = 200
+	junk := make([]byte, 64)
+	for i := range junk {
+		junk[i] = byte(i + 1)
+	}
+	for range packets {
+		if _, err := conn.Write(junk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait.Eventually(t, 10*time.Second, "the forged packets are counted", func() error {
+		n, err := metricSum(c, 1, "herald_gossip_decrypt_errors_total")
+		if err != nil {
+			return err
+		}
+		if n < packets/2 { // UDP on loopback may drop a few under load
+			return fmt.Errorf("herald_gossip_decrypt_errors_total %v, want about %d", n, packets)
+		}
+		return nil
+	})
+	logb, err := os.ReadFile(c.Node(1).LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(logb), "Decrypt packet failed"); n < 1 || n > 2 {
+		t.Errorf("%d decryption failures logged for %d packets, want 1 (2 if a 10s window ended)", n, packets)
+	}
+	c.WaitReady(1) // /readyz stays green
 }
