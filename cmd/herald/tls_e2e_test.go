@@ -64,6 +64,15 @@ func TestTLSE2E(t *testing.T) {
 		}
 	}
 
+	// A certificate that does not name the node, or a client-only one,
+	// stops the agent at start.
+	for _, cert := range []string{"ops", "e2e"} {
+		b := newAgent(t, "-node", "other", "-tls-ca", filepath.Join(dir, "herald-ca.pem"), "-tls-cert", filepath.Join(dir, cert+".pem"), "-tls-key", filepath.Join(dir, cert+"-key.pem"))
+		out, err := exec.Command(bin, b.args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "is not a node certificate for -node") {
+			t.Errorf("agent -node other with %s's certificate: %v, %q; want a refusal", cert, err, out)
+		}
+	}
 	a := startAgent(t, "-tls-ca", filepath.Join(dir, "herald-ca.pem"), "-tls-cert", filepath.Join(dir, "e2e.pem"), "-tls-key", filepath.Join(dir, "e2e-key.pem"))
 	if !strings.Contains(a.logText(), "gossip is not encrypted") {
 		t.Errorf("no warning about unencrypted gossip in the log:\n%s", a.logText())

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -77,6 +78,14 @@ func (c Config) tlsConfigs() (server, peer *tls.Config, rl *heraldtls.Reloader, 
 	}
 	if rl, err = heraldtls.NewReloader(f); err != nil {
 		return nil, nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	// Peers refuse a certificate that does not name this node: say so now.
+	if leaf, err := heraldtls.Leaf(*rl.Certificate()); err != nil || !slices.Contains(leaf.DNSNames, c.Node) || heraldtls.IsClientOnly(leaf) {
+		names := []string(nil)
+		if leaf != nil {
+			names = leaf.DNSNames
+		}
+		return nil, nil, nil, fmt.Errorf("agent: -tls-cert %s is not a node certificate for -node %q (it names %v); make one with `herald tls cert create -ca-dir DIR -node %s`", c.TLSCert, c.Node, names, c.Node)
 	}
 	if server, err = rl.ServerConfig(); err != nil {
 		return nil, nil, nil, fmt.Errorf("agent: %w", err)
