@@ -66,6 +66,7 @@ type Cluster struct {
 	serfLog *serfLog
 	names   *nameWatch // who claims this node's name; checked after each join
 	metrics *metrics
+	auth    *peerAuth
 
 	advertise string // the Serf address peers use, host:port (port 0: the bound one)
 
@@ -116,6 +117,14 @@ func New(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	auth, err := newPeerAuth(cfg, key, reg)
+	if err != nil {
+		return nil, err
+	}
+	decrypt, err := newDecryptErrors(reg)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: register metrics: %w", err)
+	}
 	c := &Cluster{
 		cfg:           cfg,
 		key:           key,
@@ -123,6 +132,7 @@ func New(cfg Config) (*Cluster, error) {
 		reg:           cfg.Registry,
 		log:           cfg.Logger.With("node", cfg.NodeName),
 		metrics:       m,
+		auth:          auth,
 		members:       map[string]*memberState{},
 		reconcileKick: make(chan struct{}, 1),
 		repairs:       newOwnerQueue(),
@@ -130,7 +140,7 @@ func New(cfg Config) (*Cluster, error) {
 		stop:          make(chan struct{}),
 	}
 	c.baseCtx, c.cancelBase = context.WithCancel(context.Background())
-	c.serfLog = &serfLog{log: c.log}
+	c.serfLog = &serfLog{log: c.log, decrypt: decrypt}
 	c.names = newNameWatch(cfg.NodeName)
 	c.peers = newPeerSet(c)
 	if picked {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -92,9 +93,19 @@ type Config struct {
 	// advertised. Herald does not read it; `herald members` shows it.
 	DNSAddr string
 	// EncryptKey is a base64 key of 16, 24 or 32 bytes that turns on Serf's
-	// keyring encryption. Default empty: no encryption, as no key can be
-	// shared by default.
+	// keyring encryption. Without PeerTLS, peers must also prove they hold
+	// it to use the peer service (package peerauth). Default empty: no
+	// encryption, as no key can be shared by default.
 	EncryptKey string
+	// PeerTLS turns on mutual TLS between peers: it is the client side's
+	// config (the CA in RootCAs, this node's certificate, which must name
+	// it in a DNS SAN and allow server and client authentication). Peers
+	// are dialed with it, with ServerName set to the member's name, and the
+	// peer service then accepts only callers whose verified certificate
+	// names the node they claim to be (see peerauth.go). The gRPC server
+	// must then require and verify client certificates. Default nil: no
+	// TLS; with EncryptKey, peers prove they hold the key instead.
+	PeerTLS *tls.Config
 	// SyncInterval is the anti-entropy period: compare digests with a random
 	// peer and pull what is newer. Default 30s: deltas and gap repair carry
 	// the changes, and anti-entropy is only their backstop, at one digest

@@ -45,15 +45,13 @@ func instanceToPB(in *registry.Instance) *clusterpb.Instance {
 	}
 }
 
-// instanceFromPB converts a peer's instance and checks what the readers rely
-// on; the owner already validated the rest.
+// instanceFromPB converts a peer's instance and validates it exactly as the
+// public API validates a registration (Instance.Normalize): a peer's
+// instances are served to the same readers.
 func instanceFromPB(p *clusterpb.Instance, owner string) (*registry.Instance, error) {
 	addr, ok := netip.AddrFromSlice(p.GetAddress())
-	if !ok || p.GetPort() == 0 || p.GetPort() > 65535 || p.GetService() == "" || p.GetId() == "" {
+	if !ok || p.GetPort() > 65535 {
 		return nil, malformed("malformed instance %q/%q from %q", p.GetService(), p.GetId(), owner)
-	}
-	if p.GetStatus() > uint32(registry.StatusDraining) {
-		return nil, malformed("instance %q/%q from %q has unknown status %d", p.GetService(), p.GetId(), owner, p.GetStatus())
 	}
 	in := &registry.Instance{
 		Service: p.GetService(),
@@ -75,7 +73,19 @@ func instanceFromPB(p *clusterpb.Instance, owner string) (*registry.Instance, er
 	if len(in.Meta) == 0 {
 		in.Meta = nil
 	}
+	if err := in.Normalize(); err != nil {
+		return nil, malformed("instance %q/%q from %q: %v", p.GetService(), p.GetId(), owner, err)
+	}
 	return in, nil
+}
+
+// keyFromPB validates a peer's key as the public API validates one.
+func keyFromPB(service, id, owner string) (registry.Key, error) {
+	k := registry.Key{Service: service, ID: id}
+	if err := k.Normalize(); err != nil {
+		return registry.Key{}, malformed("key %q/%q from %q: %v", service, id, owner, err)
+	}
+	return k, nil
 }
 
 func deltaToPB(d registry.Delta) *clusterpb.Delta {
@@ -100,17 +110,21 @@ func deltaFromPB(p *clusterpb.Delta, owner string) (registry.Delta, error) {
 	case registry.OpRemove, registry.OpDrop:
 		// Only the key matters: the owner may never have held an instance
 		// of it (a deregistration that took the key over).
-		k := p.GetInstance()
-		if k.GetService() == "" || k.GetId() == "" {
-			return registry.Delta{}, malformed("%s delta from %q has no key", op, owner)
+		k, err := keyFromPB(p.GetInstance().GetService(), p.GetInstance().GetId(), owner)
+		if err != nil {
+			return registry.Delta{}, err
 		}
-		in = &registry.Instance{Service: k.GetService(), ID: k.GetId(), Owner: owner}
+		in = &registry.Instance{Service: k.Service, ID: k.ID, Owner: owner}
 	default:
 		return registry.Delta{}, malformed("delta from %q has unknown op %d", owner, p.GetOp())
 	}
+	v := versionFromPB(p.GetVersion())
+	if err := checkEpoch(v.Epoch, owner); err != nil {
+		return registry.Delta{}, err
+	}
 	return registry.Delta{
 		Owner:    owner,
-		Version:  versionFromPB(p.GetVersion()),
+		Version:  v,
 		Op:       op,
 		Instance: in,
 		Time:     time.Unix(0, p.GetTimeUnixNanos()),
@@ -166,6 +180,9 @@ func (a *stateAssembler) add(c *clusterpb.OwnerStateChunk, owner string) (*regis
 	if c.GetOwner() != owner {
 		return nil, malformed("full state of %q arrived for owner %q", c.GetOwner(), owner)
 	}
+	if err := checkEpoch(v.Epoch, owner); err != nil {
+		return nil, err
+	}
 	if !a.started {
 		a.st = registry.OwnerState{Owner: owner, Version: v}
 		a.started = true
@@ -180,10 +197,11 @@ func (a *stateAssembler) add(c *clusterpb.OwnerStateChunk, owner string) (*regis
 		a.st.Instances = append(a.st.Instances, in)
 	}
 	for _, t := range c.GetTombstones() {
-		if t.GetService() == "" || t.GetId() == "" {
-			return nil, malformed("full state of %q has a tombstone without a key", owner)
+		k, err := keyFromPB(t.GetService(), t.GetId(), owner)
+		if err != nil {
+			return nil, err
 		}
-		a.st.Tombstones = append(a.st.Tombstones, registry.Tombstone{Key: registry.Key{Service: t.GetService(), ID: t.GetId()}, Stamp: registry.Stamp(t.GetStamp())})
+		a.st.Tombstones = append(a.st.Tombstones, registry.Tombstone{Key: k, Stamp: registry.Stamp(t.GetStamp())})
 	}
 	if !c.GetLast() {
 		return nil, nil

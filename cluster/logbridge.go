@@ -10,7 +10,8 @@ import (
 // serfLog adapts Serf's and memberlist's log.Logger output ("[ERR] serf: ...")
 // to slog.
 type serfLog struct {
-	log *slog.Logger
+	log     *slog.Logger
+	decrypt *decryptErrors // counts and rate-limits decryption failures; may be nil
 }
 
 func (w *serfLog) Write(p []byte) (int, error) {
@@ -27,6 +28,15 @@ func (w *serfLog) line(s string) {
 			level, s = l, strings.TrimSpace(s[i+len(tag):])
 			break
 		}
+	}
+	if w.decrypt != nil && isDecryptError(s) {
+		logIt, suppressed := w.decrypt.note()
+		if !logIt {
+			return
+		}
+		w.log.Log(context.Background(), level, s, "component", "serf", "similar_lines_suppressed", suppressed,
+			"hint", "a node with another -encrypt key, or forged gossip; counted in herald_gossip_decrypt_errors_total")
+		return
 	}
 	w.log.Log(context.Background(), level, s, "component", "serf")
 }

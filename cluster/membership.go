@@ -77,14 +77,10 @@ func (c *Cluster) eventLoop(ch <-chan serf.Event) {
 	}
 }
 
-// ownerAllowed reports whether state of owner may be applied: unless Serf
-// said it failed or left. Callers hold c.gate shared.
-func (c *Cluster) ownerAllowed(owner string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st := c.members[owner]
-	return st == nil || st.status == serf.StatusAlive || st.status == serf.StatusLeaving
-}
+// ownerAllowed reports whether state of owner may be applied: only while
+// Serf lists it as a live member (not an unknown name, not failed or left).
+// Callers hold c.gate shared.
+func (c *Cluster) ownerAllowed(owner string) bool { return c.ownerAlive(owner) }
 
 // ownerAlive reports whether Serf knows owner as a live member; anti-entropy
 // only learns owners it can vouch for, so a reaped owner never comes back
@@ -203,6 +199,7 @@ func (c *Cluster) reconcile(now time.Time) time.Time {
 	for _, name := range reap {
 		c.reapOwner(name)
 	}
+	c.reapStrangers()
 	for _, name := range revive {
 		// Back from failed (a false positive or a healed partition): its
 		// instances come back through sync with it.

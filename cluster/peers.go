@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
@@ -76,7 +75,7 @@ func (ps *peerSet) sync(want []peerTarget) {
 }
 
 func (ps *peerSet) start(name, addr string) (*peer, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient(addr, ps.c.peerDialCreds(name),
 		// A black-holed path must fail the stream in seconds, not when TCP
 		// gives up after many minutes; the agent's server allows pings every 1s.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}))
@@ -173,7 +172,11 @@ func (c *Cluster) replicate(ctx context.Context, p *peer) error {
 		return err
 	}
 	epoch := c.reg.Epoch()
-	hello := &clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Hello{Hello: &clusterpb.Hello{Owner: c.cfg.NodeName, Epoch: epoch}}}
+	proof, err := c.proveTo(ctx, p, "Replicate")
+	if err != nil {
+		return err
+	}
+	hello := &clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Hello{Hello: &clusterpb.Hello{Owner: c.cfg.NodeName, Epoch: epoch, Auth: proof}}}
 	if err := stream.Send(hello); err != nil {
 		return err
 	}

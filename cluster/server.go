@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/herald-sd/herald/cluster/clusterpb"
 	"github.com/herald-sd/herald/cluster/registry"
 )
@@ -23,9 +26,19 @@ func (s *peerServer) Replicate(stream clusterpb.Peer_ReplicateServer) error {
 	if err != nil {
 		return err
 	}
-	owner := first.GetHello().GetOwner()
+	hello := first.GetHello()
+	owner := hello.GetOwner()
 	if owner == "" || owner == c.cfg.NodeName {
 		return peerStatus(malformed("replicate: the stream must start with hello from another owner (got %q)", owner))
+	}
+	if err := c.authorize(stream.Context(), "Replicate", owner, hello.GetAuth()); err != nil {
+		return err
+	}
+	if err := checkEpoch(hello.GetEpoch(), owner); err != nil {
+		return peerStatus(err)
+	}
+	if !c.ownerAlive(owner) {
+		return status.Errorf(codes.FailedPrecondition, "cluster: node %q does not know %q as a live member; it takes only live members' state", c.cfg.NodeName, owner)
 	}
 	if err := stream.Send(&clusterpb.ReplicateAck{Have: versionToPB(c.reg.Digest()[owner])}); err != nil {
 		return err
@@ -99,7 +112,10 @@ func (c *Cluster) installState(st registry.OwnerState) bool {
 }
 
 // Digest returns the version held for every owner.
-func (s *peerServer) Digest(_ context.Context, _ *clusterpb.DigestRequest) (*clusterpb.DigestResponse, error) {
+func (s *peerServer) Digest(ctx context.Context, req *clusterpb.DigestRequest) (*clusterpb.DigestResponse, error) {
+	if err := s.c.authorize(ctx, "Digest", req.GetFrom(), req.GetAuth()); err != nil {
+		return nil, err
+	}
 	d := s.c.reg.Digest()
 	resp := &clusterpb.DigestResponse{Owners: make(map[string]*clusterpb.Version, len(d))}
 	for owner, v := range d {
@@ -110,6 +126,9 @@ func (s *peerServer) Digest(_ context.Context, _ *clusterpb.DigestRequest) (*clu
 
 // PullOwner streams the full state held for one owner.
 func (s *peerServer) PullOwner(req *clusterpb.PullOwnerRequest, stream clusterpb.Peer_PullOwnerServer) error {
+	if err := s.c.authorize(stream.Context(), "PullOwner", "", req.GetAuth()); err != nil {
+		return err
+	}
 	st, ok := s.c.reg.OwnerState(req.GetOwner())
 	if !ok {
 		return peerStatus(fmt.Errorf("%w: owner %q on node %q", ErrNoState, req.GetOwner(), s.c.cfg.NodeName))

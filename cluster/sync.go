@@ -40,7 +40,9 @@ func (c *Cluster) repair(owner string, want registry.Version) error {
 	}
 	sources := []*peer{c.peers.get(owner)}
 	for range 2 {
-		sources = append(sources, c.peers.random(owner))
+		if c.relayAllowed() {
+			sources = append(sources, c.peers.random(owner))
+		}
 	}
 	err := errNoSource
 	for _, src := range sources {
@@ -67,7 +69,11 @@ func (c *Cluster) repair(owner string, want registry.Version) error {
 func (c *Cluster) pull(src *peer, owner string) (registry.OwnerState, error) {
 	ctx, cancel := context.WithTimeout(c.baseCtx, pullTimeout)
 	defer cancel()
-	stream, err := src.client.PullOwner(ctx, &clusterpb.PullOwnerRequest{Owner: owner})
+	proof, err := c.proveTo(ctx, src, "PullOwner")
+	if err != nil {
+		return registry.OwnerState{}, err
+	}
+	stream, err := src.client.PullOwner(ctx, &clusterpb.PullOwnerRequest{Owner: owner, Auth: proof})
 	if err != nil {
 		return registry.OwnerState{}, fmt.Errorf("cluster: pull %s from %s: %w", owner, src.name, err)
 	}
@@ -133,7 +139,12 @@ func (c *Cluster) syncLoop() {
 func (c *Cluster) antiEntropy(src *peer) error {
 	defer c.metrics.antiEntropy.Inc() // counts finished runs, pulls included
 	ctx, cancel := context.WithTimeout(c.baseCtx, pullTimeout)
-	resp, err := src.client.Digest(ctx, &clusterpb.DigestRequest{From: c.cfg.NodeName})
+	proof, err := c.proveTo(ctx, src, "Digest")
+	if err != nil {
+		cancel()
+		return err
+	}
+	resp, err := src.client.Digest(ctx, &clusterpb.DigestRequest{From: c.cfg.NodeName, Auth: proof})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("cluster: digest from %s: %w", src.name, err)
@@ -144,7 +155,14 @@ func (c *Cluster) antiEntropy(src *peer) error {
 		if owner == c.cfg.NodeName || v.Compare(local[owner]) <= 0 || !c.ownerAlive(owner) {
 			continue
 		}
-		st, err := c.pull(src, owner)
+		from := src
+		if !c.relayAllowed() && owner != src.name {
+			// Only the owner vouches for its state: ask it.
+			if from = c.peers.get(owner); from == nil {
+				continue
+			}
+		}
+		st, err := c.pull(from, owner)
 		if err != nil {
 			return err
 		}

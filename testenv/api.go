@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/herald-sd/herald/pushsvc/client"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
@@ -97,7 +96,7 @@ func (c *Cluster) Conn(i int) *grpc.ClientConn {
 	c.t.Helper()
 	n := c.nodes[i]
 	if n.conn == nil {
-		cc, err := grpc.NewClient(n.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(n.GRPCAddr, grpc.WithTransportCredentials(c.ClientCreds()))
 		if err != nil {
 			c.t.Fatalf("testenv: dial %s: %v", n.GRPCAddr, err)
 		}
@@ -119,7 +118,7 @@ func (c *Cluster) Client(nodes []int, opts ...client.Option) *client.Client {
 	}
 	// Quiet unless the test asks for a logger: reconnect warnings are
 	// expected in fault scenarios.
-	opts = append([]client.Option{client.WithLogger(slog.New(slog.DiscardHandler))}, opts...)
+	opts = append([]client.Option{client.WithLogger(slog.New(slog.DiscardHandler)), client.WithTransportCredentials(c.ClientCreds())}, opts...)
 	cl, err := client.New(addrs, opts...)
 	if err != nil {
 		c.t.Fatalf("testenv: client: %v", err)

@@ -64,6 +64,11 @@ type Options struct {
 	// ReadyTimeout bounds the wait for /readyz and for full membership.
 	// Default 30s.
 	ReadyTimeout time.Duration
+	// TLS gives the cluster a CA and every node a certificate (tls.go):
+	// agents run with -tls-ca, -tls-cert and -tls-key, and the test's
+	// connections (Conn, API, Client) use a client certificate. Default
+	// off.
+	TLS bool
 }
 
 // Node is one agent as the test sees it.
@@ -93,6 +98,7 @@ type Cluster struct {
 	bin   string
 	nodes []*Node
 	net   *netnsNet
+	tls   *tlsSetup
 }
 
 // Start builds herald (once per run), starts opts.Nodes agents, and waits
@@ -156,6 +162,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 			n.Netns = c.net.ns[i]
 		}
 		c.nodes = append(c.nodes, n)
+	}
+	if opts.TLS {
+		c.setupTLS(filepath.Join(dir, "tls"))
 	}
 	// The first node founds the cluster; the others join it one after the
 	// other. (Concurrent joins can leave a member unknown to another one
@@ -223,6 +232,7 @@ func (c *Cluster) args(i int, join []int) []string {
 	for _, j := range join {
 		a = append(a, "-join", c.nodes[j].SerfAddr)
 	}
+	a = append(a, c.tlsArgs(i)...)
 	return append(a, c.opts.Args...)
 }
 

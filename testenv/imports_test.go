@@ -23,14 +23,17 @@ var importRules = []struct {
 	{"pushsvc", []string{"github.com/hashicorp/serf", "github.com/hashicorp/memberlist", "github.com/miekg/dns", module + "/cluster", module + "/dnsserver"}, []string{module + "/cluster/registry"}},
 	// Policy is pure: each door maps its decisions to its own codes.
 	{"pushsvc/acl", []string{"google.golang.org/grpc", "net/http", "github.com/prometheus", module + "/cluster"}, nil},
-	{"pushsvc/client", []string{module + "/cluster", module + "/pushsvc", "github.com/hashicorp/serf", "github.com/miekg/dns"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client"}},
-	{"resolver", []string{module + "/cluster", module + "/pushsvc", "github.com/hashicorp/serf", "github.com/miekg/dns"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client"}},
+	{"pushsvc/client", []string{module + "/cluster", module + "/pushsvc", "github.com/hashicorp/serf", "github.com/miekg/dns"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client", module + "/pushsvc/heraldtls"}},
+	{"resolver", []string{module + "/cluster", module + "/pushsvc", "github.com/hashicorp/serf", "github.com/miekg/dns"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client", module + "/pushsvc/heraldtls"}},
+	// TLS file handling and the peer handshake are leaves.
+	{"pushsvc/heraldtls", []string{module + "/cluster", module + "/pushsvc", module + "/dnsserver", module + "/resolver", "github.com/hashicorp", "github.com/miekg/dns", "github.com/prometheus"}, []string{module + "/pushsvc/heraldtls"}},
+	{"cluster/peerauth", []string{module, "google.golang.org/grpc", "github.com/hashicorp", "github.com/prometheus"}, []string{module + "/cluster/peerauth"}},
 	{"pushsvc/heraldtest", []string{"github.com/hashicorp/serf", "github.com/hashicorp/memberlist", "github.com/miekg/dns", module + "/cluster", module + "/dnsserver", module + "/cmd"}, []string{module + "/cluster/registry"}},
 	{"testenv/wait", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/resolver", module + "/cmd"}, nil},
 	// The server never links the test support in.
 	{"cmd/herald", []string{module + "/pushsvc/heraldtest", module + "/testenv"}, nil},
 	{"testenv/traffic", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/cmd"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client"}},
-	{"testenv", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/cmd/herald"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client"}},
+	{"testenv", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/cmd/herald"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client", module + "/pushsvc/heraldtls"}},
 }
 
 // TestImportRules fails when a package (with its dependencies) imports what

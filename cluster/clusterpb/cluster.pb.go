@@ -481,6 +481,7 @@ type Hello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Owner         string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
 	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Auth          *AuthProof             `protobuf:"bytes,40,opt,name=auth,proto3" json:"auth,omitempty"` // gossip-key clusters without TLS
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -527,6 +528,13 @@ func (x *Hello) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *Hello) GetAuth() *AuthProof {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
 }
 
 type ReplicateRequest struct {
@@ -675,6 +683,7 @@ func (x *ReplicateAck) GetHave() *Version {
 type DigestRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	From          string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	Auth          *AuthProof             `protobuf:"bytes,40,opt,name=auth,proto3" json:"auth,omitempty"` // gossip-key clusters without TLS
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -714,6 +723,13 @@ func (x *DigestRequest) GetFrom() string {
 		return x.From
 	}
 	return ""
+}
+
+func (x *DigestRequest) GetAuth() *AuthProof {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
 }
 
 type DigestResponse struct {
@@ -763,6 +779,7 @@ func (x *DigestResponse) GetOwners() map[string]*Version {
 type PullOwnerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Owner         string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Auth          *AuthProof             `protobuf:"bytes,40,opt,name=auth,proto3" json:"auth,omitempty"` // gossip-key clusters without TLS
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -802,6 +819,195 @@ func (x *PullOwnerRequest) GetOwner() string {
 		return x.Owner
 	}
 	return ""
+}
+
+func (x *PullOwnerRequest) GetAuth() *AuthProof {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
+type AuthChallengeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Caller        string                 `protobuf:"bytes,1,opt,name=caller,proto3" json:"caller,omitempty"`                              // the calling node's name
+	ClientNonce   []byte                 `protobuf:"bytes,2,opt,name=client_nonce,json=clientNonce,proto3" json:"client_nonce,omitempty"` // 32 random bytes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthChallengeRequest) Reset() {
+	*x = AuthChallengeRequest{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthChallengeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthChallengeRequest) ProtoMessage() {}
+
+func (x *AuthChallengeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthChallengeRequest.ProtoReflect.Descriptor instead.
+func (*AuthChallengeRequest) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AuthChallengeRequest) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *AuthChallengeRequest) GetClientNonce() []byte {
+	if x != nil {
+		return x.ClientNonce
+	}
+	return nil
+}
+
+type AuthChallengeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`                              // the answering node's name
+	ServerNonce   []byte                 `protobuf:"bytes,2,opt,name=server_nonce,json=serverNonce,proto3" json:"server_nonce,omitempty"` // 32 random bytes, valid once, for a few seconds
+	Proof         []byte                 `protobuf:"bytes,3,opt,name=proof,proto3" json:"proof,omitempty"`                                // HMAC proving the node holds the key
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthChallengeResponse) Reset() {
+	*x = AuthChallengeResponse{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthChallengeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthChallengeResponse) ProtoMessage() {}
+
+func (x *AuthChallengeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthChallengeResponse.ProtoReflect.Descriptor instead.
+func (*AuthChallengeResponse) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AuthChallengeResponse) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *AuthChallengeResponse) GetServerNonce() []byte {
+	if x != nil {
+		return x.ServerNonce
+	}
+	return nil
+}
+
+func (x *AuthChallengeResponse) GetProof() []byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+// AuthProof proves that the caller holds the cluster key, for one call:
+// an HMAC over both nonces, the call, the caller and the server.
+type AuthProof struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Caller        string                 `protobuf:"bytes,1,opt,name=caller,proto3" json:"caller,omitempty"`
+	ClientNonce   []byte                 `protobuf:"bytes,2,opt,name=client_nonce,json=clientNonce,proto3" json:"client_nonce,omitempty"`
+	ServerNonce   []byte                 `protobuf:"bytes,3,opt,name=server_nonce,json=serverNonce,proto3" json:"server_nonce,omitempty"`
+	Mac           []byte                 `protobuf:"bytes,4,opt,name=mac,proto3" json:"mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthProof) Reset() {
+	*x = AuthProof{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthProof) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthProof) ProtoMessage() {}
+
+func (x *AuthProof) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthProof.ProtoReflect.Descriptor instead.
+func (*AuthProof) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AuthProof) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *AuthProof) GetClientNonce() []byte {
+	if x != nil {
+		return x.ClientNonce
+	}
+	return nil
+}
+
+func (x *AuthProof) GetServerNonce() []byte {
+	if x != nil {
+		return x.ServerNonce
+	}
+	return nil
+}
+
+func (x *AuthProof) GetMac() []byte {
+	if x != nil {
+		return x.Mac
+	}
+	return nil
 }
 
 var File_cluster_clusterpb_cluster_proto protoreflect.FileDescriptor
@@ -851,30 +1057,46 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x04last\x18\x04 \x01(\bR\x04last\x12<\n" +
 	"\n" +
 	"tombstones\x18\x05 \x03(\v2\x1c.herald.cluster.v1.TombstoneR\n" +
-	"tombstones\"3\n" +
+	"tombstones\"e\n" +
 	"\x05Hello\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xbe\x01\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x120\n" +
+	"\x04auth\x18( \x01(\v2\x1c.herald.cluster.v1.AuthProofR\x04auth\"\xbe\x01\n" +
 	"\x10ReplicateRequest\x120\n" +
 	"\x05hello\x18\x01 \x01(\v2\x18.herald.cluster.v1.HelloH\x00R\x05hello\x127\n" +
 	"\x06deltas\x18\x02 \x01(\v2\x1d.herald.cluster.v1.DeltaBatchH\x00R\x06deltas\x128\n" +
 	"\x04full\x18\x03 \x01(\v2\".herald.cluster.v1.OwnerStateChunkH\x00R\x04fullB\x05\n" +
 	"\x03msg\">\n" +
 	"\fReplicateAck\x12.\n" +
-	"\x04have\x18\x01 \x01(\v2\x1a.herald.cluster.v1.VersionR\x04have\"#\n" +
+	"\x04have\x18\x01 \x01(\v2\x1a.herald.cluster.v1.VersionR\x04have\"U\n" +
 	"\rDigestRequest\x12\x12\n" +
-	"\x04from\x18\x01 \x01(\tR\x04from\"\xae\x01\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x120\n" +
+	"\x04auth\x18( \x01(\v2\x1c.herald.cluster.v1.AuthProofR\x04auth\"\xae\x01\n" +
 	"\x0eDigestResponse\x12E\n" +
 	"\x06owners\x18\x01 \x03(\v2-.herald.cluster.v1.DigestResponse.OwnersEntryR\x06owners\x1aU\n" +
 	"\vOwnersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
-	"\x05value\x18\x02 \x01(\v2\x1a.herald.cluster.v1.VersionR\x05value:\x028\x01\"(\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.herald.cluster.v1.VersionR\x05value:\x028\x01\"Z\n" +
 	"\x10PullOwnerRequest\x12\x14\n" +
-	"\x05owner\x18\x01 \x01(\tR\x05owner2\x84\x02\n" +
+	"\x05owner\x18\x01 \x01(\tR\x05owner\x120\n" +
+	"\x04auth\x18( \x01(\v2\x1c.herald.cluster.v1.AuthProofR\x04auth\"Q\n" +
+	"\x14AuthChallengeRequest\x12\x16\n" +
+	"\x06caller\x18\x01 \x01(\tR\x06caller\x12!\n" +
+	"\fclient_nonce\x18\x02 \x01(\fR\vclientNonce\"h\n" +
+	"\x15AuthChallengeResponse\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x12!\n" +
+	"\fserver_nonce\x18\x02 \x01(\fR\vserverNonce\x12\x14\n" +
+	"\x05proof\x18\x03 \x01(\fR\x05proof\"{\n" +
+	"\tAuthProof\x12\x16\n" +
+	"\x06caller\x18\x01 \x01(\tR\x06caller\x12!\n" +
+	"\fclient_nonce\x18\x02 \x01(\fR\vclientNonce\x12!\n" +
+	"\fserver_nonce\x18\x03 \x01(\fR\vserverNonce\x12\x10\n" +
+	"\x03mac\x18\x04 \x01(\fR\x03mac2\xe8\x02\n" +
 	"\x04Peer\x12U\n" +
 	"\tReplicate\x12#.herald.cluster.v1.ReplicateRequest\x1a\x1f.herald.cluster.v1.ReplicateAck(\x010\x01\x12M\n" +
 	"\x06Digest\x12 .herald.cluster.v1.DigestRequest\x1a!.herald.cluster.v1.DigestResponse\x12V\n" +
-	"\tPullOwner\x12#.herald.cluster.v1.PullOwnerRequest\x1a\".herald.cluster.v1.OwnerStateChunk0\x01B/Z-github.com/herald-sd/herald/cluster/clusterpbb\x06proto3"
+	"\tPullOwner\x12#.herald.cluster.v1.PullOwnerRequest\x1a\".herald.cluster.v1.OwnerStateChunk0\x01\x12b\n" +
+	"\rAuthChallenge\x12'.herald.cluster.v1.AuthChallengeRequest\x1a(.herald.cluster.v1.AuthChallengeResponseB/Z-github.com/herald-sd/herald/cluster/clusterpbb\x06proto3"
 
 var (
 	file_cluster_clusterpb_cluster_proto_rawDescOnce sync.Once
@@ -888,48 +1110,56 @@ func file_cluster_clusterpb_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_clusterpb_cluster_proto_rawDescData
 }
 
-var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_cluster_clusterpb_cluster_proto_goTypes = []any{
-	(*Version)(nil),          // 0: herald.cluster.v1.Version
-	(*Instance)(nil),         // 1: herald.cluster.v1.Instance
-	(*Tombstone)(nil),        // 2: herald.cluster.v1.Tombstone
-	(*Delta)(nil),            // 3: herald.cluster.v1.Delta
-	(*DeltaBatch)(nil),       // 4: herald.cluster.v1.DeltaBatch
-	(*OwnerStateChunk)(nil),  // 5: herald.cluster.v1.OwnerStateChunk
-	(*Hello)(nil),            // 6: herald.cluster.v1.Hello
-	(*ReplicateRequest)(nil), // 7: herald.cluster.v1.ReplicateRequest
-	(*ReplicateAck)(nil),     // 8: herald.cluster.v1.ReplicateAck
-	(*DigestRequest)(nil),    // 9: herald.cluster.v1.DigestRequest
-	(*DigestResponse)(nil),   // 10: herald.cluster.v1.DigestResponse
-	(*PullOwnerRequest)(nil), // 11: herald.cluster.v1.PullOwnerRequest
-	nil,                      // 12: herald.cluster.v1.Instance.MetaEntry
-	nil,                      // 13: herald.cluster.v1.DigestResponse.OwnersEntry
+	(*Version)(nil),               // 0: herald.cluster.v1.Version
+	(*Instance)(nil),              // 1: herald.cluster.v1.Instance
+	(*Tombstone)(nil),             // 2: herald.cluster.v1.Tombstone
+	(*Delta)(nil),                 // 3: herald.cluster.v1.Delta
+	(*DeltaBatch)(nil),            // 4: herald.cluster.v1.DeltaBatch
+	(*OwnerStateChunk)(nil),       // 5: herald.cluster.v1.OwnerStateChunk
+	(*Hello)(nil),                 // 6: herald.cluster.v1.Hello
+	(*ReplicateRequest)(nil),      // 7: herald.cluster.v1.ReplicateRequest
+	(*ReplicateAck)(nil),          // 8: herald.cluster.v1.ReplicateAck
+	(*DigestRequest)(nil),         // 9: herald.cluster.v1.DigestRequest
+	(*DigestResponse)(nil),        // 10: herald.cluster.v1.DigestResponse
+	(*PullOwnerRequest)(nil),      // 11: herald.cluster.v1.PullOwnerRequest
+	(*AuthChallengeRequest)(nil),  // 12: herald.cluster.v1.AuthChallengeRequest
+	(*AuthChallengeResponse)(nil), // 13: herald.cluster.v1.AuthChallengeResponse
+	(*AuthProof)(nil),             // 14: herald.cluster.v1.AuthProof
+	nil,                           // 15: herald.cluster.v1.Instance.MetaEntry
+	nil,                           // 16: herald.cluster.v1.DigestResponse.OwnersEntry
 }
 var file_cluster_clusterpb_cluster_proto_depIdxs = []int32{
-	12, // 0: herald.cluster.v1.Instance.meta:type_name -> herald.cluster.v1.Instance.MetaEntry
+	15, // 0: herald.cluster.v1.Instance.meta:type_name -> herald.cluster.v1.Instance.MetaEntry
 	0,  // 1: herald.cluster.v1.Delta.version:type_name -> herald.cluster.v1.Version
 	1,  // 2: herald.cluster.v1.Delta.instance:type_name -> herald.cluster.v1.Instance
 	3,  // 3: herald.cluster.v1.DeltaBatch.deltas:type_name -> herald.cluster.v1.Delta
 	0,  // 4: herald.cluster.v1.OwnerStateChunk.version:type_name -> herald.cluster.v1.Version
 	1,  // 5: herald.cluster.v1.OwnerStateChunk.instances:type_name -> herald.cluster.v1.Instance
 	2,  // 6: herald.cluster.v1.OwnerStateChunk.tombstones:type_name -> herald.cluster.v1.Tombstone
-	6,  // 7: herald.cluster.v1.ReplicateRequest.hello:type_name -> herald.cluster.v1.Hello
-	4,  // 8: herald.cluster.v1.ReplicateRequest.deltas:type_name -> herald.cluster.v1.DeltaBatch
-	5,  // 9: herald.cluster.v1.ReplicateRequest.full:type_name -> herald.cluster.v1.OwnerStateChunk
-	0,  // 10: herald.cluster.v1.ReplicateAck.have:type_name -> herald.cluster.v1.Version
-	13, // 11: herald.cluster.v1.DigestResponse.owners:type_name -> herald.cluster.v1.DigestResponse.OwnersEntry
-	0,  // 12: herald.cluster.v1.DigestResponse.OwnersEntry.value:type_name -> herald.cluster.v1.Version
-	7,  // 13: herald.cluster.v1.Peer.Replicate:input_type -> herald.cluster.v1.ReplicateRequest
-	9,  // 14: herald.cluster.v1.Peer.Digest:input_type -> herald.cluster.v1.DigestRequest
-	11, // 15: herald.cluster.v1.Peer.PullOwner:input_type -> herald.cluster.v1.PullOwnerRequest
-	8,  // 16: herald.cluster.v1.Peer.Replicate:output_type -> herald.cluster.v1.ReplicateAck
-	10, // 17: herald.cluster.v1.Peer.Digest:output_type -> herald.cluster.v1.DigestResponse
-	5,  // 18: herald.cluster.v1.Peer.PullOwner:output_type -> herald.cluster.v1.OwnerStateChunk
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	14, // 7: herald.cluster.v1.Hello.auth:type_name -> herald.cluster.v1.AuthProof
+	6,  // 8: herald.cluster.v1.ReplicateRequest.hello:type_name -> herald.cluster.v1.Hello
+	4,  // 9: herald.cluster.v1.ReplicateRequest.deltas:type_name -> herald.cluster.v1.DeltaBatch
+	5,  // 10: herald.cluster.v1.ReplicateRequest.full:type_name -> herald.cluster.v1.OwnerStateChunk
+	0,  // 11: herald.cluster.v1.ReplicateAck.have:type_name -> herald.cluster.v1.Version
+	14, // 12: herald.cluster.v1.DigestRequest.auth:type_name -> herald.cluster.v1.AuthProof
+	16, // 13: herald.cluster.v1.DigestResponse.owners:type_name -> herald.cluster.v1.DigestResponse.OwnersEntry
+	14, // 14: herald.cluster.v1.PullOwnerRequest.auth:type_name -> herald.cluster.v1.AuthProof
+	0,  // 15: herald.cluster.v1.DigestResponse.OwnersEntry.value:type_name -> herald.cluster.v1.Version
+	7,  // 16: herald.cluster.v1.Peer.Replicate:input_type -> herald.cluster.v1.ReplicateRequest
+	9,  // 17: herald.cluster.v1.Peer.Digest:input_type -> herald.cluster.v1.DigestRequest
+	11, // 18: herald.cluster.v1.Peer.PullOwner:input_type -> herald.cluster.v1.PullOwnerRequest
+	12, // 19: herald.cluster.v1.Peer.AuthChallenge:input_type -> herald.cluster.v1.AuthChallengeRequest
+	8,  // 20: herald.cluster.v1.Peer.Replicate:output_type -> herald.cluster.v1.ReplicateAck
+	10, // 21: herald.cluster.v1.Peer.Digest:output_type -> herald.cluster.v1.DigestResponse
+	5,  // 22: herald.cluster.v1.Peer.PullOwner:output_type -> herald.cluster.v1.OwnerStateChunk
+	13, // 23: herald.cluster.v1.Peer.AuthChallenge:output_type -> herald.cluster.v1.AuthChallengeResponse
+	20, // [20:24] is the sub-list for method output_type
+	16, // [16:20] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_cluster_clusterpb_cluster_proto_init() }
@@ -948,7 +1178,7 @@ func file_cluster_clusterpb_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_clusterpb_cluster_proto_rawDesc), len(file_cluster_clusterpb_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

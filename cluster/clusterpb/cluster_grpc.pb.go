@@ -22,9 +22,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Peer_Replicate_FullMethodName = "/herald.cluster.v1.Peer/Replicate"
-	Peer_Digest_FullMethodName    = "/herald.cluster.v1.Peer/Digest"
-	Peer_PullOwner_FullMethodName = "/herald.cluster.v1.Peer/PullOwner"
+	Peer_Replicate_FullMethodName     = "/herald.cluster.v1.Peer/Replicate"
+	Peer_Digest_FullMethodName        = "/herald.cluster.v1.Peer/Digest"
+	Peer_PullOwner_FullMethodName     = "/herald.cluster.v1.Peer/PullOwner"
+	Peer_AuthChallenge_FullMethodName = "/herald.cluster.v1.Peer/AuthChallenge"
 )
 
 // PeerClient is the client API for Peer service.
@@ -43,6 +44,12 @@ type PeerClient interface {
 	Digest(ctx context.Context, in *DigestRequest, opts ...grpc.CallOption) (*DigestResponse, error)
 	// PullOwner returns the full state the node holds for one owner, in chunks.
 	PullOwner(ctx context.Context, in *PullOwnerRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OwnerStateChunk], error)
+	// AuthChallenge is the first half of the gossip-key handshake, used when
+	// the cluster has an -encrypt key and no TLS: the caller sends its nonce,
+	// the node answers with a fresh single-use nonce of its own and proves it
+	// holds the key. The caller then sends an AuthProof in its next call
+	// (Hello, DigestRequest or PullOwnerRequest). See cluster/peerauth.
+	AuthChallenge(ctx context.Context, in *AuthChallengeRequest, opts ...grpc.CallOption) (*AuthChallengeResponse, error)
 }
 
 type peerClient struct {
@@ -95,6 +102,16 @@ func (c *peerClient) PullOwner(ctx context.Context, in *PullOwnerRequest, opts .
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_PullOwnerClient = grpc.ServerStreamingClient[OwnerStateChunk]
 
+func (c *peerClient) AuthChallenge(ctx context.Context, in *AuthChallengeRequest, opts ...grpc.CallOption) (*AuthChallengeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuthChallengeResponse)
+	err := c.cc.Invoke(ctx, Peer_AuthChallenge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -111,6 +128,12 @@ type PeerServer interface {
 	Digest(context.Context, *DigestRequest) (*DigestResponse, error)
 	// PullOwner returns the full state the node holds for one owner, in chunks.
 	PullOwner(*PullOwnerRequest, grpc.ServerStreamingServer[OwnerStateChunk]) error
+	// AuthChallenge is the first half of the gossip-key handshake, used when
+	// the cluster has an -encrypt key and no TLS: the caller sends its nonce,
+	// the node answers with a fresh single-use nonce of its own and proves it
+	// holds the key. The caller then sends an AuthProof in its next call
+	// (Hello, DigestRequest or PullOwnerRequest). See cluster/peerauth.
+	AuthChallenge(context.Context, *AuthChallengeRequest) (*AuthChallengeResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -129,6 +152,9 @@ func (UnimplementedPeerServer) Digest(context.Context, *DigestRequest) (*DigestR
 }
 func (UnimplementedPeerServer) PullOwner(*PullOwnerRequest, grpc.ServerStreamingServer[OwnerStateChunk]) error {
 	return status.Errorf(codes.Unimplemented, "method PullOwner not implemented")
+}
+func (UnimplementedPeerServer) AuthChallenge(context.Context, *AuthChallengeRequest) (*AuthChallengeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AuthChallenge not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -187,6 +213,24 @@ func _Peer_PullOwner_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_PullOwnerServer = grpc.ServerStreamingServer[OwnerStateChunk]
 
+func _Peer_AuthChallenge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthChallengeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).AuthChallenge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_AuthChallenge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).AuthChallenge(ctx, req.(*AuthChallengeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -197,6 +241,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Digest",
 			Handler:    _Peer_Digest_Handler,
+		},
+		{
+			MethodName: "AuthChallenge",
+			Handler:    _Peer_AuthChallenge_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -107,6 +107,27 @@ type Key struct {
 
 func (k Key) String() string { return k.Service + "/" + k.ID }
 
+// Normalize validates the key as Instance.Normalize does and folds the
+// service name to lower case.
+func (k *Key) Normalize() error {
+	var err error
+	if k.Service, err = normalizeLabel("service", k.Service); err != nil {
+		return err
+	}
+	if k.ID == "" {
+		return invalid("id", "must not be empty")
+	}
+	if len(k.ID) > MaxIDLen {
+		return invalid("id", "is %d bytes; at most %d are allowed", len(k.ID), MaxIDLen)
+	}
+	for _, r := range k.ID {
+		if r < 0x21 || r == 0x7f || r == '\uFFFD' {
+			return invalid("id", "%q must be printable, without spaces", k.ID)
+		}
+	}
+	return nil
+}
+
 // Instance is one registered endpoint of a service. Instances reachable from
 // a Snapshot or an Event are immutable: never modify one, copy it with Clone.
 type Instance struct {
@@ -159,21 +180,11 @@ func (in *Instance) Clone() *Instance {
 // tags folded to lower case, tags sorted and unique, a zero status made
 // passing. Each rejection wraps ErrInvalid and names the field and the rule.
 func (in *Instance) Normalize() error {
-	var err error
-	if in.Service, err = normalizeLabel("service", in.Service); err != nil {
+	k := in.Key()
+	if err := k.Normalize(); err != nil {
 		return err
 	}
-	if in.ID == "" {
-		return invalid("id", "must not be empty")
-	}
-	if len(in.ID) > MaxIDLen {
-		return invalid("id", "is %d bytes; at most %d are allowed", len(in.ID), MaxIDLen)
-	}
-	for _, r := range in.ID {
-		if r < 0x21 || r == 0x7f || r == '\uFFFD' {
-			return invalid("id", "%q must be printable, without spaces", in.ID)
-		}
-	}
+	in.Service = k.Service
 	if !in.Address.IsValid() {
 		return invalid("address", "must be an IPv4 or IPv6 address")
 	}
@@ -200,7 +211,8 @@ func (in *Instance) Normalize() error {
 	}
 	tags := make([]string, 0, len(in.Tags))
 	for _, t := range in.Tags {
-		if t, err = normalizeLabel("tag", t); err != nil {
+		t, err := normalizeLabel("tag", t)
+		if err != nil {
 			return err
 		}
 		tags = append(tags, t)

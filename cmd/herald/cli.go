@@ -17,7 +17,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -33,6 +32,7 @@ type clientFlags struct {
 	addr    string
 	timeout time.Duration
 	tok     tokenFlags // token.go
+	tls     tlsFlags
 }
 
 func newClientFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *clientFlags) {
@@ -46,6 +46,7 @@ func newClientFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *clientFlag
 	fs.StringVar(&cf.addr, "addr", def, "agent gRPC address (env HERALD_ADDR)")
 	fs.DurationVar(&cf.timeout, "timeout", 5*time.Second, "time limit for the request")
 	cf.tok.register(fs)
+	cf.tls.register(fs)
 	return fs, cf
 }
 
@@ -67,7 +68,11 @@ func (cf *clientFlags) dial() (pb.HeraldClient, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, err := grpc.NewClient("passthrough:///"+cf.addr, append(tokOpts, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds, err := cf.tls.dialOption()
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := grpc.NewClient("passthrough:///"+cf.addr, append(tokOpts, creds,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...) // a watch snapshot is one message
 	if err != nil {
 		return nil, nil, usagef("bad -addr %q: %v", cf.addr, err)
@@ -82,7 +87,11 @@ func (cf *clientFlags) client(opts ...client.Option) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	base := []client.Option{client.WithLogger(nil), tokOpt}
+	creds, err := cf.tls.creds()
+	if err != nil {
+		return nil, err
+	}
+	base := []client.Option{client.WithLogger(nil), tokOpt, client.WithTransportCredentials(creds)}
 	if cf.timeout > 0 {
 		base = append(base, client.WithCallTimeout(cf.timeout))
 	}
@@ -116,7 +125,7 @@ func (cf *clientFlags) callErr(err error) error {
 			// The agent answered: it applied the write but its disk failed.
 			return fmt.Errorf("the agent at %s could not store the write on its disk; the same command, retried, succeeds once it is stored: %s", cf.addr, st.Message())
 		}
-		return fmt.Errorf("cannot reach the agent at %s: %s (is `herald agent` running? set -addr or HERALD_ADDR)", cf.addr, st.Message())
+		return fmt.Errorf("cannot reach the agent at %s: %s (is `herald agent` running? set -addr or HERALD_ADDR; an agent with TLS needs -tls-ca, -tls-cert and -tls-key or HERALD_TLS_*)", cf.addr, st.Message())
 	case codes.Unauthenticated, codes.PermissionDenied:
 		return aclErr(cf.addr, st)
 	case codes.DeadlineExceeded:

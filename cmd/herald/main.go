@@ -46,6 +46,7 @@ func commands() []command {
 		{"join", "make the agent join the cluster of the given Serf addresses", runJoin},
 		{"force-leave", "remove a failed member now (its instances go at once)", runForceLeave},
 		{"watch", "print every change of the watched services as it happens", runWatch},
+		{"tls", "create a CA and certificates: `tls ca create`, `tls cert create`", runTLS},
 		{"version", "print the version", func(_ []string, w, _ io.Writer) error {
 			fmt.Fprintln(w, "herald", version.String())
 			return nil
@@ -60,6 +61,7 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nClient commands talk to the agent's gRPC address: -addr, or $HERALD_ADDR (default 127.0.0.1:8700).")
+	fmt.Fprintln(w, "An agent with TLS needs -tls-ca, -tls-cert and -tls-key, or $HERALD_TLS_CA, $HERALD_TLS_CERT and $HERALD_TLS_KEY.")
 	fmt.Fprintln(w, "Run 'herald <command> -h' for a command's flags.")
 }
 

@@ -51,6 +51,17 @@ func clCheckBinary(env *benchEnv) error {
 // startClCluster starts size nodes a, b, c, ... each joining the first, and
 // waits until every node lists all of them alive.
 func startClCluster(ctx context.Context, env *benchEnv, size int) ([]*clProc, error) {
+	return startClClusterWith(ctx, env, size, clOptions{})
+}
+
+// clOptions vary the agents a benchmark starts.
+type clOptions struct {
+	// tls: the directory of a CA and node certificates (cluster_tls.go);
+	// the agents serve mutual TLS and the benchmark dials with TLS.
+	tls *clTLS
+}
+
+func startClClusterWith(ctx context.Context, env *benchEnv, size int, opts clOptions) ([]*clProc, error) {
 	if err := clCheckBinary(env); err != nil {
 		return nil, err
 	}
@@ -67,7 +78,7 @@ func startClCluster(ctx context.Context, env *benchEnv, size int) ([]*clProc, er
 			join = []string{nodes[0].SerfAddr()}
 		}
 		name := string(rune('a' + i))
-		n, err := startClProc(ctx, env, name, join)
+		n, err := startClProcWith(ctx, env, name, join, opts)
 		if err != nil {
 			return fail(fmt.Errorf("start node %s: %w", name, err))
 		}
@@ -162,81 +173,15 @@ func benchClusterPropagation(ctx context.Context, env *benchEnv) error {
 		return err
 	}
 	defer clKillAll(nodes)
-	a, e := nodes[0], nodes[4]
-
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	watch, err := e.API().Watch(wctx, &heraldpb.WatchRequest{})
+	probe, err := newPropProbe(ctx, nodes)
 	if err != nil {
-		return fmt.Errorf("watch on E: %w", err)
+		return err
 	}
-	if _, err := watch.Recv(); err != nil { // the initial snapshot
-		return fmt.Errorf("watch on E: %w", err)
-	}
-	var mu sync.Mutex
-	watchSeen := map[string]time.Time{}
-	go func() {
-		for {
-			resp, err := watch.Recv()
-			if err != nil {
-				return
-			}
-			now := time.Now()
-			mu.Lock()
-			for _, ev := range resp.GetEvents() {
-				if ev.GetOp() == heraldpb.Event_OP_UPSERT {
-					watchSeen[ev.GetInstance().GetService()] = now
-				}
-			}
-			mu.Unlock()
-		}
-	}()
-
-	dc := &dns.Client{Net: "udp", Timeout: time.Second}
-	dconn, err := dc.DialContext(ctx, e.DNSAddr())
-	if err != nil {
-		return fmt.Errorf("dns on E: %w", err)
-	}
-	defer dconn.Close()
-
-	var callLat, watchLat, dnsLat []time.Duration
+	defer probe.close()
 	for i := range count {
-		svc := fmt.Sprintf("p%04d", i)
-		start := time.Now()
-		// The DNS poller runs while the call is in flight.
-		dnsDone := make(chan time.Duration, 1)
-		go func() {
-			q := new(dns.Msg)
-			q.SetQuestion(svc+".service.herald.", dns.TypeA)
-			for time.Since(start) < 2*time.Second {
-				r, _, err := dc.ExchangeWithConnContext(ctx, q, dconn)
-				if err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) > 0 {
-					dnsDone <- time.Since(start)
-					return
-				}
-				time.Sleep(dnsPollGap)
-			}
-			dnsDone <- -1
-		}()
-		if _, err := a.API().Register(ctx, clRegRequest(svc, "i1")); err != nil {
-			return fmt.Errorf("register %s on A: %w", svc, err)
+		if err := probe.measure(ctx, fmt.Sprintf("p%04d", i)); err != nil {
+			return err
 		}
-		callLat = append(callLat, time.Since(start))
-		dl := <-dnsDone
-		if dl < 0 {
-			return fmt.Errorf("%s did not reach E's DNS within 2s", svc)
-		}
-		var wt time.Time
-		if err := clWaitUntil(ctx, 2*time.Second, func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			t, ok := watchSeen[svc]
-			wt = t
-			return ok
-		}); err != nil {
-			return fmt.Errorf("%s did not reach E's watch: %w", svc, err)
-		}
-		dnsLat, watchLat = append(dnsLat, dl), append(watchLat, wt.Sub(start))
 	}
 	fmt.Printf("5 %s on loopback, default cluster config; %d registrations via gRPC on A, one at a time; %s\n", "herald agent processes", count, clLoad())
 	fmt.Printf("%-30s %10s %10s %10s %10s\n", "arrival on E", "p50", "p99", "max", "target p99")
@@ -245,14 +190,111 @@ func benchClusterPropagation(ctx context.Context, env *benchEnv) error {
 		ds     []time.Duration
 		target string
 	}{
-		{"(register call returns on A)", callLat, "-"},
-		{"gRPC Watch stream", watchLat, "5ms"},
-		{"DNS answer (UDP A)", dnsLat, "10ms"},
+		{"(register call returns on A)", probe.callLat, "-"},
+		{"gRPC Watch stream", probe.watchLat, "5ms"},
+		{"DNS answer (UDP A)", probe.dnsLat, "10ms"},
 	}
 	for _, row := range rows {
 		p50, p99, mx := clQuantiles(row.ds)
 		fmt.Printf("%-30s %10s %10s %10s %10s\n", row.name, clFmtDur(p50), clFmtDur(p99), clFmtDur(mx), row.target)
 	}
+	return nil
+}
+
+// propProbe times one registration at a time from node A (the first) to
+// node E (the last): the call, E's Watch stream and E's DNS answer.
+type propProbe struct {
+	a, e   *clProc
+	cancel context.CancelFunc
+	dc     *dns.Client
+	dconn  *dns.Conn
+
+	mu        sync.Mutex
+	watchSeen map[string]time.Time
+
+	callLat, watchLat, dnsLat []time.Duration
+}
+
+func newPropProbe(ctx context.Context, nodes []*clProc) (*propProbe, error) {
+	p := &propProbe{a: nodes[0], e: nodes[len(nodes)-1], watchSeen: map[string]time.Time{}}
+	wctx, cancel := context.WithCancel(ctx)
+	p.cancel = cancel
+	watch, err := p.e.API().Watch(wctx, &heraldpb.WatchRequest{})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("watch on E: %w", err)
+	}
+	if _, err := watch.Recv(); err != nil { // the initial snapshot
+		cancel()
+		return nil, fmt.Errorf("watch on E: %w", err)
+	}
+	go func() {
+		for {
+			resp, err := watch.Recv()
+			if err != nil {
+				return
+			}
+			now := time.Now()
+			p.mu.Lock()
+			for _, ev := range resp.GetEvents() {
+				if ev.GetOp() == heraldpb.Event_OP_UPSERT {
+					p.watchSeen[ev.GetInstance().GetService()] = now
+				}
+			}
+			p.mu.Unlock()
+		}
+	}()
+	p.dc = &dns.Client{Net: "udp", Timeout: time.Second}
+	if p.dconn, err = p.dc.DialContext(ctx, p.e.DNSAddr()); err != nil {
+		cancel()
+		return nil, fmt.Errorf("dns on E: %w", err)
+	}
+	return p, nil
+}
+
+func (p *propProbe) close() {
+	p.cancel()
+	p.dconn.Close()
+}
+
+// measure registers svc on A and records when it reached E.
+func (p *propProbe) measure(ctx context.Context, svc string) error {
+	start := time.Now()
+	// The DNS poller runs while the call is in flight.
+	dnsDone := make(chan time.Duration, 1)
+	go func() {
+		q := new(dns.Msg)
+		q.SetQuestion(svc+".service.herald.", dns.TypeA)
+		for time.Since(start) < 2*time.Second {
+			r, _, err := p.dc.ExchangeWithConnContext(ctx, q, p.dconn)
+			if err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) > 0 {
+				dnsDone <- time.Since(start)
+				return
+			}
+			time.Sleep(dnsPollGap)
+		}
+		dnsDone <- -1
+	}()
+	if _, err := p.a.API().Register(ctx, clRegRequest(svc, "i1")); err != nil {
+		<-dnsDone
+		return fmt.Errorf("register %s on A: %w", svc, err)
+	}
+	p.callLat = append(p.callLat, time.Since(start))
+	dl := <-dnsDone
+	if dl < 0 {
+		return fmt.Errorf("%s did not reach E's DNS within 2s", svc)
+	}
+	var wt time.Time
+	if err := clWaitUntil(ctx, 2*time.Second, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		t, ok := p.watchSeen[svc]
+		wt = t
+		return ok
+	}); err != nil {
+		return fmt.Errorf("%s did not reach E's watch: %w", svc, err)
+	}
+	p.dnsLat, p.watchLat = append(p.dnsLat, dl), append(p.watchLat, wt.Sub(start))
 	return nil
 }
 
@@ -571,6 +613,10 @@ func clFreePort() (int, error) {
 
 // startClProc starts an agent with the default cluster config.
 func startClProc(ctx context.Context, env *benchEnv, name string, join []string) (*clProc, error) {
+	return startClProcWith(ctx, env, name, join, clOptions{})
+}
+
+func startClProcWith(ctx context.Context, env *benchEnv, name string, join []string, opts clOptions) (*clProc, error) {
 	var ports [4]int
 	for i := range ports {
 		var err error
@@ -585,7 +631,18 @@ func startClProc(ctx context.Context, env *benchEnv, name string, join []string)
 	for _, j := range join {
 		args = append(args, "-join", j)
 	}
-	logf, err := os.Create(filepath.Join(env.WorkDir, "cluster-"+name+".log"))
+	creds := insecure.NewCredentials()
+	logName := "cluster-" + name + ".log"
+	if opts.tls != nil {
+		tlsArgs, err := opts.tls.nodeArgs(name)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, tlsArgs...)
+		creds = opts.tls.client
+		logName = "cluster-tls-" + name + ".log"
+	}
+	logf, err := os.Create(filepath.Join(env.WorkDir, logName))
 	if err != nil {
 		return nil, err
 	}
@@ -597,7 +654,7 @@ func startClProc(ctx context.Context, env *benchEnv, name string, join []string)
 		return nil, fmt.Errorf("start %s: %w", env.HeraldBin, err)
 	}
 	go func() { p.cmd.Wait(); close(p.done) }()
-	if p.conn, err = grpc.NewClient(addr(ports[1]), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+	if p.conn, err = grpc.NewClient(addr(ports[1]), grpc.WithTransportCredentials(creds)); err != nil {
 		p.cmd.Process.Kill()
 		<-p.done
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/herald-sd/herald/cluster"
 	"github.com/herald-sd/herald/cluster/registry"
@@ -77,7 +78,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	clCfg.GRPCAddr = cfg.GRPCAddr
 	clCfg.DNSAddr = cfg.DNSAddr
-	clCfg.EncryptKey = cfg.Encrypt
+	if clCfg.EncryptKey, err = cfg.encryptKey(); err != nil {
+		return err
+	}
+	serverTLS, peerTLS, certs, err := cfg.tlsConfigs()
+	if err != nil {
+		return err
+	}
+	reloadOnHUP(ctx, log, certs)
+	clCfg.PeerTLS = peerTLS
+	warnTrust(log, cfg, serverTLS != nil, clCfg.EncryptKey != "")
 	clCfg.SyncInterval = cfg.SyncInterval
 	clCfg.ReapFailed = cfg.ReapFailed
 	clCfg.ProbeInterval = cfg.ProbeInterval
@@ -114,7 +124,11 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		closers = append(closers, stopReload)
 	}
-	gs := push.NewGRPCServer()
+	var grpcOpts []grpc.ServerOption
+	if serverTLS != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(serverTLS)))
+	}
+	gs := push.NewGRPCServer(grpcOpts...)
 	cl.RegisterGRPC(gs)
 
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
@@ -176,7 +190,7 @@ func Run(ctx context.Context, cfg Config) error {
 	closers = append(closers, func() { cl.Shutdown() })
 	ready.ready("cluster")
 	ready.check(cl.Ready)
-	log.Info("agent ready", "dns", cfg.DNSAddr, "grpc", cfg.GRPCAddr, "http", cfg.HTTPAddr, "serf", cfg.Bind, "advertise", cl.LocalAddr(), "domain", cfg.Domain, "epoch", reg.Epoch())
+	log.Info("agent ready", "peer_auth", cl.PeerAuthMode(), "dns", cfg.DNSAddr, "grpc", cfg.GRPCAddr, "http", cfg.HTTPAddr, "serf", cfg.Bind, "advertise", cl.LocalAddr(), "domain", cfg.Domain, "epoch", reg.Epoch())
 
 	select {
 	case <-ctx.Done():

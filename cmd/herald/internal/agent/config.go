@@ -57,6 +57,13 @@ type Config struct {
 	JoinTimeout time.Duration
 	// Encrypt is a base64 gossip key (16, 24 or 32 bytes). Default none.
 	Encrypt string
+	// EncryptFile holds the gossip key instead of Encrypt, which `ps`
+	// shows; it must not be readable by other users. Default none.
+	EncryptFile string
+	// TLSCA, TLSCert and TLSKey (PEM files, all three or none) make the
+	// gRPC listener serve mutual TLS only and peers dial each other with
+	// it; see heraldtls and cluster.Config.PeerTLS. Default none.
+	TLSCA, TLSCert, TLSKey string
 	// SyncInterval is the anti-entropy period. Default: the cluster
 	// package's (30s).
 	SyncInterval time.Duration
