@@ -241,10 +241,13 @@ func newKeyHistory(id string, ops []nemOp, legacy bool) *nemKeyHistory {
 // checkStamps: two acknowledged writes of one key through one node never
 // share a stamp (through two nodes they may: the owner's name breaks the
 // tie), except a register that repeated the key's state exactly (it changes
-// nothing and returns the existing stamp). So all the registers of one
-// stamp carry the same data, and besides them there is at most one other
-// write: an undrain (a drain or deregister cannot leave the state that a
-// register repeats).
+// nothing and returns the existing stamp) and a deregister that found the
+// key's tombstone still on its way to disk (it answers like the first
+// deregister, with that tombstone's stamp, once it is stored). So all the
+// registers of one stamp carry the same data, and besides them there is at
+// most one other write: an undrain (a drain or deregister cannot leave the
+// state that a register repeats); or all the writes of a stamp are
+// deregisters.
 func (h *nemKeyHistory) checkStamps() []nemViolation {
 	var out []nemViolation
 	for i := 0; i < len(h.writes); {
@@ -257,14 +260,21 @@ func (h *nemKeyHistory) checkStamps() []nemViolation {
 		if len(group) < 2 || group[0].Stamp == 0 {
 			continue
 		}
-		var regs, others []nemOp
+		var regs, deregs, others []nemOp
 		for _, o := range group {
-			if o.Kind == nemRegister {
+			switch o.Kind {
+			case nemRegister:
 				regs = append(regs, o)
-			} else {
+			case nemDeregister:
+				deregs = append(deregs, o)
+			default:
 				others = append(others, o)
 			}
 		}
+		if len(deregs) == len(group) {
+			continue
+		}
+		others = append(others, deregs...)
 		bad := len(others) > 1 || len(others) == 1 && len(regs) > 0 && others[0].Kind != nemUndrain
 		for _, r := range regs {
 			bad = bad || r.Data != regs[0].Data

@@ -104,6 +104,16 @@ func TestNemesisChecker(t *testing.T) {
 			reg("n0", "10.0.0.1", 10*s, 0),
 			op("n0", nemDrain, 10*s, 10),
 		}, state("10.0.0.1", "draining", 10*s, "n0"), []string{"share stamp"}},
+		{"two deregisters through one node share the tombstone's stamp", []nemOp{
+			reg("n0", "10.0.0.1", 10*s, 0),
+			op("n0", nemDeregister, 11*s, 10),
+			op("n0", nemDeregister, 11*s, 11),
+		}, nil, nil},
+		{"a deregister shares a drain's stamp", []nemOp{
+			reg("n0", "10.0.0.1", 10*s, 0),
+			op("n0", nemDrain, 11*s, 10),
+			op("n0", nemDeregister, 11*s, 11),
+		}, nil, []string{"share stamp"}},
 		{"a register without a stamp", []nemOp{
 			reg("n0", "10.0.0.1", 10*s, 0),
 			reg("n1", "10.0.0.2", 0, 10),
