@@ -36,7 +36,8 @@ func aclPolicy(extra string) string {
   {"name": "reader", "secret": "reader-secret", "services": {"private": "read"}}]}`
 }
 
-// TestACLCluster: three agents with the same -acl-file. A token scoped to
+// TestACLCluster: three agents with mutual TLS and the same -acl-file (the
+// "Securing Herald" setup: tokens travel over mTLS connections). A token scoped to
 // api cannot write web through any node, nor drain a node, and every node's
 // registry stays as it was; unknown tokens are Unauthenticated; anonymous
 // reads; the resolver resolves a service anonymous may not read with a
@@ -48,12 +49,12 @@ func TestACLCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	const nodes = 3
-	c := Start(t, Options{Nodes: nodes, Args: []string{"-acl-file", path}})
+	c := Start(t, Options{Nodes: nodes, TLS: true, Args: []string{"-acl-file", path}})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
 	api := func(i int, token string) heraldpb.HeraldClient {
-		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(c.ClientCreds())}
 		if token != "" {
 			opts = append(opts, grpc.WithPerRPCCredentials(client.TokenCredentials(token)))
 		}
@@ -192,14 +193,15 @@ func TestACLCluster(t *testing.T) {
 		return err
 	}
 	quiet := resolver.WithLogger(slog.New(slog.DiscardHandler))
-	if err := call(resolver.NewBuilder(quiet, resolver.WithToken("reader-secret")), 10*time.Second); err != nil {
+	creds := resolver.WithTransportCredentials(c.ClientCreds())
+	if err := call(resolver.NewBuilder(quiet, creds, resolver.WithToken("reader-secret")), 10*time.Second); err != nil {
 		t.Errorf("resolver with WithToken: %v", err)
 	}
 	t.Setenv("HERALD_TOKEN", "reader-secret")
-	if err := call(resolver.NewBuilder(quiet), 10*time.Second); err != nil {
+	if err := call(resolver.NewBuilder(quiet, creds), 10*time.Second); err != nil {
 		t.Errorf("resolver with HERALD_TOKEN: %v", err)
 	}
-	if err := call(resolver.NewBuilder(quiet, resolver.WithToken("")), time.Second); err == nil {
+	if err := call(resolver.NewBuilder(quiet, creds, resolver.WithToken("")), time.Second); err == nil {
 		t.Errorf("resolver without a token resolved private, which anonymous may not read")
 	}
 	if n := backend.calls.Load(); n != 2 {
