@@ -90,6 +90,9 @@ func (h *Handler) serve(w dns.ResponseWriter, r *dns.Msg, tcp bool) (uint16, int
 		return 0, writeError(w, r, dns.RcodeFormatError)
 	}
 	q := &r.Question[0]
+	if countOPT(r.Extra) > 1 {
+		return q.Qtype, writeError(w, r, dns.RcodeFormatError) // RFC 6891, section 6.1.1
+	}
 	opt := r.IsEdns0()
 	if opt != nil && opt.Version() != 0 {
 		return q.Qtype, writeError(w, r, dns.RcodeBadVers)
@@ -216,4 +219,15 @@ func writeError(w dns.ResponseWriter, r *dns.Msg, rcode int) int {
 	m.Rcode = rcode
 	_ = w.WriteMsg(m)
 	return rcode
+}
+
+// countOPT counts the OPT records in the additional section.
+func countOPT(extra []dns.RR) int {
+	n := 0
+	for _, rr := range extra {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			n++
+		}
+	}
+	return n
 }
