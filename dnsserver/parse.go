@@ -28,6 +28,8 @@ type query struct {
 	tag     string
 	node    string
 	addr    netip.Addr
+	// idOnly: tag holds an instance ID spelled with escapes, never a tag.
+	idOnly bool
 }
 
 // inZone reports whether the fully qualified qname is the zone domain
