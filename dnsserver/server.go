@@ -271,3 +271,13 @@ func listenAll(ctx context.Context, lc net.ListenConfig, addr string, n int) ([]
 	}
 	return pcs, lns, nil
 }
+
+// ReusePortListenConfig returns a ListenConfig whose sockets set
+// SO_REUSEPORT, and whether the platform has it (if not, the config is
+// plain). cmd/dnsceiling binds its sockets the way the server does with it.
+func ReusePortListenConfig() (net.ListenConfig, bool) {
+	if !reusePortSupported {
+		return net.ListenConfig{}, false
+	}
+	return net.ListenConfig{Control: reusePort}, true
+}
