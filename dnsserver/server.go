@@ -1,5 +1,6 @@
 // Package dnsserver is Herald's DNS front end: it answers A, AAAA, SRV, SOA
-// and NS queries for the zone (default herald.) over UDP and TCP, from the
+// and NS queries for the zone (default herald.), and PTR queries for the
+// addresses it holds (reverse.go), over UDP and TCP (tcp.go), from the
 // immutable snapshots of the registry. It parses a name into a query
 // (parse.go), looks it up in a snapshot, and writes answers rendered once
 // per service version (render.go, wire.go). It only reads the registry.
@@ -9,7 +10,8 @@
 //
 // Names (see parseName): <service>.service.<domain>,
 // <tag>.<service>.service.<domain>, _<service>._tcp.service.<domain>,
-// <node>.node.<domain>, and the SRV targets <hex>.addr.<domain>, where <hex>
+// _<tag>._<service>._tcp.service.<domain>, <id>.<service>.service.<domain>
+// (an instance), <node>.node.<domain>, and the SRV targets <hex>.addr.<domain>, where <hex>
 // is the instance address in hex (8 digits for IPv4, 32 for IPv6). A target
 // name resolves to its address without any lookup, and SRV answers carry it
 // in the additional section.
