@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -37,6 +38,10 @@ type tcpConns struct {
 	slots   chan struct{} // one token per open connection
 	// sleep waits between failed accepts; tests replace it.
 	sleep func(time.Duration)
+
+	// stopping is set before shutdown interrupts the connections' reads:
+	// a connection that re-arms its read deadline checks it afterwards.
+	stopping atomic.Bool
 
 	mu     sync.Mutex
 	closed bool
@@ -122,6 +127,9 @@ func (t *tcpConns) conn(c net.Conn) {
 	buf := make([]byte, 512)
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(t.idle))
+		if t.stopping.Load() {
+			break
+		}
 		if _, err := io.ReadFull(c, hdr[:]); err != nil {
 			break
 		}
@@ -164,6 +172,7 @@ func linger(c net.Conn) {
 // shutdown stops every connection: a connection waiting for a query ends
 // now, one answering finishes its answer first. It waits for them.
 func (t *tcpConns) shutdown() {
+	t.stopping.Store(true)
 	t.mu.Lock()
 	t.closed = true
 	for c := range t.conns {
