@@ -199,6 +199,12 @@ func TestReverseIndexFollowsChanges(t *testing.T) {
 	if got := ptrs("1.2.0.10.in-addr.arpa."); slices.Contains(got, "web-1.web.service.herald.") || len(got) != 3 {
 		t.Errorf("10.0.2.1 after the move: %q", got)
 	}
+	h.rev.mu.Lock()
+	rebuilds := h.rev.rebuilds
+	h.rev.mu.Unlock()
+	if rebuilds != 1 {
+		t.Errorf("index rebuilt %d times, want once (the first query), then followed the change feed", rebuilds)
+	}
 	if h.rev.rev.Load() != f.reg.Snapshot().Revision() {
 		t.Errorf("index at revision %d, registry at %d", h.rev.rev.Load(), f.reg.Snapshot().Revision())
 	}
@@ -222,4 +228,36 @@ func TestMultipleOPT(t *testing.T) {
 func deregister(f *fixture, service, id string) error {
 	_, err := f.reg.Deregister(context.Background(), registry.Key{Service: service, ID: id})
 	return err
+}
+
+// TestRenderCacheSweep: the answer cache drops the entries of services that
+// are gone, so it stays bounded by the services that exist (amortized: a
+// sweep after as many new entries as it held).
+func TestRenderCacheSweep(t *testing.T) {
+	f := newFixture(t)
+	h := newTestHandler(t, f.reg)
+	entries := func() int {
+		n := 0
+		h.cache.services.Range(func(_, _ any) bool { n++; return true })
+		return n
+	}
+	for i := range 200 {
+		f.add(t, fmt.Sprintf("old%d", i), "i", "10.0.0.1", 80)
+		ask(t, h, fmt.Sprintf("old%d.service.herald.", i), dns.TypeA, false, 0)
+	}
+	if n := entries(); n != 200 {
+		t.Fatalf("%d entries after 200 services, want 200", n)
+	}
+	for i := range 200 {
+		if err := deregister(f, fmt.Sprintf("old%d", i), "i"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 300 {
+		f.add(t, fmt.Sprintf("new%d", i), "i", "10.0.0.1", 80)
+		ask(t, h, fmt.Sprintf("new%d.service.herald.", i), dns.TypeA, false, 0)
+	}
+	if n := entries(); n >= 500 || n < 300 {
+		t.Fatalf("%d entries with 300 live services after 200 were removed, want the removed ones swept", n)
+	}
 }

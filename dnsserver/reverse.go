@@ -43,6 +43,8 @@ type revIndex struct {
 	built  atomic.Bool
 	origin string
 	addrOf map[registry.Key]netip.Addr // writers only
+	// rebuilds counts full rebuilds (under mu), for tests.
+	rebuilds int
 	byAddr sync.Map                    // netip.Addr -> []registry.Key, sorted, immutable
 }
 
@@ -87,6 +89,7 @@ func (x *revIndex) catchUp(snap *registry.Snapshot) {
 // rebuild indexes every instance of snap: O(all data), only on the first
 // PTR query and when the change feed cannot say what changed.
 func (x *revIndex) rebuild(snap *registry.Snapshot) {
+	x.rebuilds++
 	x.byAddr.Clear()
 	clear(x.addrOf)
 	for _, name := range snap.ServiceNames() {
