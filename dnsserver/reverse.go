@@ -45,7 +45,7 @@ type revIndex struct {
 	addrOf map[registry.Key]netip.Addr // writers only
 	// rebuilds counts full rebuilds (under mu), for tests.
 	rebuilds int
-	byAddr sync.Map                    // netip.Addr -> []registry.Key, sorted, immutable
+	byAddr   sync.Map // netip.Addr -> []registry.Key, sorted, immutable
 }
 
 func newRevIndex(src Source) *revIndex {
