@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"time"
 
@@ -21,7 +22,19 @@ const (
 	DefaultMaxUDPSize = 1232
 	// maxUDPSizeLimit is the largest cap New accepts.
 	maxUDPSizeLimit = 65535
+	// MaxSockets is the largest Sockets value New accepts.
+	MaxSockets = 64
+	// defaultSocketsCap caps the default socket count: past a few sockets
+	// per core-group the kernel's receive queues, not the readers, limit.
+	defaultSocketsCap = 16
+	// maxTCPConnsLimit is the largest TCPMaxConns New accepts.
+	maxTCPConnsLimit = 1 << 20
+	// maxRRLRate is the largest RRLRate New accepts.
+	maxRRLRate = 1 << 24
 )
+
+// DefaultSockets is the default Sockets: GOMAXPROCS, at most 16.
+func DefaultSockets() int { return min(runtime.GOMAXPROCS(0), defaultSocketsCap) }
 
 // Config configures a Server or a Handler.
 //
@@ -62,6 +75,35 @@ type Config struct {
 	// EDNS0 get at most 512 bytes over UDP. 512 to 65535; default
 	// DefaultMaxUDPSize (1232), for the reason given there.
 	MaxUDPSize int
+	// Sockets is the number of UDP sockets and of TCP listeners bound to
+	// Addr with SO_REUSEPORT, each with its own reader, so that the kernel
+	// spreads queries over cores. 1 to MaxSockets (64). Default
+	// DefaultSockets(): GOMAXPROCS, at most 16. Where SO_REUSEPORT does
+	// not exist, the server binds one of each and logs it.
+	Sockets int
+	// TCPMaxConns bounds the open DNS TCP connections of all listeners
+	// together; a connection past it is closed at once. 1 to 1<<20.
+	// Default 1024: TCP is the fallback for truncated answers, and 1024
+	// file descriptors is what a small node can spare.
+	TCPMaxConns int
+	// TCPIdleTimeout closes a TCP connection that sends no query for this
+	// long, and bounds the wait for a client to read an answer. 100ms to
+	// 10m. Default 10s: RFC 7766 asks for seconds, not minutes.
+	TCPIdleTimeout time.Duration
+	// RRLRate is the response-rate limit: responses per second over UDP to
+	// one client network (a /24 for IPv4, a /56 for IPv6). Past it,
+	// answers are dropped, except that every second one is sent truncated
+	// (TC=1) so that a real client retries over TCP. 0 turns it off; 0 to
+	// 1<<24. Default 0 (off); the README recommends a value for nodes that
+	// an untrusted network can reach.
+	RRLRate int
+	// RRLMaxClients bounds the client networks the rate limiter tracks; the
+	// least recently seen are evicted past it. Default 65536 (a few MiB).
+	RRLMaxClients int
+	// DisableReverse turns off the PTR answers under in-addr.arpa. and
+	// ip6.arpa.; those names are then REFUSED. Default false: reverse
+	// lookups of the addresses Herald holds are answered.
+	DisableReverse bool
 	// Logger receives serve errors. Default slog.Default(), the process's
 	// logger.
 	Logger *slog.Logger
@@ -76,12 +118,16 @@ type Config struct {
 // DefaultConfig returns the defaults of every field but Source.
 func DefaultConfig() Config {
 	return Config{
-		Addr:        "127.0.0.1:8600",
-		Domain:      "herald.",
-		TTL:         5 * time.Second,
-		NegativeTTL: time.Second,
-		MaxUDPSize:  DefaultMaxUDPSize,
-		Logger:      slog.Default(),
+		Addr:           "127.0.0.1:8600",
+		Domain:         "herald.",
+		TTL:            5 * time.Second,
+		NegativeTTL:    time.Second,
+		MaxUDPSize:     DefaultMaxUDPSize,
+		Sockets:        DefaultSockets(),
+		TCPMaxConns:    1024,
+		TCPIdleTimeout: 10 * time.Second,
+		RRLMaxClients:  1 << 16,
+		Logger:         slog.Default(),
 	}
 }
 
@@ -99,6 +145,18 @@ func (c *Config) setDefaults() {
 	c.Domain = strings.ToLower(dns.Fqdn(c.Domain))
 	if c.MaxUDPSize == 0 {
 		c.MaxUDPSize = d.MaxUDPSize
+	}
+	if c.Sockets == 0 {
+		c.Sockets = d.Sockets
+	}
+	if c.TCPMaxConns == 0 {
+		c.TCPMaxConns = d.TCPMaxConns
+	}
+	if c.TCPIdleTimeout == 0 {
+		c.TCPIdleTimeout = d.TCPIdleTimeout
+	}
+	if c.RRLMaxClients == 0 {
+		c.RRLMaxClients = d.RRLMaxClients
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
@@ -129,6 +187,21 @@ func (c Config) validate() error {
 	}
 	if c.MaxUDPSize < dns.MinMsgSize || c.MaxUDPSize > maxUDPSizeLimit {
 		return fmt.Errorf("dnsserver: config: max udp size %d must be between %d and %d", c.MaxUDPSize, dns.MinMsgSize, maxUDPSizeLimit)
+	}
+	if c.Sockets < 1 || c.Sockets > MaxSockets {
+		return fmt.Errorf("dnsserver: config: sockets %d must be between 1 and %d", c.Sockets, MaxSockets)
+	}
+	if c.TCPMaxConns < 1 || c.TCPMaxConns > maxTCPConnsLimit {
+		return fmt.Errorf("dnsserver: config: tcp max conns %d must be between 1 and %d", c.TCPMaxConns, maxTCPConnsLimit)
+	}
+	if c.TCPIdleTimeout < 100*time.Millisecond || c.TCPIdleTimeout > 10*time.Minute {
+		return fmt.Errorf("dnsserver: config: tcp idle timeout %s must be between 100ms and 10m", c.TCPIdleTimeout)
+	}
+	if c.RRLRate < 0 || c.RRLRate > maxRRLRate {
+		return fmt.Errorf("dnsserver: config: rrl rate %d must be between 0 (off) and %d", c.RRLRate, maxRRLRate)
+	}
+	if c.RRLMaxClients < 1 || c.RRLMaxClients > 1<<24 {
+		return fmt.Errorf("dnsserver: config: rrl max clients %d must be between 1 and %d", c.RRLMaxClients, 1<<24)
 	}
 	return nil
 }

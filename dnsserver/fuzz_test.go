@@ -31,6 +31,11 @@ func FuzzServeDNS(f *testing.F) {
 		{"0a000001.addr.herald.", dns.TypeA, 0},
 		{"herald.", dns.TypeNS, 512},
 		{"example.com.", dns.TypeANY, 0},
+		{"1.0.0.10.in-addr.arpa.", dns.TypePTR, 0},
+		{"1.2.0.192.in-addr.arpa.", dns.TypePTR, 1232},
+		{"6.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", dns.TypePTR, 0},
+		{"_v1._api._tcp.service.herald.", dns.TypeSRV, 0},
+		{`api\.1.api.service.herald.`, dns.TypeA, 0},
 	} {
 		q := new(dns.Msg)
 		q.SetQuestion(seed.name, seed.qtype)

@@ -15,16 +15,19 @@ import (
 // It implements dns.Handler and is safe for concurrent use. It never
 // recurses: names outside the zone are REFUSED.
 type Handler struct {
-	src        Source
-	domain     string // lower case, fully qualified
-	domainWire int    // wire length of domain
-	ttl        uint32
-	negTTL     uint32
-	maxUDP     int
-	nsRR       []byte // A/AAAA record of ns.<domain> after its owner; nil if unknown
-	nsIs4      bool
-	cache      *renderCache
-	metrics    *metrics
+	src         Source
+	domain      string // lower case, fully qualified
+	domainWire  int    // wire length of domain
+	domainBytes []byte // domain in wire form, lower case
+	ttl         uint32
+	negTTL      uint32
+	maxUDP      int
+	nsRR        []byte // A/AAAA record of ns.<domain> after its owner; nil if unknown
+	nsIs4       bool
+	cache       *renderCache
+	metrics     *metrics
+	rrl         *rrl      // nil: no rate limit
+	rev         *revIndex // nil: reverse zones are REFUSED
 }
 
 var _ dns.Handler = (*Handler)(nil)
@@ -57,6 +60,13 @@ func newHandler(cfg Config) (*Handler, error) {
 		metrics:    m,
 	}
 	h.cache = newRenderCache(h.ttl)
+	h.domainBytes, _ = appendName(nil, h.domain)
+	if !cfg.DisableReverse {
+		h.rev = newRevIndex(cfg.Source)
+	}
+	if cfg.RRLRate > 0 {
+		h.rrl = newRRL(cfg.RRLRate, cfg.RRLMaxClients, time.Now)
+	}
 	if ap, err := netip.ParseAddrPort(cfg.Addr); err == nil && !ap.Addr().IsUnspecified() {
 		a := ap.Addr().Unmap()
 		h.nsRR, h.nsIs4 = appendAddrRR(nil, a, h.ttl), a.Is4()
@@ -83,6 +93,21 @@ func (h *Handler) serve(w dns.ResponseWriter, r *dns.Msg, tcp bool) (uint16, int
 	if r.Response {
 		return 0, -1 // never answer a response: that invites loops
 	}
+	if h.rrl != nil && !tcp {
+		switch h.rrl.check(w.RemoteAddr()) {
+		case rrlDrop:
+			h.metrics.rrl(false)
+			return 0, -1
+		case rrlSlip:
+			h.metrics.rrl(true)
+			m := new(dns.Msg)
+			m.SetReply(r)
+			m.Truncated = true
+			m.Answer, m.Ns, m.Extra = nil, nil, nil
+			_ = w.WriteMsg(m)
+			return 0, -1
+		}
+	}
 	if r.Opcode != dns.OpcodeQuery {
 		return 0, writeError(w, r, dns.RcodeNotImplemented)
 	}
@@ -90,6 +115,9 @@ func (h *Handler) serve(w dns.ResponseWriter, r *dns.Msg, tcp bool) (uint16, int
 		return 0, writeError(w, r, dns.RcodeFormatError)
 	}
 	q := &r.Question[0]
+	if countOPT(r.Extra) > 1 {
+		return q.Qtype, writeError(w, r, dns.RcodeFormatError) // RFC 6891, section 6.1.1
+	}
 	opt := r.IsEdns0()
 	if opt != nil && opt.Version() != 0 {
 		return q.Qtype, writeError(w, r, dns.RcodeBadVers)
@@ -105,7 +133,11 @@ func (h *Handler) serve(w dns.ResponseWriter, r *dns.Msg, tcp bool) (uint16, int
 		}
 	}
 	rest, inZone := inZone(q.Name, h.domain)
-	if !inZone || (q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY) {
+	zone := ""
+	if !inZone && h.rev != nil {
+		zone = reverseZone(q.Name)
+	}
+	if (!inZone && zone == "") || (q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY) {
 		return q.Qtype, writeError(w, r, dns.RcodeRefused)
 	}
 	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
@@ -116,13 +148,29 @@ func (h *Handler) serve(w dns.ResponseWriter, r *dns.Msg, tcp bool) (uint16, int
 	}
 	mw := getWriter()
 	defer putWriter(mw)
-	if err := mw.start(q, h.domainWire, limit, opt != nil, h.ttl); err != nil {
+	domainWire := h.domainWire
+	if zone != "" {
+		domainWire = len(zone) + 1
+	}
+	if err := mw.start(q, domainWire, limit, opt != nil, h.ttl); err != nil {
 		return q.Qtype, writeError(w, r, dns.RcodeFormatError)
 	}
 	snap := h.src.Snapshot()
-	rcode := h.answer(mw, snap, parseName(rest), q.Qtype)
-	if rcode == dns.RcodeNameError || (mw.an == 0 && !mw.tc) {
-		mw.soa(true, h.negTTL, uint32(snap.Revision()))
+	var rcode int
+	if zone != "" {
+		rcode = h.serveReverse(mw, snap, q.Name, zone, q.Qtype)
+		if rcode == dns.RcodeNameError || (mw.an == 0 && !mw.tc) {
+			mw.soaReverse(h.negTTL, uint32(snap.Revision()), h.domainBytes)
+		}
+	} else {
+		qry := parseName(rest)
+		if rest == "\\" {
+			qry = parseEscapedInstance(q.Name, h.domainBytes)
+		}
+		rcode = h.answer(mw, snap, qry, q.Qtype)
+		if rcode == dns.RcodeNameError || (mw.an == 0 && !mw.tc) {
+			mw.soa(true, h.negTTL, uint32(snap.Revision()))
+		}
 	}
 	_, _ = w.Write(mw.finish(r.Id, r.RecursionDesired, true, rcode, optSize, opt != nil && opt.Do()))
 	return q.Qtype, rcode
@@ -154,8 +202,20 @@ func (h *Handler) answer(mw *msgWriter, snap *registry.Snapshot, qry query, qtyp
 		if svc == nil {
 			return dns.RcodeNameError
 		}
-		set := h.cache.get(snap, svc, qry.tag)
+		var set *answerSet
+		if !qry.idOnly {
+			set = h.cache.get(snap, svc, qry.tag)
+		}
 		if set == nil {
+			// <id>.<service>.service.<domain>, the forward name of an
+			// instance's PTR, when no instance has such a tag: the
+			// instance's own address.
+			if qry.kind == kindService && qry.tag != "" {
+				if in := instanceByLabel(svc, qry.tag); in != nil {
+					h.addrAnswer(mw, qtype, appendAddrRR(mw.scratchRR(), in.Address, h.ttl), in.Address.Is4())
+					return dns.RcodeSuccess
+				}
+			}
 			return dns.RcodeNameError
 		}
 		switch {
@@ -216,4 +276,15 @@ func writeError(w dns.ResponseWriter, r *dns.Msg, rcode int) int {
 	m.Rcode = rcode
 	_ = w.WriteMsg(m)
 	return rcode
+}
+
+// countOPT counts the OPT records in the additional section.
+func countOPT(extra []dns.RR) int {
+	n := 0
+	for _, rr := range extra {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			n++
+		}
+	}
+	return n
 }

@@ -20,6 +20,8 @@ var (
 type metrics struct {
 	requests [][]prometheus.Counter // [qtype index][rcode index]; last index is "other"
 	duration [2]prometheus.Observer // udp, tcp
+	rrlDrop  prometheus.Counter
+	rrlSlip  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -35,7 +37,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help:    "Time to answer a DNS request in the handler, by transport.",
 		Buckets: prometheus.ExponentialBuckets(10e-6, 4, 9), // 10us to 655ms
 	}, []string{"proto"})
-	for _, c := range []prometheus.Collector{requests, duration} {
+	rrl := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_dns_rrl_responses_total",
+		Help: "UDP responses held back by response-rate limiting (-dns-rrl-rate): dropped, or sent truncated so the client retries over TCP.",
+	}, []string{"action"})
+	for _, c := range []prometheus.Collector{requests, duration, rrl} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("dnsserver: register metrics: %w", err)
 		}
@@ -57,6 +63,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.duration[0] = duration.WithLabelValues("udp")
 	m.duration[1] = duration.WithLabelValues("tcp")
+	m.rrlDrop = rrl.WithLabelValues("dropped")
+	m.rrlSlip = rrl.WithLabelValues("truncated")
 	return m, nil
 }
 
@@ -81,4 +89,15 @@ func (m *metrics) observe(qtype uint16, rcode int, tcp bool, d time.Duration) {
 		p = 1
 	}
 	m.duration[p].Observe(d.Seconds())
+}
+
+// rrl counts one response held back by the rate limiter. m may be nil.
+func (m *metrics) rrl(slip bool) {
+	switch {
+	case m == nil:
+	case slip:
+		m.rrlSlip.Inc()
+	default:
+		m.rrlDrop.Inc()
+	}
 }

@@ -16,7 +16,7 @@ const (
 	kindNS                   // ns.<domain>: the name server's own address
 	kindEmpty                // an empty non-terminal such as service.<domain>
 	kindService              // [<tag>.]<service>.service.<domain>
-	kindSRV                  // _<service>._tcp.service.<domain> (RFC 2782)
+	kindSRV                  // [_<tag>.]_<service>._tcp.service.<domain> (RFC 2782)
 	kindNode                 // <node>.node.<domain>
 	kindAddr                 // <hex>.addr.<domain>: an SRV target
 )
@@ -28,6 +28,8 @@ type query struct {
 	tag     string
 	node    string
 	addr    netip.Addr
+	// idOnly: tag holds an instance ID spelled with escapes, never a tag.
+	idOnly bool
 }
 
 // inZone reports whether the fully qualified qname is the zone domain
@@ -61,6 +63,7 @@ func inZone(qname, domain string) (rest string, ok bool) {
 //	<service>.service           A, AAAA, SRV of the serving instances
 //	<tag>.<service>.service     the same, for instances with the tag
 //	_<service>._tcp.service     SRV (RFC 2782)
+//	_<tag>._<service>._tcp.service  the same, for instances with the tag
 //	<node>.node                 A or AAAA of a cluster node
 //	<hex>.addr                  A (8 hex digits) or AAAA (32): SRV targets
 func parseName(rest string) query {
@@ -107,6 +110,10 @@ func parseService(head string) query {
 			return query{kind: kindEmpty}
 		case len(rest) > 1 && rest[0] == '_' && strings.IndexByte(rest, '.') < 0:
 			return query{kind: kindSRV, service: rest[1:]}
+		}
+		tag, svc := splitLast(rest)
+		if len(tag) > 1 && tag[0] == '_' && len(svc) > 1 && svc[0] == '_' && strings.IndexByte(tag, '.') < 0 {
+			return query{kind: kindSRV, service: svc[1:], tag: tag[1:]}
 		}
 		return query{}
 	}

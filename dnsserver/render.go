@@ -33,7 +33,10 @@ type answerSet struct {
 	// targets are the distinct SRV target names: one per address.
 	targets []srvTarget
 	// Round-robin positions, one per record type, so that clients asking
-	// A and AAAA in pairs still see every A record first in turn.
+	// A and AAAA in pairs still see every A record first in turn. They
+	// are the only written fields: the padding keeps them off the cache
+	// line of the read-only fields above, which every query loads.
+	_                     [64]byte
 	rotA, rotAAAA, rotSRV atomic.Uint64
 }
 
@@ -52,6 +55,12 @@ type srvTarget struct {
 func renderSet(svc *registry.Service, tag string, ttl uint32) *answerSet {
 	s := &answerSet{}
 	targetOf := make(map[netip.Addr]int)
+	type srvKey struct {
+		target int
+		port   uint16
+	}
+	srvOf := make(map[srvKey]int)
+	weights := []uint64{}
 	for _, in := range svc.Instances {
 		if !in.Serving() || (tag != "" && !in.HasTag(tag)) {
 			continue
@@ -68,12 +77,23 @@ func renderSet(svc *registry.Service, tag string, ttl uint32) *answerSet {
 				s.aaaa = append(append(s.aaaa, 0xC0, 12), rr...)
 			}
 		}
+		// One SRV record per distinct target and port: instances that
+		// share both add their weights to it.
+		k := srvKey{t, in.Port}
+		if i, dup := srvOf[k]; dup {
+			weights[i] += uint64(in.Weight)
+			continue
+		}
+		srvOf[k] = len(s.srv)
+		weights = append(weights, uint64(in.Weight))
 		var r srvRec
 		binary.BigEndian.PutUint16(r.rdata[0:], srvPriority)
-		binary.BigEndian.PutUint16(r.rdata[2:], uint16(in.Weight))
 		binary.BigEndian.PutUint16(r.rdata[4:], in.Port)
 		r.target = t
 		s.srv = append(s.srv, r)
+	}
+	for i, w := range weights {
+		binary.BigEndian.PutUint16(s.srv[i].rdata[2:], uint16(min(w, 0xFFFF)))
 	}
 	return s
 }
@@ -103,12 +123,17 @@ func appendAddrRR(b []byte, a netip.Addr, ttl uint32) []byte {
 // a new pointer, so a stale entry is detected with one comparison, and the
 // answers are rendered once per version, not once per query.
 //
-// Readers never lock: the service map is copy-on-write and only grows when
-// a service is first queried; it drops services that are gone then.
+// Readers never lock: services is a sync.Map (a concurrent hash trie), so
+// adding the first entry of a service costs O(1), not a copy of every
+// entry. Entries of services that are gone are swept after as many adds as
+// there were entries at the last sweep, so sweeping is O(1) per add.
 type renderCache struct {
 	ttl      uint32
-	mu       sync.Mutex // serialises writers of services
-	services atomic.Pointer[map[string]*serviceEntry]
+	services sync.Map // string -> *serviceEntry
+
+	mu      sync.Mutex // serialises adds and sweeps
+	size    int        // entries, as of the last add
+	sweepAt int        // sweep when size reaches it
 }
 
 type serviceEntry struct {
@@ -126,17 +151,16 @@ type serviceRender struct {
 }
 
 func newRenderCache(ttl uint32) *renderCache {
-	c := &renderCache{ttl: ttl}
-	m := map[string]*serviceEntry{}
-	c.services.Store(&m)
-	return c
+	return &renderCache{ttl: ttl, sweepAt: 64}
 }
 
 // get returns the answer set of svc for tag, or nil if no instance of svc
 // has the tag (the name does not exist). snap is the snapshot svc is from.
 func (c *renderCache) get(snap *registry.Snapshot, svc *registry.Service, tag string) *answerSet {
-	e := (*c.services.Load())[svc.Name]
-	if e == nil {
+	var e *serviceEntry
+	if v, ok := c.services.Load(svc.Name); ok {
+		e = v.(*serviceEntry)
+	} else {
 		e = c.add(snap, svc.Name)
 	}
 	r := e.cur.Load()
@@ -158,20 +182,29 @@ func (c *renderCache) get(snap *registry.Snapshot, svc *registry.Service, tag st
 func (c *renderCache) add(snap *registry.Snapshot, name string) *serviceEntry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old := *c.services.Load()
-	if e := old[name]; e != nil {
-		return e
+	v, loaded := c.services.LoadOrStore(name, &serviceEntry{})
+	if loaded {
+		return v.(*serviceEntry)
 	}
-	m := make(map[string]*serviceEntry, len(old)+1)
-	for k, v := range old {
-		if snap.Service(k) != nil {
-			m[k] = v
+	c.size++
+	if c.size >= c.sweepAt {
+		c.sweep(snap)
+	}
+	return v.(*serviceEntry)
+}
+
+// sweep drops the entries of services that snap does not hold.
+func (c *renderCache) sweep(snap *registry.Snapshot) {
+	n := 0
+	c.services.Range(func(k, _ any) bool {
+		if snap.Service(k.(string)) == nil {
+			c.services.Delete(k)
+		} else {
+			n++
 		}
-	}
-	e := &serviceEntry{}
-	m[name] = e
-	c.services.Store(&m)
-	return e
+		return true
+	})
+	c.size, c.sweepAt = n, max(2*n, 64)
 }
 
 func (r *serviceRender) addTag(tag string, ttl uint32) *answerSet {

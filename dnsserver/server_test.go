@@ -173,6 +173,11 @@ func TestConfigValidation(t *testing.T) {
 		{"root domain", func(c *Config) { c.Domain = "." }, "domain"},
 		{"negative ttl", func(c *Config) { c.TTL = -time.Second }, "ttl"},
 		{"udp too small", func(c *Config) { c.MaxUDPSize = 100 }, "udp"},
+		{"no sockets", func(c *Config) { c.Sockets = -1 }, "sockets -1 must be between 1 and 64"},
+		{"too many sockets", func(c *Config) { c.Sockets = 65 }, "sockets 65 must be between 1 and 64"},
+		{"tcp conns", func(c *Config) { c.TCPMaxConns = -1 }, "tcp max conns"},
+		{"tcp idle", func(c *Config) { c.TCPIdleTimeout = time.Millisecond }, "tcp idle timeout"},
+		{"rrl rate", func(c *Config) { c.RRLRate = -1 }, "rrl rate"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -261,6 +266,12 @@ func TestDig(t *testing.T) {
 		{[]string{"API.service.herald", "A", "+tcp"}, []string{"status: NOERROR", ";API.service.herald.", "IN A 10.0.0.2"}},
 		{[]string{"nope.service.herald", "A"}, []string{"status: NXDOMAIN", "herald. 1 IN SOA ns.herald. hostmaster.herald."}},
 		{[]string{"example.com", "A"}, []string{"status: REFUSED"}},
+		{[]string{"-x", "10.0.0.1"}, []string{"status: NOERROR", "flags: qr aa", "1.0.0.10.in-addr.arpa. 5 IN PTR api-1.api.service.herald."}},
+		{[]string{"-x", "2001:db8::6", "+tcp"}, []string{"status: NOERROR", "IN PTR api-6.api.service.herald."}},
+		{[]string{"-x", "192.0.2.1"}, []string{"status: NOERROR", "1.2.0.192.in-addr.arpa. 5 IN PTR n1.node.herald."}},
+		{[]string{"-x", "10.9.9.9"}, []string{"status: NXDOMAIN", "in-addr.arpa. 1 IN SOA ns.herald. hostmaster.herald."}},
+		{[]string{"api-1.api.service.herald", "A"}, []string{"status: NOERROR", "api-1.api.service.herald. 5 IN A 10.0.0.1"}},
+		{[]string{"_v1._api._tcp.service.herald", "SRV"}, []string{"status: NOERROR", "_v1._api._tcp.service.herald. 5 IN SRV 1 10 9001 0a000001.addr.herald.", "0a000001.addr.herald. 5 IN A 10.0.0.1"}},
 	}
 	for _, tc := range tests {
 		args := append([]string{"@" + host, "-p", port, "+norecurse", "+time=2", "+tries=1"}, tc.args...)

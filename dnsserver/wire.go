@@ -307,3 +307,51 @@ func appendName(b []byte, name string) ([]byte, bool) {
 	}
 	return append(b, 0), true
 }
+
+// Labels of the PTR targets, in wire form.
+var (
+	labelService = []byte("\x07service")
+	labelNode    = []byte("\x04node")
+)
+
+// ptrRecord writes a PTR answer owned by the question name whose target is
+// l1[.l2].<suffix>.<domain>: suffix and domain are in wire form, l1 and l2
+// are single labels of any bytes (l2 may be empty: none). A target over 255
+// bytes is left out; one that does not fit sets TC.
+func (w *msgWriter) ptrRecord(ttl uint32, l1, l2 string, suffix, domain []byte) {
+	tlen := 1 + len(l1) + len(suffix) + len(domain)
+	if l2 != "" {
+		tlen += 1 + len(l2)
+	}
+	if tlen > 255 {
+		return
+	}
+	if !w.room(2 + 10 + tlen) {
+		w.tc = true
+		return
+	}
+	w.ptr(qnameOff)
+	w.rrHeader(dns.TypePTR, ttl, tlen)
+	w.b = append(append(w.b, byte(len(l1))), l1...)
+	if l2 != "" {
+		w.b = append(append(w.b, byte(len(l2))), l2...)
+	}
+	w.b = append(append(w.b, suffix...), domain...)
+	w.an++
+}
+
+// soaReverse writes the SOA of a reverse zone to the authority section: the
+// owner is the zone inside the question (domOff), and the names in it are
+// ns.<domain> and hostmaster.<domain>, domain in wire form.
+func (w *msgWriter) soaReverse(negTTL, serial uint32, domain []byte) {
+	w.ptr(w.domOff)
+	w.rrHeader(dns.TypeSOA, negTTL, 3+len(domain)+11+len(domain)+20)
+	w.b = append(append(w.b, 2, 'n', 's'), domain...)
+	w.b = append(append(w.b, 10, 'h', 'o', 's', 't', 'm', 'a', 's', 't', 'e', 'r'), domain...)
+	w.b = binary.BigEndian.AppendUint32(w.b, serial)
+	w.b = binary.BigEndian.AppendUint32(w.b, 3600)  // refresh
+	w.b = binary.BigEndian.AppendUint32(w.b, 600)   // retry
+	w.b = binary.BigEndian.AppendUint32(w.b, 86400) // expire
+	w.b = binary.BigEndian.AppendUint32(w.b, negTTL)
+	w.ns++
+}

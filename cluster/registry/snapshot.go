@@ -143,3 +143,13 @@ func (s *Snapshot) setService(name string, svc *Service) {
 		s.instances += len(svc.Instances)
 	}
 }
+
+// RangeNodes calls f for each cluster node, in no order, until f returns
+// false.
+func (s *Snapshot) RangeNodes(f func(Node) bool) {
+	for _, n := range s.nodes {
+		if !f(n) {
+			return
+		}
+	}
+}

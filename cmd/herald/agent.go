@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/herald-sd/herald/cmd/herald/internal/agent"
+	"github.com/herald-sd/herald/dnsserver"
 )
 
 func runAgent(args []string, _, stderr io.Writer) error {
@@ -42,6 +43,11 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP address for /metrics, /healthz and /readyz")
 	fs.StringVar(&cfg.Domain, "domain", cfg.Domain, "DNS zone this agent is authoritative for")
 	fs.DurationVar(&cfg.DNSTTL, "dns-ttl", cfg.DNSTTL, "TTL of DNS answers (0 allowed)")
+	fs.IntVar(&cfg.DNSSockets, "dns-sockets", cfg.DNSSockets, fmt.Sprintf("UDP sockets and TCP listeners on -dns-addr, shared with SO_REUSEPORT, each with its own reader (1 to %d; default GOMAXPROCS, at most 16)", dnsserver.MaxSockets))
+	fs.IntVar(&cfg.DNSTCPMaxConns, "dns-tcp-max-conns", cfg.DNSTCPMaxConns, "open DNS TCP connections at most; one past it is closed at once")
+	fs.DurationVar(&cfg.DNSTCPIdleTimeout, "dns-tcp-idle-timeout", cfg.DNSTCPIdleTimeout, "close a DNS TCP connection that sends no query for this long")
+	fs.IntVar(&cfg.DNSRRLRate, "dns-rrl-rate", cfg.DNSRRLRate, "DNS response-rate limit: UDP responses per second per client /24 (IPv6 /56); past it answers are dropped and every second one is sent truncated (0: off; 20 to 100 recommended where untrusted networks reach DNS)")
+	dnsReverse := fs.Bool("dns-reverse", !cfg.DNSDisableReverse, "answer PTR queries in in-addr.arpa. and ip6.arpa. for the addresses Herald holds (false: REFUSED)")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory that keeps this node's plain registrations and known members across restarts (a restart rejoins them)")
 	fs.BoolVar(&cfg.RecoverStore, "recover-store", cfg.RecoverStore, "if the -data-dir store file is damaged, move it aside, keep what can be read of it and start (default: refuse to start)")
 	fs.DurationVar(&cfg.DrainGrace, "drain-grace", cfg.DrainGrace, "on SIGTERM, serve owned instances as draining for this long before leaving the cluster (0: leave at once)")
@@ -61,6 +67,7 @@ func runAgent(args []string, _, stderr io.Writer) error {
 		}
 		cfg.ClockOffset = off
 	}
+	cfg.DNSDisableReverse = !*dnsReverse
 	cfg.Join = splitAddrs(join)
 	cfg.RetryJoin = splitAddrs(retryJoin)
 	var level slog.Level

@@ -3,7 +3,9 @@ package main
 // The DNS load benchmark: dnsperf against `herald agent -dev` holding 10
 // services of 10 instances with a mixed SRV/A query file, then the same
 // dnsperf run against cmd/dnsceiling, a miekg/dns server that answers every
-// query with one fixed A record on the same socket setup. Herald's QPS as a
+// query with one fixed A record on the same socket setup. It runs twice:
+// with one socket each (-dns-sockets 1, -sockets 1), and with the default
+// -dns-sockets (GOMAXPROCS, at most 16) on both sides. Herald's QPS as a
 // fraction of the ceiling is the figure of merit (target >= 0.8).
 
 import (
@@ -26,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/herald-sd/herald/dnsserver"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 )
 
@@ -59,12 +62,27 @@ func benchDNSPerf(ctx context.Context, env *benchEnv) error {
 		return err
 	}
 
-	herald, err := dnsStartAgent(ctx, env)
+	socketCounts := []int{1}
+	if d := dnsserver.DefaultSockets(); d > 1 {
+		socketCounts = append(socketCounts, d)
+	}
+	for _, n := range socketCounts {
+		if err := dnsPerfSockets(ctx, env, dnsperf, queries, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dnsPerfSockets runs the alternating rounds with n sockets on both sides:
+// herald with -dns-sockets n, dnsceiling with -sockets n.
+func dnsPerfSockets(ctx context.Context, env *benchEnv, dnsperf, queries string, n int) error {
+	herald, err := dnsStartAgent(ctx, env, n)
 	if err != nil {
 		return err
 	}
 	defer herald.stop()
-	ceiling, err := dnsStartCeiling(ctx, env)
+	ceiling, err := dnsStartCeiling(ctx, env, n)
 	if err != nil {
 		return err
 	}
@@ -72,8 +90,12 @@ func benchDNSPerf(ctx context.Context, env *benchEnv) error {
 
 	// Alternate short runs, so that load from anything else on the machine
 	// hits both servers alike; the best run of each is the figure.
-	fmt.Printf("dnsperf -l %d -c %s -T %s -q %s, UDP on 127.0.0.1, %d services x %d instances, mixed SRV/A queries, %d alternating rounds\n",
-		dnsPerfSecs, dnsPerfConc, dnsPerfThr, dnsPerfOut, dnsServices, dnsInstances, dnsRounds)
+	label := fmt.Sprintf("-dns-sockets %d", n)
+	if n == dnsserver.DefaultSockets() && n > 1 {
+		label += " (default)"
+	}
+	fmt.Printf("%s: dnsperf -l %d -c %s -T %s -q %s, UDP on 127.0.0.1, %d services x %d instances, mixed SRV/A queries, %d alternating rounds, both servers on %d SO_REUSEPORT socket(s)\n",
+		label, dnsPerfSecs, dnsPerfConc, dnsPerfThr, dnsPerfOut, dnsServices, dnsInstances, dnsRounds, n)
 	fmt.Printf("%-6s %-22s %12s %8s %12s %9s\n", "round", "server", "QPS", "lost", "avg latency", "NOERROR")
 	var best [2]float64
 	for round := 1; round <= dnsRounds; round++ {
@@ -94,8 +116,8 @@ func benchDNSPerf(ctx context.Context, env *benchEnv) error {
 	if ratio < dnsTarget {
 		verdict = "BELOW"
 	}
-	fmt.Printf("best QPS: herald %.0f, ceiling %.0f; ratio herald/ceiling: %.2f (%s the %.1f target)\n",
-		best[0], best[1], ratio, verdict, dnsTarget)
+	fmt.Printf("%s best QPS: herald %.0f, ceiling %.0f; ratio herald/ceiling: %.2f (%s the %.1f target)\n",
+		label, best[0], best[1], ratio, verdict, dnsTarget)
 	return nil
 }
 
@@ -168,7 +190,7 @@ func dnsStart(ctx context.Context, logPath string, stdout chan<- string, bin str
 
 // dnsStartAgent starts `herald agent -dev` on free loopback ports and
 // registers the instances through the gRPC API.
-func dnsStartAgent(ctx context.Context, env *benchEnv) (*dnsProc, error) {
+func dnsStartAgent(ctx context.Context, env *benchEnv, sockets int) (*dnsProc, error) {
 	dnsAddr, err := dnsFreeUDPTCP()
 	if err != nil {
 		return nil, err
@@ -181,7 +203,7 @@ func dnsStartAgent(ctx context.Context, env *benchEnv) (*dnsProc, error) {
 	}
 	p, err := dnsStart(ctx, filepath.Join(env.WorkDir, "dns-agent.log"), nil, env.HeraldBin,
 		"agent", "-dev", "-dns-addr", dnsAddr, "-grpc-addr", grpcAddr, "-http-addr", httpAddr, "-bind", bindAddr,
-		"-log-level", "warn")
+		"-dns-sockets", strconv.Itoa(sockets), "-log-level", "warn")
 	if err != nil {
 		return nil, fmt.Errorf("%w (run `make build` first)", err)
 	}
@@ -229,7 +251,7 @@ func dnsRegister(ctx context.Context, grpcAddr string) error {
 
 // dnsStartCeiling starts cmd/dnsceiling on a free port; it is built next to
 // the herald binary by `make build`, or here if missing.
-func dnsStartCeiling(ctx context.Context, env *benchEnv) (*dnsProc, error) {
+func dnsStartCeiling(ctx context.Context, env *benchEnv, sockets int) (*dnsProc, error) {
 	bin := filepath.Join(filepath.Dir(env.HeraldBin), "dnsceiling")
 	if _, err := os.Stat(bin); err != nil {
 		bin = filepath.Join(env.WorkDir, "dnsceiling")
@@ -239,7 +261,7 @@ func dnsStartCeiling(ctx context.Context, env *benchEnv) (*dnsProc, error) {
 		}
 	}
 	lines := make(chan string, 1)
-	p, err := dnsStart(ctx, filepath.Join(env.WorkDir, "dnsceiling.log"), lines, bin, "-addr", "127.0.0.1:0")
+	p, err := dnsStart(ctx, filepath.Join(env.WorkDir, "dnsceiling.log"), lines, bin, "-addr", "127.0.0.1:0", "-sockets", strconv.Itoa(sockets))
 	if err != nil {
 		return nil, err
 	}

@@ -151,6 +151,11 @@ func Run(ctx context.Context, cfg Config) error {
 	dnsCfg.Addr = cfg.DNSAddr
 	dnsCfg.Domain = cfg.Domain
 	dnsCfg.TTL = cfg.DNSTTL
+	dnsCfg.Sockets = cfg.DNSSockets
+	dnsCfg.TCPMaxConns = cfg.DNSTCPMaxConns
+	dnsCfg.TCPIdleTimeout = cfg.DNSTCPIdleTimeout
+	dnsCfg.RRLRate = cfg.DNSRRLRate
+	dnsCfg.DisableReverse = cfg.DNSDisableReverse
 	dnsCfg.Logger = log.With("component", "dns")
 	dnsCfg.Registerer = metrics
 	dnsCfg.Source = reg

@@ -92,6 +92,22 @@ type Config struct {
 	// DNSTTL is the TTL of DNS answers; 0 is allowed. Default: the
 	// dnsserver package's (5s).
 	DNSTTL time.Duration
+	// DNSSockets is the number of UDP sockets and TCP listeners on DNSAddr
+	// (SO_REUSEPORT). Default: the dnsserver package's (GOMAXPROCS, at
+	// most 16).
+	DNSSockets int
+	// DNSTCPMaxConns caps open DNS TCP connections. Default: the dnsserver
+	// package's (1024).
+	DNSTCPMaxConns int
+	// DNSTCPIdleTimeout closes idle DNS TCP connections. Default: the
+	// dnsserver package's (10s).
+	DNSTCPIdleTimeout time.Duration
+	// DNSRRLRate is the DNS response-rate limit per client network and
+	// second; 0 is off. Default 0, as the dnsserver package's.
+	DNSRRLRate int
+	// DNSDisableReverse turns off PTR answers (flag -dns-reverse=false).
+	// Default false: reverse lookups are answered.
+	DNSDisableReverse bool
 	// DataDir persists the node's plain registrations and the Serf members
 	// it knows (serf.snapshot), so that a restart rejoins them without
 	// -join. Default none (memory), which suits -dev and tests.
@@ -124,21 +140,25 @@ func DefaultConfig() Config {
 	cl := cluster.DefaultConfig(nil)
 	dns := dnsserver.DefaultConfig()
 	return Config{
-		Node:          defaultNodeName(),
-		Bind:          cl.BindAddr,
-		JoinTimeout:   cl.JoinTimeout,
-		SyncInterval:  cl.SyncInterval,
-		ReapFailed:    cl.ReapFailed,
-		ProbeInterval: cl.ProbeInterval,
-		ProbeTimeout:  cl.ProbeTimeout,
-		SuspicionMult: cl.SuspicionMult,
-		DNSAddr:       dns.Addr,
-		GRPCAddr:      "127.0.0.1:8700",
-		HTTPAddr:      "127.0.0.1:8800",
-		Domain:        dns.Domain,
-		DNSTTL:        dns.TTL,
-		DrainGrace:    time.Second,
-		Logger:        slog.Default(),
+		Node:              defaultNodeName(),
+		Bind:              cl.BindAddr,
+		JoinTimeout:       cl.JoinTimeout,
+		SyncInterval:      cl.SyncInterval,
+		ReapFailed:        cl.ReapFailed,
+		ProbeInterval:     cl.ProbeInterval,
+		ProbeTimeout:      cl.ProbeTimeout,
+		SuspicionMult:     cl.SuspicionMult,
+		DNSAddr:           dns.Addr,
+		GRPCAddr:          "127.0.0.1:8700",
+		HTTPAddr:          "127.0.0.1:8800",
+		Domain:            dns.Domain,
+		DNSTTL:            dns.TTL,
+		DNSSockets:        dns.Sockets,
+		DNSTCPMaxConns:    dns.TCPMaxConns,
+		DNSTCPIdleTimeout: dns.TCPIdleTimeout,
+		DNSRRLRate:        dns.RRLRate,
+		DrainGrace:        time.Second,
+		Logger:            slog.Default(),
 	}
 }
 
@@ -190,6 +210,18 @@ func (c Config) validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("agent: %s %s must not be negative", f.flag, f.v)
 		}
+	}
+	if c.DNSSockets < 0 || c.DNSSockets > dnsserver.MaxSockets {
+		return fmt.Errorf("agent: -dns-sockets %d must be between 1 and %d (0: the default, GOMAXPROCS at most 16)", c.DNSSockets, dnsserver.MaxSockets)
+	}
+	if c.DNSTCPMaxConns < 0 {
+		return fmt.Errorf("agent: -dns-tcp-max-conns %d must not be negative", c.DNSTCPMaxConns)
+	}
+	if c.DNSTCPIdleTimeout < 0 {
+		return fmt.Errorf("agent: -dns-tcp-idle-timeout %s must not be negative", c.DNSTCPIdleTimeout)
+	}
+	if c.DNSRRLRate < 0 {
+		return fmt.Errorf("agent: -dns-rrl-rate %d must not be negative (0 is off)", c.DNSRRLRate)
 	}
 	if c.SuspicionMult < 0 {
 		return fmt.Errorf("agent: -suspicion-mult %d must not be negative", c.SuspicionMult)
