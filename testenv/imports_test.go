@@ -32,7 +32,7 @@ var importRules = []struct {
 	{"testenv/wait", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/resolver", module + "/cmd"}, nil},
 	// The server never links the test support in.
 	{"cmd/herald", []string{module + "/pushsvc/heraldtest", module + "/testenv"}, nil},
-	{"testenv/traffic", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/cmd"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client"}},
+	{"testenv/traffic", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/cmd"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client", module + "/pushsvc/heraldtls"}},
 	{"testenv", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/cmd/herald"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client", module + "/pushsvc/heraldtls"}},
 }
 
