@@ -116,6 +116,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	gs := push.NewGRPCServer()
 	cl.RegisterGRPC(gs)
+	grpcOps := registerGRPCOps(gs, ready) // grpchealth.go
+	closers = append(closers, grpcOps.Close)
 
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -176,7 +178,11 @@ func Run(ctx context.Context, cfg Config) error {
 	closers = append(closers, func() { cl.Shutdown() })
 	ready.ready("cluster")
 	ready.check(cl.Ready)
-	log.Info("agent ready", "dns", cfg.DNSAddr, "grpc", cfg.GRPCAddr, "http", cfg.HTTPAddr, "serf", cfg.Bind, "advertise", cl.LocalAddr(), "domain", cfg.Domain, "epoch", reg.Epoch())
+	bound := listening{dns: dnsSrv.Addr(), grpc: grpcLn.Addr().String(), http: httpLn.Addr().String(), serf: cl.LocalAddr()}
+	log.Info("agent ready", "dns", bound.dns, "grpc", bound.grpc, "http", bound.http, "serf", cfg.Bind, "advertise", bound.serf, "domain", cfg.Domain, "epoch", reg.Epoch())
+	if cfg.Dev {
+		logDev(log, cfg, bound) // dev.go
+	}
 
 	select {
 	case <-ctx.Done():
