@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -20,7 +19,7 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("herald agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var join, retryJoin multiFlag
-	fs.BoolVar(&cfg.Dev, "dev", cfg.Dev, "run a single in-memory dev node with everything on 127.0.0.1")
+	fs.BoolVar(&cfg.Dev, "dev", cfg.Dev, "dev mode: silences the warning about running without -data-dir and logs how to try the node; nothing else. The addresses are those of their flags, whose defaults are all on 127.0.0.1, so a plain -dev is one node on loopback with its registrations in memory")
 	fs.StringVar(&cfg.Node, "node", cfg.Node, "node name, a DNS label unique in the cluster")
 	fs.StringVar(&cfg.Bind, "bind", cfg.Bind, "Serf gossip address (UDP and TCP)")
 	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "Serf address peers should use (default: -bind; with -bind 0.0.0.0 or [::], this host's private IP)")
@@ -66,17 +65,13 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	opts := &slog.HandlerOptions{Level: level}
 	switch *logFormat {
 	case "text":
-		cfg.Logger = slog.New(slog.NewTextHandler(stderr, opts))
+		cfg.Logger = slog.New(agent.UniqueAttrs(slog.NewTextHandler(stderr, opts)))
 	case "json":
-		cfg.Logger = slog.New(slog.NewJSONHandler(stderr, opts))
+		cfg.Logger = slog.New(agent.UniqueAttrs(slog.NewJSONHandler(stderr, opts)))
 	default:
 		return usagef("-log-format %q: want text or json", *logFormat)
 	}
 	slog.SetDefault(cfg.Logger)
-	if cfg.Dev {
-		cfg.Logger.Info("dev mode: one in-memory node on 127.0.0.1",
-			"try", fmt.Sprintf("herald register -service api -id api-1 -address 10.0.0.5 -port 9000 && dig @127.0.0.1 -p %s api.service.herald SRV", portOf(cfg.DNSAddr)))
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return agent.Run(ctx, cfg)
@@ -93,11 +88,4 @@ func splitAddrs(values []string) []string {
 		}
 	}
 	return out
-}
-
-func portOf(addr string) string {
-	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
-		return addr[i+1:]
-	}
-	return addr
 }
