@@ -41,6 +41,7 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	fs.BoolVar(&cfg.RecoverStore, "recover-store", cfg.RecoverStore, "if the -data-dir store file is damaged, move it aside, keep what can be read of it and start (default: refuse to start)")
 	fs.DurationVar(&cfg.DrainGrace, "drain-grace", cfg.DrainGrace, "on SIGTERM, serve owned instances as draining for this long before leaving the cluster (0: leave at once)")
 	fs.StringVar(&cfg.ACLFile, "acl-file", cfg.ACLFile, "JSON file of API tokens and their rights, reread on SIGHUP (default: every request is allowed)")
+	fs.IntVar(&cfg.CheckConcurrency, "check-concurrency", cfg.CheckConcurrency, "the most active health checks (-check tcp=, http=, grpc=) this node probes at once")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := parse(fs, args); err != nil {

@@ -166,7 +166,8 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 	var weight weightFlag // flags.go
 	fs.Var(&weight, "weight", "weight `N` from 0 to 65535, the instance's share of new traffic; 0 means none (default 1)")
 	st := fs.String("status", "passing", "initial `status`: passing, warning, critical or draining (draining: registered but sent no new traffic)")
-	check := fs.String("check", "", "what keeps the instance (`CHECK`): none (until deregistered), ttl=DURATION (renewed with 'herald heartbeat' within DURATION, else critical, then removed) or session (lives while this command runs)")
+	check := fs.String("check", "", "what keeps the instance (`CHECK`): none (until deregistered), ttl=DURATION (renewed with 'herald heartbeat' within DURATION, else critical, then removed), session (lives while this command runs), "+
+		"or an active check the agent probes: tcp=HOST:PORT, http=URL (2xx passing, 429 warning, else critical) or grpc=HOST:PORT[/SERVICE] (grpc.health.v1), each with options ,interval=10s,timeout=5s,deregister-after=0,success-before-passing=1,failures-before-critical=1")
 	var tags, meta multiFlag
 	fs.Var(&tags, "tag", "a `tag` (repeatable)")
 	fs.Var(&meta, "meta", "metadata `key=value` (repeatable)")
@@ -212,7 +213,14 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 		}
 		in.Check = &pb.Check{Kind: pb.Check_KIND_TTL, Ttl: durationpb.New(d)}
 	default:
-		return usagef("-check %q: want ttl=<duration> or session", *check)
+		c, ok, err := activeCheck(*check) // checkflag.go
+		if !ok {
+			return usagef("-check %q: want ttl=DURATION, session, tcp=HOST:PORT, http=URL or grpc=HOST:PORT[/SERVICE]", *check)
+		}
+		if err != nil {
+			return usagef("-check: %v", err)
+		}
+		in.Check = c
 	}
 	if session {
 		return registerSession(cf, in, stdout)

@@ -83,11 +83,22 @@ type instanceJSON struct {
 	Stamp   uint64            `json:"stamp"`
 }
 
-// checkJSON is an instance's check: its kind and, for ttl, the ttl.
+// checkJSON is an instance's check: its kind and, for ttl, the ttl; for
+// an active check its target, timings and the output of its last status
+// change.
 type checkJSON struct {
-	Kind string `json:"kind"`
-	TTL  string `json:"ttl,omitempty"`
+	Kind                   string `json:"kind"`
+	TTL                    string `json:"ttl,omitempty"`
+	Target                 string `json:"target,omitempty"`
+	Interval               string `json:"interval,omitempty"`
+	Timeout                string `json:"timeout,omitempty"`
+	DeregisterAfter        string `json:"deregister_after,omitempty"`
+	SuccessBeforePassing   uint32 `json:"success_before_passing,omitempty"`
+	FailuresBeforeCritical uint32 `json:"failures_before_critical,omitempty"`
+	Output                 string `json:"output,omitempty"`
 }
+
+var activeKindNames = map[pb.Check_Kind]string{pb.Check_KIND_TCP: "tcp", pb.Check_KIND_HTTP: "http", pb.Check_KIND_GRPC: "grpc"}
 
 func checkOf(in *pb.Instance) *checkJSON {
 	c := in.GetCheck()
@@ -96,17 +107,28 @@ func checkOf(in *pb.Instance) *checkJSON {
 		return &checkJSON{Kind: "ttl", TTL: c.GetTtl().AsDuration().String()}
 	case pb.Check_KIND_SESSION:
 		return &checkJSON{Kind: "session"}
+	case pb.Check_KIND_TCP, pb.Check_KIND_HTTP, pb.Check_KIND_GRPC:
+		j := &checkJSON{Kind: activeKindNames[c.GetKind()], Target: c.GetTarget(), Interval: c.GetInterval().AsDuration().String(),
+			Timeout: c.GetTimeout().AsDuration().String(), SuccessBeforePassing: c.GetSuccessBeforePassing(),
+			FailuresBeforeCritical: c.GetFailuresBeforeCritical(), Output: in.GetCheckOutput()}
+		if c.GetDeregisterAfter() != nil {
+			j.DeregisterAfter = c.GetDeregisterAfter().AsDuration().String()
+		}
+		return j
 	}
 	return nil
 }
 
-// String is the check in the table: "-", "session" or "ttl=10s".
+// String is the check in the table: "-", "session", "ttl=10s" or
+// "http=URL/10s".
 func (c *checkJSON) String() string {
 	switch {
 	case c == nil:
 		return "-"
 	case c.TTL != "":
 		return c.Kind + "=" + c.TTL
+	case c.Target != "":
+		return c.Kind + "=" + c.Target + "/" + c.Interval
 	}
 	return c.Kind
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/herald-sd/herald/cluster"
+	"github.com/herald-sd/herald/cluster/checks"
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/cluster/store"
 	"github.com/herald-sd/herald/dnsserver"
@@ -176,6 +177,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	closers = append(closers, func() { cl.Shutdown() })
+	prober := checks.New(checks.Config{Source: reg, Writer: reg, Concurrency: cfg.CheckConcurrency, Logger: log.With("component", "checks")})
+	prober.Start()
+	closers = append(closers, prober.Close)
 	ready.ready("cluster")
 	ready.check(cl.Ready)
 	bound := listening{dns: dnsSrv.Addr(), grpc: grpcLn.Addr().String(), http: httpLn.Addr().String(), serf: cl.LocalAddr()}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/herald-sd/herald/cluster"
+	"github.com/herald-sd/herald/cluster/checks"
 	"github.com/herald-sd/herald/dnsserver"
 )
 
@@ -107,9 +108,15 @@ type Config struct {
 	// ACLFile is the JSON access policy of the gRPC API (pushsvc/acl),
 	// reread on SIGHUP. Default none: every request is allowed.
 	ACLFile string
+	// CheckConcurrency is the most active health checks (tcp, http, grpc)
+	// this node probes at once (cluster/checks). Default 64; at most 4096.
+	CheckConcurrency int
 	// Logger. Default slog.Default(), the process's logger.
 	Logger *slog.Logger
 }
+
+// MaxCheckConcurrency bounds Config.CheckConcurrency.
+const MaxCheckConcurrency = 4096
 
 // DefaultConfig returns the defaults of every field. The settings the agent
 // passes on to a package take that package's defaults.
@@ -132,6 +139,8 @@ func DefaultConfig() Config {
 		DNSTTL:        dns.TTL,
 		DrainGrace:    time.Second,
 		Logger:        slog.Default(),
+
+		CheckConcurrency: checks.DefaultConcurrency,
 	}
 }
 
@@ -153,6 +162,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SuspicionMult == 0 {
 		c.SuspicionMult = d.SuspicionMult
+	}
+	if c.CheckConcurrency == 0 {
+		c.CheckConcurrency = d.CheckConcurrency
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
@@ -183,6 +195,9 @@ func (c Config) validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("agent: %s %s must not be negative", f.flag, f.v)
 		}
+	}
+	if c.CheckConcurrency < 0 || c.CheckConcurrency > MaxCheckConcurrency {
+		return fmt.Errorf("agent: -check-concurrency %d must be between 1 and %d", c.CheckConcurrency, MaxCheckConcurrency)
 	}
 	if c.SuspicionMult < 0 {
 		return fmt.Errorf("agent: -suspicion-mult %d must not be negative", c.SuspicionMult)
