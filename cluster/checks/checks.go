@@ -17,6 +17,7 @@
 package checks
 
 import (
+	"container/heap"
 	"context"
 	"log/slog"
 	"math/rand/v2"
@@ -69,6 +70,7 @@ const reconcileGap = 100 * time.Millisecond
 type Runner struct {
 	cfg     Config
 	entries map[registry.Key]*entry
+	due     schedule // the entries not being probed, soonest first
 	jobs    chan job
 	results chan result
 	wake    chan struct{}
@@ -92,6 +94,7 @@ type entry struct {
 	running       bool
 	passes, fails uint32
 	criticalSince time.Time // zero unless critical
+	index         int       // in the schedule; -1 when not in it
 }
 
 type job struct {
@@ -225,8 +228,12 @@ func (r *Runner) reconcile(now time.Time) {
 		seen[k] = true
 		e := r.entries[k]
 		if e == nil || e.check != in.Check {
-			e = &entry{key: k, check: in.Check, next: now.Add(r.cfg.Jitter(in.Check.Interval))}
+			if e != nil {
+				r.drop(e)
+			}
+			e = &entry{key: k, check: in.Check, next: now.Add(r.cfg.Jitter(in.Check.Interval)), index: -1}
 			r.entries[k] = e
+			heap.Push(&r.due, e)
 		}
 		if e.status != in.Status {
 			e.status = in.Status
@@ -236,10 +243,19 @@ func (r *Runner) reconcile(now time.Time) {
 			}
 		}
 	}
-	for k := range r.entries {
+	for k, e := range r.entries {
 		if !seen[k] {
-			delete(r.entries, k)
+			r.drop(e)
 		}
+	}
+}
+
+// drop forgets an entry: out of the map and the schedule; a probe of it
+// that is running is ignored when it ends.
+func (r *Runner) drop(e *entry) {
+	delete(r.entries, e.key)
+	if e.index >= 0 {
+		heap.Remove(&r.due, e.index)
 	}
 }
 
@@ -247,37 +263,33 @@ func (r *Runner) reconcile(now time.Time) {
 // check is due, and blocked when a due check found no free worker (the
 // next result frees one).
 func (r *Runner) step(now time.Time) (next time.Time, blocked bool) {
-	for _, e := range r.entries {
-		if e.running {
-			continue
-		}
+	for len(r.due) > 0 {
+		e := r.due[0]
 		if e.next.After(now) {
-			next = minTime(next, e.next)
-			continue
-		}
-		if blocked {
-			continue
+			return e.next, false
 		}
 		select {
 		case r.jobs <- job{e.key, e.check}:
+			heap.Pop(&r.due)
 			e.running = true
 		default:
-			blocked = true
+			return e.next, true
 		}
 	}
-	return next, blocked
+	return time.Time{}, false
 }
 
 // apply counts a probe's result against the thresholds and writes a
 // transition; a check critical for DeregisterAfter is removed.
 func (r *Runner) apply(res result, now time.Time) {
 	e := r.entries[res.key]
-	if e == nil || e.check != res.check {
+	if e == nil || e.check != res.check || !e.running {
 		return // removed or re-registered while it was probed
 	}
 	e.running = false
 	iv := e.check.Interval
 	e.next = now.Add(iv - iv/10 + r.cfg.Jitter(iv/5+1))
+	heap.Push(&r.due, e)
 	want := registry.StatusUnknown
 	if res.Status == registry.StatusCritical {
 		e.passes, e.fails = 0, e.fails+1
@@ -316,7 +328,7 @@ func (r *Runner) apply(res result, now time.Time) {
 		}
 		r.cfg.Logger.Info("check deregistered the instance: critical longer than deregister-after", "instance", e.key.String(),
 			"deregister_after", d.String(), "output", clip(res.Output))
-		delete(r.entries, e.key)
+		r.drop(e)
 	}
 }
 
@@ -325,4 +337,28 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// schedule is a min-heap of entries by their next probe time, so that a
+// step costs O(log n) per probe instead of a scan of every check.
+type schedule []*entry
+
+func (s schedule) Len() int           { return len(s) }
+func (s schedule) Less(i, j int) bool { return s[i].next.Before(s[j].next) }
+func (s schedule) Swap(i, j int) {
+	s[i], s[j] = s[j], s[i]
+	s[i].index, s[j].index = i, j
+}
+func (s *schedule) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*s)
+	*s = append(*s, e)
+}
+func (s *schedule) Pop() any {
+	old := *s
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	e.index = -1
+	*s = old[:len(old)-1]
+	return e
 }
