@@ -48,7 +48,7 @@ _herald() {
     -log-level) COMPREPLY=($(compgen -W "debug info warn error" -- "$cur")); return ;;
     -log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
     -check) COMPREPLY=($(compgen -W "ttl= session" -- "$cur")); compopt -o nospace 2>/dev/null; return ;;
-    -data-dir|-acl-file|-token-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    -data-dir|-acl-file|-token-file|-config-file|-config-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac
   if [[ "$cur" == -* ]]; then
     COMPREPLY=($(compgen -W "$("$bin" "$cmd" -h 2>&1 | sed -n 's/^  \(-[A-Za-z0-9-]*\).*/\1/p')" -- "$cur"))
@@ -59,6 +59,8 @@ _herald() {
       COMPREPLY=($(compgen -W "$("$bin" services 2>/dev/null | awk 'NR>1 {print $1}')" -- "$cur")) ;;
     completion)
       COMPREPLY=($(compgen -W "bash" -- "$cur")) ;;
+    validate)
+      COMPREPLY=($(compgen -f -- "$cur")) ;;
   esac
 }
 complete -F _herald herald

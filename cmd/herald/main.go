@@ -44,6 +44,7 @@ func commands() []command {
 		{"join", "make the agent join the cluster of the given Serf addresses", runJoin},
 		{"force-leave", "remove a failed member now (its instances go at once)", runForceLeave},
 		{"watch", "print every change of the watched services as it happens", runWatch},
+		{"validate", "check agent config files without starting the agent", runValidate},
 		{"version", "print the version (-json: as JSON)", runVersion},
 		{"completion", "print a shell completion script: herald completion bash", runCompletion},
 	}

@@ -177,6 +177,24 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	closers = append(closers, func() { cl.Shutdown() })
+	boot := &bootServices{reg: reg, log: log.With("component", "config")} // services.go
+	boot.apply(cfg.Services)
+	if cfg.ServiceUpdates != nil {
+		stopUpdates := make(chan struct{})
+		updatesDone := make(chan struct{})
+		go func() {
+			defer close(updatesDone)
+			for {
+				select {
+				case <-stopUpdates:
+					return
+				case list := <-cfg.ServiceUpdates:
+					boot.apply(list)
+				}
+			}
+		}()
+		closers = append(closers, func() { close(stopUpdates); <-updatesDone })
+	}
 	prober := checks.New(checks.Config{Source: reg, Writer: reg, Concurrency: cfg.CheckConcurrency, Logger: log.With("component", "checks")})
 	prober.Start()
 	closers = append(closers, prober.Close)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster"
 	"github.com/herald-sd/herald/cluster/checks"
+	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/dnsserver"
 )
 
@@ -111,6 +112,13 @@ type Config struct {
 	// CheckConcurrency is the most active health checks (tcp, http, grpc)
 	// this node probes at once (cluster/checks). Default 64; at most 4096.
 	CheckConcurrency int
+	// Services are registered at start, as this node's own (the config
+	// file's "services"). Default none.
+	Services []*registry.Instance
+	// ServiceUpdates, when set, carries new lists of Services (a config
+	// reload): the agent registers what is new or changed and deregisters
+	// what the previous list had and this one lacks.
+	ServiceUpdates <-chan []*registry.Instance
 	// Logger. Default slog.Default(), the process's logger.
 	Logger *slog.Logger
 }
@@ -173,6 +181,13 @@ func (c *Config) setDefaults() {
 		c.Domain += "."
 	}
 	c.Domain = strings.ToLower(c.Domain)
+}
+
+// Check fills the defaults and validates the config, as Run does, without
+// starting anything (herald validate).
+func (c *Config) Check() error {
+	c.setDefaults()
+	return c.validate()
 }
 
 // validate rejects invalid values. It changes nothing.
