@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -50,12 +51,21 @@ func newClientFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *clientFlag
 }
 
 // parse parses args and maps flag errors to usage errors.
+// A mistake prints one line that names the mistake and how to see the
+// flags, not the flag package's error followed by every flag's help; -h
+// prints the help.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	out := fs.Output()
+	var help bytes.Buffer
+	fs.SetOutput(&help)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			out.Write(help.Bytes())
 			return err
 		}
-		return usageError{err.Error()}
+		return usagef("%v (run '%s -h' for its flags)", err, fs.Name())
 	}
 	return flagsBeforeArgs(fs)
 }

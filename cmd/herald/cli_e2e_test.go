@@ -98,12 +98,17 @@ func TestCLIBehavesEndToEnd(t *testing.T) {
 		{[]string{"register", "-service", "api", "-id", "x", "-address", "10.0.0.1", "-port", "-1"}, 2, `invalid value "-1" for flag -port`},
 		{[]string{"register", "-service", "api", "-id", "x", "-address", "10.0.0.1", "-port", "80", "-check", "ttl=-5s"}, 2, "the ttl must be more than 0"},
 		{[]string{"services", "-timeout", "-1s"}, 2, "-timeout -1s: must be more than 0"},
+		{[]string{"register", "-x"}, 2, "herald register: flag provided but not defined: -x (run 'herald register -h' for its flags)\n"},
+		{[]string{"agent", "-dev", "extra"}, 2, `unexpected argument "extra": herald agent takes no arguments`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			code, out, errOut := a.runEnv(nil, tt.args...)
 			if code != tt.code || !strings.Contains(out+errOut, tt.msg) {
 				t.Fatalf("exit %d (want %d), stdout %q stderr %q (want %q)", code, tt.code, out, errOut, tt.msg)
+			}
+			if tt.code == 2 && strings.Count(errOut, "\n") != 1 {
+				t.Errorf("a command line mistake printed more than one line:\n%s", errOut)
 			}
 			for _, rep := range []string{"not found: ", "registry: ", "pushsvc: ", "client: "} {
 				if strings.Contains(errOut, rep) {
