@@ -173,7 +173,7 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 	id := fs.String("id", "", "instance id, unique within the service")
 	address := fs.String("address", "", "IPv4 or IPv6 address")
 	port := fs.Uint("port", 0, "port, 1 to 65535")
-	var weight weightFlag // flags.go
+	var weight weightFlag // output.go
 	fs.Var(&weight, "weight", "weight `N` from 0 to 65535, the instance's share of new traffic; 0 means none (default 1)")
 	st := fs.String("status", "passing", "initial `status`: passing, warning, critical or draining (draining: registered but sent no new traffic)")
 	check := fs.String("check", "", "what keeps the instance (`CHECK`): none (until deregistered), ttl=DURATION (renewed with 'herald heartbeat' within DURATION, else critical, then removed), session (lives while this command runs), "+
