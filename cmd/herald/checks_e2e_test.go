@@ -125,6 +125,10 @@ func TestActiveChecksEndToEnd(t *testing.T) {
 	})
 	t.Logf("deregistered %s after registration (deregister-after 2s)", time.Since(began).Round(time.Millisecond))
 
+	if m := a.metrics(); metricValue(m, "herald_check_probes_total") <= 0 || metricValue(m, "herald_check_status_changes_total") < 6 {
+		t.Errorf("check metrics: probes %v, status changes %v", metricValue(m, "herald_check_probes_total"), metricValue(m, "herald_check_status_changes_total"))
+	}
+
 	// Bad checks are refused with the field named.
 	for _, tt := range []struct{ check, msg string }{
 		{"tcp=nohost", `invalid check.target: "nohost": want host:port`},

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/herald-sd/herald/cluster"
@@ -198,6 +199,11 @@ func Run(ctx context.Context, cfg Config) error {
 	prober := checks.New(checks.Config{Source: reg, Writer: reg, Concurrency: cfg.CheckConcurrency, Logger: log.With("component", "checks")})
 	prober.Start()
 	closers = append(closers, prober.Close)
+	metrics.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_check_probes_total", Help: "Active health check probes (tcp, http, grpc) run by this node."},
+			func() float64 { p, _ := prober.Stats(); return float64(p) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_check_status_changes_total", Help: "Status changes written by this node's active health checks."},
+			func() float64 { _, w := prober.Stats(); return float64(w) }))
 	ready.ready("cluster")
 	ready.check(cl.Ready)
 	bound := listening{dns: dnsSrv.Addr(), grpc: grpcLn.Addr().String(), http: httpLn.Addr().String(), serf: cl.LocalAddr()}
