@@ -10,12 +10,17 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 GOIMPORTS_VERSION          := v0.52.0
 
-.PHONY: all build run test test-short nemesis bench lint proto fuzz clean
+.PHONY: all build install run test test-short nemesis bench lint proto fuzz clean
 
 all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+# herald into GOBIN (else GOPATH/bin), stamped with `git describe`.
+install:
+	$(GO) install -ldflags "$(LDFLAGS)" ./cmd/herald
+	@echo "installed $(GOBIN_DIR)/herald $(VERSION)"
 
 run: build
 	@echo "Starting a dev agent: DNS 127.0.0.1:8600, gRPC 127.0.0.1:8700, HTTP 127.0.0.1:8800"
@@ -52,13 +57,15 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzServeDNS -fuzztime 60s ./dnsserver/
 
 # Formatting, import grouping (standard library, others, then this module's
-# own packages), a tidy go.mod and vet. CI runs it before the tests.
+# own packages), a tidy go.mod whose go line is the minimum the dependencies
+# allow (.ci/gomod-check), and vet. CI runs it before the tests.
 # Generated protobuf code is left as protoc writes it.
 lint:
 	$(GO) install golang.org/x/tools/cmd/goimports@$(GOIMPORTS_VERSION)
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@out=$$($(GOBIN_DIR)/goimports -local $(MODULE) -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "goimports needed (goimports -local $(MODULE) -w FILE):"; echo "$$out"; exit 1; fi
 	$(GO) mod tidy -diff
+	@sh .ci/gomod-check
 	$(GO) vet ./...
 
 # Regenerate the protobuf code (committed, so users need no protoc).

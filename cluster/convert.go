@@ -42,6 +42,14 @@ func instanceToPB(in *registry.Instance) *clusterpb.Instance {
 		Owner:            in.Owner,
 		UpdatedUnixNanos: in.Updated.UnixNano(),
 		Stamp:            uint64(in.Stamp),
+
+		CheckTarget:                 in.Check.Target,
+		CheckIntervalNanos:          int64(in.Check.Interval),
+		CheckTimeoutNanos:           int64(in.Check.Timeout),
+		CheckDeregisterAfterNanos:   int64(in.Check.DeregisterAfter),
+		CheckSuccessBeforePassing:   in.Check.SuccessBeforePassing,
+		CheckFailuresBeforeCritical: in.Check.FailuresBeforeCritical,
+		CheckOutput:                 in.CheckOutput,
 	}
 }
 
@@ -53,6 +61,12 @@ func instanceFromPB(p *clusterpb.Instance, owner string) (*registry.Instance, er
 	if !ok || p.GetPort() > 65535 {
 		return nil, malformed("malformed instance %q/%q from %q", p.GetService(), p.GetId(), owner)
 	}
+	if len(p.GetCheckOutput()) > registry.MaxCheckOutput || len(p.GetCheckTarget()) > registry.MaxCheckTarget {
+		return nil, malformed("instance %q/%q from %q has a check target or output over its bound", p.GetService(), p.GetId(), owner)
+	}
+	if p.GetStatus() > uint32(registry.StatusDraining) {
+		return nil, malformed("instance %q/%q from %q has unknown status %d", p.GetService(), p.GetId(), owner, p.GetStatus())
+	}
 	in := &registry.Instance{
 		Service: p.GetService(),
 		ID:      p.GetId(),
@@ -62,10 +76,14 @@ func instanceFromPB(p *clusterpb.Instance, owner string) (*registry.Instance, er
 		Meta:    p.GetMeta(),
 		Weight:  p.GetWeight(),
 		Status:  registry.Status(p.GetStatus()),
-		Check:   registry.Check{Kind: registry.CheckKind(p.GetCheckKind()), TTL: time.Duration(p.GetCheckTtlNanos())},
-		Owner:   owner,
-		Updated: time.Unix(0, p.GetUpdatedUnixNanos()),
-		Stamp:   registry.Stamp(p.GetStamp()),
+		Check: registry.Check{Kind: registry.CheckKind(p.GetCheckKind()), TTL: time.Duration(p.GetCheckTtlNanos()),
+			Target: p.GetCheckTarget(), Interval: time.Duration(p.GetCheckIntervalNanos()), Timeout: time.Duration(p.GetCheckTimeoutNanos()),
+			DeregisterAfter: time.Duration(p.GetCheckDeregisterAfterNanos()), SuccessBeforePassing: p.GetCheckSuccessBeforePassing(),
+			FailuresBeforeCritical: p.GetCheckFailuresBeforeCritical()},
+		CheckOutput: p.GetCheckOutput(),
+		Owner:       owner,
+		Updated:     time.Unix(0, p.GetUpdatedUnixNanos()),
+		Stamp:       registry.Stamp(p.GetStamp()),
 	}
 	if len(in.Tags) == 0 {
 		in.Tags = nil

@@ -66,6 +66,10 @@ func instanceFromProto(p *heraldpb.Instance) (*registry.Instance, error) {
 			in.Check = registry.Check{Kind: registry.CheckTTL, TTL: c.GetTtl().AsDuration()}
 		case heraldpb.Check_KIND_SESSION:
 			in.Check = registry.Check{Kind: registry.CheckSession}
+		case heraldpb.Check_KIND_TCP, heraldpb.Check_KIND_HTTP, heraldpb.Check_KIND_GRPC:
+			if in.Check, err = activeCheckFromProto(c); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, invalidField("check.kind", "unknown kind %d", c.GetKind())
 		}
@@ -138,7 +142,10 @@ func instanceToProto(in *registry.Instance) *heraldpb.Instance {
 		Node:    in.Owner,
 		Stamp:   uint64(in.Stamp),
 	}
+	p.CheckOutput = in.CheckOutput
 	switch in.Check.Kind {
+	case registry.CheckTCP, registry.CheckHTTP, registry.CheckGRPC:
+		p.Check = activeCheckToProto(in.Check)
 	case registry.CheckTTL:
 		p.Check = &heraldpb.Check{Kind: heraldpb.Check_KIND_TTL, Ttl: durationpb.New(in.Check.TTL)}
 	case registry.CheckSession:

@@ -91,8 +91,16 @@ type Instance struct {
 	Owner            string                 `protobuf:"bytes,11,opt,name=owner,proto3" json:"owner,omitempty"`
 	UpdatedUnixNanos int64                  `protobuf:"varint,12,opt,name=updated_unix_nanos,json=updatedUnixNanos,proto3" json:"updated_unix_nanos,omitempty"`
 	Stamp            uint64                 `protobuf:"varint,13,opt,name=stamp,proto3" json:"stamp,omitempty"` // hybrid logical clock stamp of the write
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Active checks (tcp, http, grpc): registry.Check's fields.
+	CheckTarget                 string `protobuf:"bytes,14,opt,name=check_target,json=checkTarget,proto3" json:"check_target,omitempty"`
+	CheckIntervalNanos          int64  `protobuf:"varint,15,opt,name=check_interval_nanos,json=checkIntervalNanos,proto3" json:"check_interval_nanos,omitempty"`
+	CheckTimeoutNanos           int64  `protobuf:"varint,16,opt,name=check_timeout_nanos,json=checkTimeoutNanos,proto3" json:"check_timeout_nanos,omitempty"`
+	CheckDeregisterAfterNanos   int64  `protobuf:"varint,17,opt,name=check_deregister_after_nanos,json=checkDeregisterAfterNanos,proto3" json:"check_deregister_after_nanos,omitempty"`
+	CheckSuccessBeforePassing   uint32 `protobuf:"varint,18,opt,name=check_success_before_passing,json=checkSuccessBeforePassing,proto3" json:"check_success_before_passing,omitempty"`
+	CheckFailuresBeforeCritical uint32 `protobuf:"varint,19,opt,name=check_failures_before_critical,json=checkFailuresBeforeCritical,proto3" json:"check_failures_before_critical,omitempty"`
+	CheckOutput                 string `protobuf:"bytes,20,opt,name=check_output,json=checkOutput,proto3" json:"check_output,omitempty"` // what the check reported at its last status change
+	unknownFields               protoimpl.UnknownFields
+	sizeCache                   protoimpl.SizeCache
 }
 
 func (x *Instance) Reset() {
@@ -214,6 +222,55 @@ func (x *Instance) GetStamp() uint64 {
 		return x.Stamp
 	}
 	return 0
+}
+
+func (x *Instance) GetCheckTarget() string {
+	if x != nil {
+		return x.CheckTarget
+	}
+	return ""
+}
+
+func (x *Instance) GetCheckIntervalNanos() int64 {
+	if x != nil {
+		return x.CheckIntervalNanos
+	}
+	return 0
+}
+
+func (x *Instance) GetCheckTimeoutNanos() int64 {
+	if x != nil {
+		return x.CheckTimeoutNanos
+	}
+	return 0
+}
+
+func (x *Instance) GetCheckDeregisterAfterNanos() int64 {
+	if x != nil {
+		return x.CheckDeregisterAfterNanos
+	}
+	return 0
+}
+
+func (x *Instance) GetCheckSuccessBeforePassing() uint32 {
+	if x != nil {
+		return x.CheckSuccessBeforePassing
+	}
+	return 0
+}
+
+func (x *Instance) GetCheckFailuresBeforeCritical() uint32 {
+	if x != nil {
+		return x.CheckFailuresBeforeCritical
+	}
+	return 0
+}
+
+func (x *Instance) GetCheckOutput() string {
+	if x != nil {
+		return x.CheckOutput
+	}
+	return ""
 }
 
 // Tombstone is a deregistered key: it beats every copy with a lower stamp.
@@ -1017,7 +1074,7 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x1fcluster/clusterpb/cluster.proto\x12\x11herald.cluster.v1\"1\n" +
 	"\aVersion\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xbb\x03\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xaa\x06\n" +
 	"\bInstance\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
@@ -1033,7 +1090,14 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	" \x01(\x03R\rcheckTtlNanos\x12\x14\n" +
 	"\x05owner\x18\v \x01(\tR\x05owner\x12,\n" +
 	"\x12updated_unix_nanos\x18\f \x01(\x03R\x10updatedUnixNanos\x12\x14\n" +
-	"\x05stamp\x18\r \x01(\x04R\x05stamp\x1a7\n" +
+	"\x05stamp\x18\r \x01(\x04R\x05stamp\x12!\n" +
+	"\fcheck_target\x18\x0e \x01(\tR\vcheckTarget\x120\n" +
+	"\x14check_interval_nanos\x18\x0f \x01(\x03R\x12checkIntervalNanos\x12.\n" +
+	"\x13check_timeout_nanos\x18\x10 \x01(\x03R\x11checkTimeoutNanos\x12?\n" +
+	"\x1ccheck_deregister_after_nanos\x18\x11 \x01(\x03R\x19checkDeregisterAfterNanos\x12?\n" +
+	"\x1ccheck_success_before_passing\x18\x12 \x01(\rR\x19checkSuccessBeforePassing\x12C\n" +
+	"\x1echeck_failures_before_critical\x18\x13 \x01(\rR\x1bcheckFailuresBeforeCritical\x12!\n" +
+	"\fcheck_output\x18\x14 \x01(\tR\vcheckOutput\x1a7\n" +
 	"\tMetaEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +

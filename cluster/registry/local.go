@@ -409,7 +409,7 @@ func (r *Registry) unindexSession(in *Instance) {
 func sameContent(a, b *Instance) bool {
 	return a.Service == b.Service && a.ID == b.ID && a.Address == b.Address && a.Port == b.Port &&
 		slices.Equal(a.Tags, b.Tags) && mapsEqual(a.Meta, b.Meta) && a.Weight == b.Weight &&
-		a.Status == b.Status && a.Check == b.Check && a.Owner == b.Owner
+		a.Status == b.Status && a.Check == b.Check && a.CheckOutput == b.CheckOutput && a.Owner == b.Owner
 }
 
 func mapsEqual(a, b map[string]string) bool {

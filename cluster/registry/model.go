@@ -76,6 +76,27 @@ const (
 	// CheckSession: the instance belongs to a client stream and is removed
 	// when the stream ends.
 	CheckSession
+	// CheckTCP, CheckHTTP and CheckGRPC are active checks: the owner node
+	// probes Check.Target every Check.Interval (package cluster/checks) and
+	// writes the status they find.
+	CheckTCP
+	CheckHTTP
+	CheckGRPC
+)
+
+// Active reports whether the owner node probes checks of this kind.
+func (k CheckKind) Active() bool { return k == CheckTCP || k == CheckHTTP || k == CheckGRPC }
+
+// Bounds and defaults of active checks.
+const (
+	MinCheckInterval       = time.Second
+	MaxCheckInterval       = 24 * time.Hour
+	DefaultCheckInterval   = 10 * time.Second
+	DefaultCheckTimeout    = 5 * time.Second // or the interval, when shorter
+	MaxCheckTarget         = 512             // bytes
+	MaxCheckThreshold      = 100             // success-before-passing, failures-before-critical
+	MaxCheckOutput         = 256             // bytes of Instance.CheckOutput
+	MinCheckDeregisterWait = time.Second
 )
 
 func (k CheckKind) String() string {
@@ -84,6 +105,12 @@ func (k CheckKind) String() string {
 		return "ttl"
 	case CheckSession:
 		return "session"
+	case CheckTCP:
+		return "tcp"
+	case CheckHTTP:
+		return "http"
+	case CheckGRPC:
+		return "grpc"
 	default:
 		return "none"
 	}
@@ -97,6 +124,24 @@ type Check struct {
 	// Session names the owning client stream for CheckSession. It is only
 	// meaningful on the owner node.
 	Session string
+
+	// The fields below are those of active checks, zero for the others.
+
+	// Target is what is probed: host:port (tcp), an http or https URL
+	// (http), or host:port[/service] (grpc, grpc.health.v1).
+	Target string
+	// Interval is the time between probes: 1s to 24h, default 10s.
+	Interval time.Duration
+	// Timeout bounds one probe: more than 0 and at most Interval; default
+	// 5s, or Interval when shorter.
+	Timeout time.Duration
+	// DeregisterAfter removes the instance once it has been critical this
+	// long (at least 1s); 0 never removes it.
+	DeregisterAfter time.Duration
+	// SuccessBeforePassing and FailuresBeforeCritical are how many probes
+	// in a row must pass (fail) before the status turns passing (critical):
+	// 1 to 100, default 1.
+	SuccessBeforePassing, FailuresBeforeCritical uint32
 }
 
 // Key identifies an instance in the merged view.
@@ -140,6 +185,10 @@ type Instance struct {
 	Weight  uint32 // 0 means "no new traffic"
 	Status  Status
 	Check   Check
+	// CheckOutput is what the active check reported when it last changed
+	// the status ("HTTP 503 Service Unavailable", "dial tcp ...: connection
+	// refused"); at most MaxCheckOutput bytes.
+	CheckOutput string
 	// Owner is the node that accepted the registration; only it changes it.
 	Owner string
 	// Updated is the owner's wall clock at the last change. It measures
@@ -237,8 +286,18 @@ func (in *Instance) Normalize() error {
 			return invalid("check.ttl", "%s must be between 1s and 24h", in.Check.TTL)
 		}
 	case CheckSession:
+	case CheckTCP, CheckHTTP, CheckGRPC:
+		if err := normalizeActive(&in.Check); err != nil {
+			return err
+		}
 	default:
 		return invalid("check", "unknown kind %d", in.Check.Kind)
+	}
+	if !in.Check.Kind.Active() {
+		in.Check = Check{Kind: in.Check.Kind, TTL: in.Check.TTL, Session: in.Check.Session}
+	}
+	if len(in.CheckOutput) > MaxCheckOutput {
+		return invalid("check_output", "is %d bytes; at most %d are allowed", len(in.CheckOutput), MaxCheckOutput)
 	}
 	return nil
 }

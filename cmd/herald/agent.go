@@ -12,21 +12,35 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/cmd/herald/internal/agent"
 	"github.com/herald-sd/herald/dnsserver"
 )
 
-func runAgent(args []string, _, stderr io.Writer) error {
-	cfg := agent.DefaultConfig()
+// agentFlags are the agent's command line: the flags that fill cfg, and
+// the ones kept apart until they are checked.
+type agentFlags struct {
+	fs                    *flag.FlagSet
+	cfg                   agent.Config
+	join, retryJoin       multiFlag
+	logLevel, logFormat   *string
+	configFile, configDir *string
+	dnsReverse            *bool
+}
+
+func newAgentFlags(stderr io.Writer) *agentFlags {
+	af := &agentFlags{cfg: agent.DefaultConfig()}
+	cfg := &af.cfg
 	fs := flag.NewFlagSet("herald agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var join, retryJoin multiFlag
-	fs.BoolVar(&cfg.Dev, "dev", cfg.Dev, "run a single in-memory dev node with everything on 127.0.0.1")
+	af.fs = fs
+	join, retryJoin := &af.join, &af.retryJoin
+	fs.BoolVar(&cfg.Dev, "dev", cfg.Dev, "dev mode: silences the warning about running without -data-dir and logs how to try the node; nothing else. The addresses are those of their flags, whose defaults are all on 127.0.0.1, so a plain -dev is one node on loopback with its registrations in memory")
 	fs.StringVar(&cfg.Node, "node", cfg.Node, "node name, a DNS label unique in the cluster")
 	fs.StringVar(&cfg.Bind, "bind", cfg.Bind, "Serf gossip address (UDP and TCP)")
 	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "Serf address peers should use (default: -bind; with -bind 0.0.0.0 or [::], this host's private IP)")
-	fs.Var(&join, "join", "Serf address of a node to join at start; the start fails after -join-timeout (repeatable, or comma separated)")
-	fs.Var(&retryJoin, "retry-join", "Serf address of a node to join in the background, retrying until it succeeds; /readyz waits for it while the node is alone (repeatable, or comma separated)")
+	fs.Var(join, "join", "Serf address of a node to join at start; the start fails after -join-timeout (repeatable, or comma separated)")
+	fs.Var(retryJoin, "retry-join", "Serf address of a node to join in the background, retrying until it succeeds; /readyz waits for it while the node is alone (repeatable, or comma separated)")
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", cfg.JoinTimeout, "keep retrying -join with backoff for this long")
 	fs.StringVar(&cfg.Encrypt, "encrypt", cfg.Encrypt, "base64 gossip encryption key (16, 24 or 32 bytes); peers without TLS prove they hold it. Visible in ps: prefer -encrypt-file")
 	fs.StringVar(&cfg.EncryptFile, "encrypt-file", cfg.EncryptFile, "file holding the base64 gossip key (mode 600)")
@@ -47,18 +61,45 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	fs.IntVar(&cfg.DNSTCPMaxConns, "dns-tcp-max-conns", cfg.DNSTCPMaxConns, "open DNS TCP connections at most; one past it is closed at once")
 	fs.DurationVar(&cfg.DNSTCPIdleTimeout, "dns-tcp-idle-timeout", cfg.DNSTCPIdleTimeout, "close a DNS TCP connection that sends no query for this long")
 	fs.IntVar(&cfg.DNSRRLRate, "dns-rrl-rate", cfg.DNSRRLRate, "DNS response-rate limit: UDP responses per second per client /24 (IPv6 /56); past it answers are dropped and every second one is sent truncated (0: off; 20 to 100 recommended where untrusted networks reach DNS)")
-	dnsReverse := fs.Bool("dns-reverse", !cfg.DNSDisableReverse, "answer PTR queries in in-addr.arpa. and ip6.arpa. for the addresses Herald holds (false: REFUSED)")
+	af.dnsReverse = fs.Bool("dns-reverse", !cfg.DNSDisableReverse, "answer PTR queries in in-addr.arpa. and ip6.arpa. for the addresses Herald holds (false: REFUSED)")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory that keeps this node's plain registrations and known members across restarts (a restart rejoins them)")
 	fs.BoolVar(&cfg.RecoverStore, "recover-store", cfg.RecoverStore, "if the -data-dir store file is damaged, move it aside, keep what can be read of it and start (default: refuse to start)")
 	fs.DurationVar(&cfg.DrainGrace, "drain-grace", cfg.DrainGrace, "on SIGTERM, serve owned instances as draining for this long before leaving the cluster (0: leave at once)")
 	fs.StringVar(&cfg.ACLFile, "acl-file", cfg.ACLFile, "JSON file of API tokens and their rights, reread on SIGHUP (default: every request is allowed)")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
+	fs.IntVar(&cfg.CheckConcurrency, "check-concurrency", cfg.CheckConcurrency, "the most active health checks (-check tcp=, http=, grpc=) this node probes at once")
+	af.logLevel = fs.String("log-level", "info", "log level: debug, info, warn or error (reloaded on SIGHUP from the config file)")
+	af.logFormat = fs.String("log-format", "text", "log format: text or json")
+	af.configFile = fs.String("config-file", "", "JSON `file` of agent settings (each flag's name without the dash) and \"services\" to register at start; flags given on the command line win; reread on SIGHUP")
+	af.configDir = fs.String("config-dir", "", "`directory` whose *.json files are read as -config-file, in name order (after -config-file)")
+	return af
+}
+
+// finish checks what flag.Parse cannot and completes cfg.
+func (af *agentFlags) finish() (level slog.Level, err error) {
+	af.cfg.Join = splitAddrs(af.join)
+	af.cfg.RetryJoin = splitAddrs(af.retryJoin)
+	af.cfg.DNSDisableReverse = !*af.dnsReverse
+	if err := level.UnmarshalText([]byte(*af.logLevel)); err != nil {
+		return level, usagef("-log-level %q: want debug, info, warn or error", *af.logLevel)
+	}
+	if *af.logFormat != "text" && *af.logFormat != "json" {
+		return level, usagef("-log-format %q: want text or json", *af.logFormat)
+	}
+	return level, nil
+}
+
+func runAgent(args []string, _, stderr io.Writer) error {
+	af := newAgentFlags(stderr)
+	fs, cfg := af.fs, &af.cfg
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments %q", fs.Args())
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	conf, err := loadAgentConfig(af) // config.go
+	if err != nil {
+		return err
 	}
 	if v := os.Getenv("HERALD_CLOCK_OFFSET"); v != "" {
 		off, err := time.ParseDuration(v)
@@ -67,30 +108,28 @@ func runAgent(args []string, _, stderr io.Writer) error {
 		}
 		cfg.ClockOffset = off
 	}
-	cfg.DNSDisableReverse = !*dnsReverse
-	cfg.Join = splitAddrs(join)
-	cfg.RetryJoin = splitAddrs(retryJoin)
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usagef("-log-level %q: want debug, info, warn or error", *logLevel)
+	level, err := af.finish()
+	if err != nil {
+		return err
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch *logFormat {
-	case "text":
-		cfg.Logger = slog.New(slog.NewTextHandler(stderr, opts))
-	case "json":
-		cfg.Logger = slog.New(slog.NewJSONHandler(stderr, opts))
-	default:
-		return usagef("-log-format %q: want text or json", *logFormat)
+	var levelVar slog.LevelVar
+	levelVar.Set(level)
+	opts := &slog.HandlerOptions{Level: &levelVar}
+	if *af.logFormat == "json" {
+		cfg.Logger = slog.New(agent.UniqueAttrs(slog.NewJSONHandler(stderr, opts)))
+	} else {
+		cfg.Logger = slog.New(agent.UniqueAttrs(slog.NewTextHandler(stderr, opts)))
 	}
 	slog.SetDefault(cfg.Logger)
-	if cfg.Dev {
-		cfg.Logger.Info("dev mode: one in-memory node on 127.0.0.1",
-			"try", fmt.Sprintf("herald register -service api -id api-1 -address 10.0.0.5 -port 9000 && dig @127.0.0.1 -p %s api.service.herald SRV", portOf(cfg.DNSAddr)))
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return agent.Run(ctx, cfg)
+	if conf != nil {
+		updates := make(chan []*registry.Instance, 1)
+		cfg.ServiceUpdates = updates
+		stopReload := conf.watchSIGHUP(cfg.Logger.With("component", "config"), &levelVar, updates)
+		defer stopReload()
+	}
+	return agent.Run(ctx, *cfg)
 }
 
 // splitAddrs flattens repeated, comma-separated address flags.
@@ -104,11 +143,4 @@ func splitAddrs(values []string) []string {
 		}
 	}
 	return out
-}
-
-func portOf(addr string) string {
-	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
-		return addr[i+1:]
-	}
-	return addr
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -43,27 +44,36 @@ func newClientFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *clientFlag
 	if def == "" {
 		def = defaultAgentAddr
 	}
-	fs.StringVar(&cf.addr, "addr", def, "agent gRPC address (env HERALD_ADDR)")
-	fs.DurationVar(&cf.timeout, "timeout", 5*time.Second, "time limit for the request")
+	fs.StringVar(&cf.addr, "addr", def, "agent gRPC `address`, or a comma-separated list tried in order (env HERALD_ADDR)")
+	fs.DurationVar(&cf.timeout, "timeout", 5*time.Second, "time limit for the request to each agent")
 	cf.tok.register(fs)
 	cf.tls.register(fs)
 	return fs, cf
 }
 
 // parse parses args and maps flag errors to usage errors.
+// A mistake prints one line that names the mistake and how to see the
+// flags, not the flag package's error followed by every flag's help; -h
+// prints the help.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	out := fs.Output()
+	var help bytes.Buffer
+	fs.SetOutput(&help)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			out.Write(help.Bytes())
 			return err
 		}
-		return usageError{err.Error()}
+		return usagef("%v (run '%s -h' for its flags)", err, fs.Name())
 	}
-	return nil
+	return flagsBeforeArgs(fs)
 }
 
-// dial connects to the agent. The connection is lazy; errors surface on the
-// first call and are explained by callErr.
-func (cf *clientFlags) dial() (pb.HeraldClient, func(), error) {
+// dial connects to the agent at addr. The connection is lazy; errors
+// surface on the first call and are explained by callErr.
+func (cf *clientFlags) dial(addr string) (pb.HeraldClient, func(), error) {
 	tokOpts, err := cf.tok.dialOptions()
 	if err != nil {
 		return nil, nil, err
@@ -72,10 +82,10 @@ func (cf *clientFlags) dial() (pb.HeraldClient, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, err := grpc.NewClient("passthrough:///"+cf.addr, append(tokOpts, creds,
+	conn, err := grpc.NewClient("passthrough:///"+addr, append(tokOpts, creds,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...) // a watch snapshot is one message
 	if err != nil {
-		return nil, nil, usagef("bad -addr %q: %v", cf.addr, err)
+		return nil, nil, usagef("bad -addr %q: %v", addr, err)
 	}
 	return pb.NewHeraldClient(conn), func() { conn.Close() }, nil
 }
@@ -95,7 +105,10 @@ func (cf *clientFlags) client(opts ...client.Option) (*client.Client, error) {
 	if cf.timeout > 0 {
 		base = append(base, client.WithCallTimeout(cf.timeout))
 	}
-	c, err := client.New([]string{cf.addr}, append(base, opts...)...)
+	if err := cf.validate(); err != nil {
+		return nil, err
+	}
+	c, err := client.New(cf.addrs(), append(base, opts...)...)
 	if err != nil {
 		return nil, usagef("bad -addr %q: %v", cf.addr, err)
 	}
@@ -115,8 +128,9 @@ func grpcStatus(err error) *status.Status {
 
 // callErr turns a gRPC error into a message a person can act on.
 func (cf *clientFlags) callErr(err error) error {
-	if err == nil {
-		return nil
+	var ue usageError
+	if err == nil || errors.As(err, &ue) {
+		return err
 	}
 	st := grpcStatus(err)
 	switch st.Code() {
@@ -125,26 +139,23 @@ func (cf *clientFlags) callErr(err error) error {
 			// The agent answered: it applied the write but its disk failed.
 			return fmt.Errorf("the agent at %s could not store the write on its disk; the same command, retried, succeeds once it is stored: %s", cf.addr, st.Message())
 		}
-		return fmt.Errorf("cannot reach the agent at %s: %s (is `herald agent` running? set -addr or HERALD_ADDR; an agent with TLS needs -tls-ca, -tls-cert and -tls-key or HERALD_TLS_*)", cf.addr, st.Message())
+		return fmt.Errorf("cannot reach %s: %s (is `herald agent` running? set -addr or HERALD_ADDR; an agent with TLS needs -tls-ca, -tls-cert and -tls-key or HERALD_TLS_*)", cf.agents(), st.Message())
 	case codes.Unauthenticated, codes.PermissionDenied:
 		return aclErr(cf.addr, st)
 	case codes.DeadlineExceeded:
-		return fmt.Errorf("the agent at %s did not answer within -timeout %s", cf.addr, cf.timeout)
+		return fmt.Errorf("%s did not answer within -timeout %s", cf.agents(), cf.timeout)
 	default:
-		return fmt.Errorf("%s: %s", strings.ToLower(strings.ReplaceAll(codeName(st.Code()), "_", " ")), st.Message())
+		return errors.New(statusMessage(st))
 	}
 }
 
-// do runs one unary call against the agent within -timeout.
+// do runs one unary call against the first agent of -addr that can be
+// reached, each within -timeout (addrs.go).
 func (cf *clientFlags) do(call func(ctx context.Context, c pb.HeraldClient) error) error {
-	c, done, err := cf.dial()
-	if err != nil {
+	if err := cf.validate(); err != nil {
 		return err
 	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
-	defer cancel()
-	return cf.callErr(call(ctx, c))
+	return cf.callErr(cf.failover(call))
 }
 
 func codeName(c codes.Code) string {
@@ -171,24 +182,26 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 	id := fs.String("id", "", "instance id, unique within the service")
 	address := fs.String("address", "", "IPv4 or IPv6 address")
 	port := fs.Uint("port", 0, "port, 1 to 65535")
-	weight := fs.Int("weight", -1, "weight 0 to 65535; 0 means no new traffic (default 1)")
-	st := fs.String("status", "passing", "initial status: passing, warning, critical or draining")
-	check := fs.String("check", "", "lifetime: empty (until deregistered), ttl=<duration> (renew with `herald heartbeat`), or session (lives while this command runs)")
+	var weight weightFlag // output.go
+	fs.Var(&weight, "weight", "weight `N` from 0 to 65535, the instance's share of new traffic; 0 means none (default 1)")
+	st := fs.String("status", "passing", "initial `status`: passing, warning, critical or draining (draining: registered but sent no new traffic)")
+	check := fs.String("check", "", "what keeps the instance (`CHECK`): none (until deregistered), ttl=DURATION (renewed with 'herald heartbeat' within DURATION, else critical, then removed), session (lives while this command runs), "+
+		"or an active check the agent probes: tcp=HOST:PORT, http=URL (2xx passing, 429 warning, else critical) or grpc=HOST:PORT[/SERVICE] (grpc.health.v1), each with options ,interval=10s,timeout=5s,deregister-after=0,success-before-passing=1,failures-before-critical=1")
 	var tags, meta multiFlag
-	fs.Var(&tags, "tag", "tag (repeatable)")
-	fs.Var(&meta, "meta", "metadata key=value (repeatable)")
+	fs.Var(&tags, "tag", "a `tag` (repeatable)")
+	fs.Var(&meta, "meta", "metadata `key=value` (repeatable)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments %q: flags come before arguments, and register takes none", fs.Args())
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	if *port > 65535 {
 		return usagef("-port %d is out of range 1 to 65535", *port)
 	}
 	in := &pb.Instance{Service: *service, Id: *id, Address: *address, Port: uint32(*port), Tags: tags, Meta: map[string]string{}}
-	if *weight >= 0 {
-		w := uint32(*weight)
+	if weight.set {
+		w := weight.n
 		in.Weight = &w
 	}
 	s, ok := statusByName[strings.ToLower(*st)]
@@ -214,9 +227,19 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return usagef("-check %q: %v", *check, err)
 		}
+		if d <= 0 {
+			return usagef("-check %q: the ttl must be more than 0", *check)
+		}
 		in.Check = &pb.Check{Kind: pb.Check_KIND_TTL, Ttl: durationpb.New(d)}
 	default:
-		return usagef("-check %q: want ttl=<duration> or session", *check)
+		c, ok, err := activeCheck(*check) // checkflag.go
+		if !ok {
+			return usagef("-check %q: want ttl=DURATION, session, tcp=HOST:PORT, http=URL or grpc=HOST:PORT[/SERVICE]", *check)
+		}
+		if err != nil {
+			return usagef("-check: %v", err)
+		}
+		in.Check = c
 	}
 	if session {
 		return registerSession(cf, in, stdout)
@@ -269,7 +292,7 @@ func registerSession(cf *clientFlags, p *pb.Instance, stdout io.Writer) error {
 	}
 	select {
 	case <-reg.Lost(): // closed before Done
-		return fmt.Errorf("%s (a newer write of it was made through another node); exiting", grpcStatus(reg.Err()).Message())
+		return fmt.Errorf("%s; exiting", strings.TrimPrefix(grpcStatus(reg.Err()).Message(), "registry: "))
 	default:
 	}
 	if ctx.Err() != nil {
@@ -302,8 +325,11 @@ func keyFlags(name string, args []string, stderr io.Writer) (*pb.InstanceKey, *c
 	if err := parse(fs, args); err != nil {
 		return nil, nil, err
 	}
-	if *service == "" || *id == "" || fs.NArg() > 0 {
-		return nil, nil, usagef("want -service NAME -id ID and no arguments")
+	if err := noArgs(fs); err != nil {
+		return nil, nil, err
+	}
+	if *service == "" || *id == "" {
+		return nil, nil, usagef("want -service NAME -id ID")
 	}
 	return &pb.InstanceKey{Service: *service, Id: *id}, cf, nil
 }
@@ -352,8 +378,8 @@ func setStatus(name string, st pb.Status, args []string, stdout, stderr io.Write
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments %q", fs.Args())
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	if *id != "" && *service == "" {
 		return usagef("-id needs -service")
@@ -370,13 +396,20 @@ func setStatus(name string, st pb.Status, args []string, stdout, stderr io.Write
 
 func runServices(args []string, stdout, stderr io.Writer) error {
 	fs, cf := newClientFlagSet("services", stderr)
+	asJSON := fs.Bool("json", false, "print a JSON array")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
 		return err
 	}
 	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
 		resp, err := c.ListServices(ctx, &pb.ListServicesRequest{})
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			return printServicesJSON(stdout, resp)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "SERVICE\tINSTANCES\tSERVING\tTAGS")
@@ -390,35 +423,47 @@ func runServices(args []string, stdout, stderr io.Writer) error {
 func runInstances(args []string, stdout, stderr io.Writer) error {
 	fs, cf := newClientFlagSet("instances", stderr)
 	tag := fs.String("tag", "", "only instances with this tag")
+	asJSON := fs.Bool("json", false, "print a JSON array")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usagef("want exactly one service name, after the flags: herald instances [-tag T] SERVICE")
+		return usagef("want exactly one service name, after the flags: herald instances [-tag T] [-json] SERVICE")
 	}
+	service := fs.Arg(0)
 	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
-		resp, err := c.ListInstances(ctx, &pb.ListInstancesRequest{Service: fs.Arg(0), Tag: *tag})
+		resp, err := c.ListInstances(ctx, &pb.ListInstancesRequest{Service: service, Tag: *tag})
 		if err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tADDRESS\tPORT\tSTATUS\tWEIGHT\tTAGS\tNODE")
-		for _, in := range resp.GetInstances() {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", in.GetId(), in.GetAddress(), in.GetPort(), statusName(in.GetStatus()), in.GetWeight(), strings.Join(in.GetTags(), ","), in.GetNode())
+		if len(resp.GetInstances()) == 0 {
+			if err := serviceExists(ctx, c, service, *tag); err != nil {
+				return err
+			}
 		}
-		return tw.Flush()
+		if *asJSON {
+			return printInstancesJSON(stdout, resp.GetInstances())
+		}
+		return printInstances(stdout, resp.GetInstances())
 	})
 }
 
 func runMembers(args []string, stdout, stderr io.Writer) error {
 	fs, cf := newClientFlagSet("members", stderr)
+	asJSON := fs.Bool("json", false, "print a JSON array")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
 		return err
 	}
 	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
 		resp, err := c.Members(ctx, &pb.MembersRequest{})
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			return printMembersJSON(stdout, resp)
 		}
 		return printMembers(stdout, resp)
 	})

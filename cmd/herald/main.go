@@ -15,8 +15,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-
-	"github.com/herald-sd/herald/cmd/herald/internal/version"
 )
 
 // exit codes
@@ -47,10 +45,9 @@ func commands() []command {
 		{"force-leave", "remove a failed member now (its instances go at once)", runForceLeave},
 		{"watch", "print every change of the watched services as it happens", runWatch},
 		{"tls", "create a CA and certificates: `tls ca create`, `tls cert create`", runTLS},
-		{"version", "print the version", func(_ []string, w, _ io.Writer) error {
-			fmt.Fprintln(w, "herald", version.String())
-			return nil
-		}},
+		{"validate", "check agent config files without starting the agent", runValidate},
+		{"version", "print the version (-json: as JSON)", runVersion},
+		{"completion", "print a shell completion script: herald completion bash", runCompletion},
 	}
 }
 
@@ -78,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 		return exitOK
-	case "-version", "--version":
+	case "-v", "-version", "--version":
 		args[0] = "version"
 	}
 	if args[0] != "agent" { // the agent's logs are slog's, which quotes them

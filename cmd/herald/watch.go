@@ -33,6 +33,8 @@ type watchLine struct {
 	Tags     []string          `json:"tags"`
 	Meta     map[string]string `json:"meta,omitempty"`
 	Node     string            `json:"node"`
+	// CheckOutput is the active check's output at its last status change.
+	CheckOutput string `json:"check_output,omitempty"`
 }
 
 // watchBackoff is the wait between a broken stream and the next: 100ms,
@@ -63,6 +65,7 @@ func runWatch(args []string, stdout, stderr io.Writer) error {
 			Time: time.Now().UTC().Format(time.RFC3339Nano), Op: e.Op.String(), Revision: e.Revision, Reset: e.Reset,
 			Service: in.Service, ID: in.ID, Address: in.Address.String(), Port: uint32(in.Port),
 			Status: statusName(in.Status), Weight: in.Weight, Tags: in.Tags, Meta: in.Meta, Node: in.Node,
+			CheckOutput: in.CheckOutput,
 		}
 		if l.Tags == nil {
 			l.Tags = []string{}
@@ -72,8 +75,12 @@ func runWatch(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "%s\n", b)
 			return
 		}
-		fmt.Fprintf(stdout, "%s %-8s %s/%s %s %s weight=%d tags=%s node=%s rev=%d\n", l.Time, l.Op, l.Service, l.ID,
-			net.JoinHostPort(l.Address, strconv.Itoa(int(l.Port))), l.Status, l.Weight, strings.Join(l.Tags, ","), l.Node, l.Revision)
+		check := ""
+		if l.CheckOutput != "" {
+			check = fmt.Sprintf(" check=%q", l.CheckOutput)
+		}
+		fmt.Fprintf(stdout, "%s %-8s %s/%s %s %s weight=%d tags=%s node=%s rev=%d%s\n", l.Time, l.Op, l.Service, l.ID,
+			net.JoinHostPort(l.Address, strconv.Itoa(int(l.Port))), l.Status, l.Weight, strings.Join(l.Tags, ","), l.Node, l.Revision, check)
 	}
 	// Both callbacks run on the watcher's goroutine; failed is read after
 	// the watcher is done.

@@ -39,6 +39,10 @@ type Instance struct {
 	Node string
 	// Updated is the owner's clock at the last change (output only).
 	Updated time.Time
+	// CheckOutput is what the instance's active check (tcp, http or grpc,
+	// probed by its owner node) reported at its last status change (output
+	// only).
+	CheckOutput string
 }
 
 // Serving reports whether the instance should get new traffic: status
@@ -86,6 +90,8 @@ func fromProto(p *heraldpb.Instance) Instance {
 		Weight:  1,
 		Status:  p.GetStatus(),
 		Node:    p.GetNode(),
+
+		CheckOutput: p.GetCheckOutput(),
 	}
 	in.Address, _ = netip.ParseAddr(p.GetAddress())
 	if p.Weight != nil {

@@ -87,6 +87,11 @@ const (
 	Check_KIND_NONE    Check_Kind = 0 // lives until deregistered; persisted with -data-dir
 	Check_KIND_TTL     Check_Kind = 1 // renewed by Heartbeat within ttl, else critical, then removed
 	Check_KIND_SESSION Check_Kind = 2 // lives as long as the Session stream that registered it
+	// Active checks: the owner node probes target every interval and sets
+	// the status (lives until deregistered, or deregister_after critical).
+	Check_KIND_TCP  Check_Kind = 3 // target host:port: passing when a TCP connection opens
+	Check_KIND_HTTP Check_Kind = 4 // target URL: GET; 2xx passing, 429 warning, else critical
+	Check_KIND_GRPC Check_Kind = 5 // target host:port[/service]: grpc.health.v1 Check; SERVING passing
 )
 
 // Enum value maps for Check_Kind.
@@ -95,11 +100,17 @@ var (
 		0: "KIND_NONE",
 		1: "KIND_TTL",
 		2: "KIND_SESSION",
+		3: "KIND_TCP",
+		4: "KIND_HTTP",
+		5: "KIND_GRPC",
 	}
 	Check_Kind_value = map[string]int32{
 		"KIND_NONE":    0,
 		"KIND_TTL":     1,
 		"KIND_SESSION": 2,
+		"KIND_TCP":     3,
+		"KIND_HTTP":    4,
+		"KIND_GRPC":    5,
 	}
 )
 
@@ -232,11 +243,17 @@ func (WatchResponse_Kind) EnumDescriptor() ([]byte, []int) {
 }
 
 type Check struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          Check_Kind             `protobuf:"varint,1,opt,name=kind,proto3,enum=herald.v1.Check_Kind" json:"kind,omitempty"`
-	Ttl           *durationpb.Duration   `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	Kind                   Check_Kind             `protobuf:"varint,1,opt,name=kind,proto3,enum=herald.v1.Check_Kind" json:"kind,omitempty"`
+	Ttl                    *durationpb.Duration   `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Target                 string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	Interval               *durationpb.Duration   `protobuf:"bytes,4,opt,name=interval,proto3" json:"interval,omitempty"`                                                              // 1s to 24h; default 10s
+	Timeout                *durationpb.Duration   `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`                                                                // at most interval; default 5s or interval
+	DeregisterAfter        *durationpb.Duration   `protobuf:"bytes,6,opt,name=deregister_after,json=deregisterAfter,proto3" json:"deregister_after,omitempty"`                         // 0: never
+	SuccessBeforePassing   uint32                 `protobuf:"varint,7,opt,name=success_before_passing,json=successBeforePassing,proto3" json:"success_before_passing,omitempty"`       // 1 to 100; default 1
+	FailuresBeforeCritical uint32                 `protobuf:"varint,8,opt,name=failures_before_critical,json=failuresBeforeCritical,proto3" json:"failures_before_critical,omitempty"` // 1 to 100; default 1
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *Check) Reset() {
@@ -283,6 +300,48 @@ func (x *Check) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *Check) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Check) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *Check) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *Check) GetDeregisterAfter() *durationpb.Duration {
+	if x != nil {
+		return x.DeregisterAfter
+	}
+	return nil
+}
+
+func (x *Check) GetSuccessBeforePassing() uint32 {
+	if x != nil {
+		return x.SuccessBeforePassing
+	}
+	return 0
+}
+
+func (x *Check) GetFailuresBeforeCritical() uint32 {
+	if x != nil {
+		return x.FailuresBeforeCritical
+	}
+	return 0
+}
+
 type Instance struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
@@ -299,7 +358,9 @@ type Instance struct {
 	// The hybrid logical clock stamp of the write that made this state (output
 	// only). Of all writes of one key, made through any node, the one with the
 	// highest stamp wins everywhere.
-	Stamp         uint64 `protobuf:"varint,12,opt,name=stamp,proto3" json:"stamp,omitempty"`
+	Stamp uint64 `protobuf:"varint,12,opt,name=stamp,proto3" json:"stamp,omitempty"`
+	// What the active check reported at its last status change (output only).
+	CheckOutput   string `protobuf:"bytes,13,opt,name=check_output,json=checkOutput,proto3" json:"check_output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -416,6 +477,13 @@ func (x *Instance) GetStamp() uint64 {
 		return x.Stamp
 	}
 	return 0
+}
+
+func (x *Instance) GetCheckOutput() string {
+	if x != nil {
+		return x.CheckOutput
+	}
+	return ""
 }
 
 type InstanceKey struct {
@@ -2063,14 +2131,23 @@ var File_pushsvc_heraldpb_herald_proto protoreflect.FileDescriptor
 
 const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpushsvc/heraldpb/herald.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x01\n" +
+	"\x1dpushsvc/heraldpb/herald.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x03\n" +
 	"\x05Check\x12)\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.herald.v1.Check.KindR\x04kind\x12+\n" +
-	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"5\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\x125\n" +
+	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
+	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12D\n" +
+	"\x10deregister_after\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0fderegisterAfter\x124\n" +
+	"\x16success_before_passing\x18\a \x01(\rR\x14successBeforePassing\x128\n" +
+	"\x18failures_before_critical\x18\b \x01(\rR\x16failuresBeforeCritical\"a\n" +
 	"\x04Kind\x12\r\n" +
 	"\tKIND_NONE\x10\x00\x12\f\n" +
 	"\bKIND_TTL\x10\x01\x12\x10\n" +
-	"\fKIND_SESSION\x10\x02\"\xbd\x03\n" +
+	"\fKIND_SESSION\x10\x02\x12\f\n" +
+	"\bKIND_TCP\x10\x03\x12\r\n" +
+	"\tKIND_HTTP\x10\x04\x12\r\n" +
+	"\tKIND_GRPC\x10\x05\"\xe0\x03\n" +
 	"\bInstance\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
@@ -2084,7 +2161,8 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\x04node\x18\n" +
 	" \x01(\tR\x04node\x124\n" +
 	"\aupdated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x14\n" +
-	"\x05stamp\x18\f \x01(\x04R\x05stamp\x1a7\n" +
+	"\x05stamp\x18\f \x01(\x04R\x05stamp\x12!\n" +
+	"\fcheck_output\x18\r \x01(\tR\vcheckOutput\x1a7\n" +
 	"\tMetaEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
@@ -2281,62 +2359,65 @@ var file_pushsvc_heraldpb_herald_proto_goTypes = []any{
 var file_pushsvc_heraldpb_herald_proto_depIdxs = []int32{
 	1,  // 0: herald.v1.Check.kind:type_name -> herald.v1.Check.Kind
 	38, // 1: herald.v1.Check.ttl:type_name -> google.protobuf.Duration
-	35, // 2: herald.v1.Instance.meta:type_name -> herald.v1.Instance.MetaEntry
-	0,  // 3: herald.v1.Instance.status:type_name -> herald.v1.Status
-	4,  // 4: herald.v1.Instance.check:type_name -> herald.v1.Check
-	39, // 5: herald.v1.Instance.updated:type_name -> google.protobuf.Timestamp
-	5,  // 6: herald.v1.RegisterRequest.instance:type_name -> herald.v1.Instance
-	5,  // 7: herald.v1.RegisterResponse.instance:type_name -> herald.v1.Instance
-	6,  // 8: herald.v1.DeregisterRequest.key:type_name -> herald.v1.InstanceKey
-	0,  // 9: herald.v1.SetStatusRequest.status:type_name -> herald.v1.Status
-	6,  // 10: herald.v1.HeartbeatRequest.key:type_name -> herald.v1.InstanceKey
-	5,  // 11: herald.v1.SessionRequest.register:type_name -> herald.v1.Instance
-	6,  // 12: herald.v1.SessionRequest.deregister:type_name -> herald.v1.InstanceKey
-	11, // 13: herald.v1.SessionRequest.set_status:type_name -> herald.v1.SetStatusRequest
-	16, // 14: herald.v1.SessionRequest.ping:type_name -> herald.v1.Ping
-	5,  // 15: herald.v1.SessionResponse.instance:type_name -> herald.v1.Instance
-	6,  // 16: herald.v1.SessionResponse.lost:type_name -> herald.v1.InstanceKey
-	19, // 17: herald.v1.ListServicesResponse.services:type_name -> herald.v1.ServiceSummary
-	5,  // 18: herald.v1.ListInstancesResponse.instances:type_name -> herald.v1.Instance
-	36, // 19: herald.v1.Member.tags:type_name -> herald.v1.Member.TagsEntry
-	39, // 20: herald.v1.Member.status_since:type_name -> google.protobuf.Timestamp
-	24, // 21: herald.v1.MembersResponse.members:type_name -> herald.v1.Member
-	2,  // 22: herald.v1.Event.op:type_name -> herald.v1.Event.Op
-	5,  // 23: herald.v1.Event.instance:type_name -> herald.v1.Instance
-	3,  // 24: herald.v1.WatchResponse.kind:type_name -> herald.v1.WatchResponse.Kind
-	31, // 25: herald.v1.WatchResponse.events:type_name -> herald.v1.Event
-	30, // 26: herald.v1.MultiWatchRequest.watch:type_name -> herald.v1.WatchRequest
-	37, // 27: herald.v1.MultiWatchResponse.items:type_name -> herald.v1.MultiWatchResponse.Item
-	32, // 28: herald.v1.MultiWatchResponse.Item.response:type_name -> herald.v1.WatchResponse
-	7,  // 29: herald.v1.Herald.Register:input_type -> herald.v1.RegisterRequest
-	9,  // 30: herald.v1.Herald.Deregister:input_type -> herald.v1.DeregisterRequest
-	11, // 31: herald.v1.Herald.SetStatus:input_type -> herald.v1.SetStatusRequest
-	13, // 32: herald.v1.Herald.Heartbeat:input_type -> herald.v1.HeartbeatRequest
-	15, // 33: herald.v1.Herald.Session:input_type -> herald.v1.SessionRequest
-	18, // 34: herald.v1.Herald.ListServices:input_type -> herald.v1.ListServicesRequest
-	21, // 35: herald.v1.Herald.ListInstances:input_type -> herald.v1.ListInstancesRequest
-	23, // 36: herald.v1.Herald.Members:input_type -> herald.v1.MembersRequest
-	26, // 37: herald.v1.Herald.Join:input_type -> herald.v1.JoinRequest
-	28, // 38: herald.v1.Herald.ForceLeave:input_type -> herald.v1.ForceLeaveRequest
-	30, // 39: herald.v1.Herald.Watch:input_type -> herald.v1.WatchRequest
-	33, // 40: herald.v1.Herald.MultiWatch:input_type -> herald.v1.MultiWatchRequest
-	8,  // 41: herald.v1.Herald.Register:output_type -> herald.v1.RegisterResponse
-	10, // 42: herald.v1.Herald.Deregister:output_type -> herald.v1.DeregisterResponse
-	12, // 43: herald.v1.Herald.SetStatus:output_type -> herald.v1.SetStatusResponse
-	14, // 44: herald.v1.Herald.Heartbeat:output_type -> herald.v1.HeartbeatResponse
-	17, // 45: herald.v1.Herald.Session:output_type -> herald.v1.SessionResponse
-	20, // 46: herald.v1.Herald.ListServices:output_type -> herald.v1.ListServicesResponse
-	22, // 47: herald.v1.Herald.ListInstances:output_type -> herald.v1.ListInstancesResponse
-	25, // 48: herald.v1.Herald.Members:output_type -> herald.v1.MembersResponse
-	27, // 49: herald.v1.Herald.Join:output_type -> herald.v1.JoinResponse
-	29, // 50: herald.v1.Herald.ForceLeave:output_type -> herald.v1.ForceLeaveResponse
-	32, // 51: herald.v1.Herald.Watch:output_type -> herald.v1.WatchResponse
-	34, // 52: herald.v1.Herald.MultiWatch:output_type -> herald.v1.MultiWatchResponse
-	41, // [41:53] is the sub-list for method output_type
-	29, // [29:41] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	38, // 2: herald.v1.Check.interval:type_name -> google.protobuf.Duration
+	38, // 3: herald.v1.Check.timeout:type_name -> google.protobuf.Duration
+	38, // 4: herald.v1.Check.deregister_after:type_name -> google.protobuf.Duration
+	35, // 5: herald.v1.Instance.meta:type_name -> herald.v1.Instance.MetaEntry
+	0,  // 6: herald.v1.Instance.status:type_name -> herald.v1.Status
+	4,  // 7: herald.v1.Instance.check:type_name -> herald.v1.Check
+	39, // 8: herald.v1.Instance.updated:type_name -> google.protobuf.Timestamp
+	5,  // 9: herald.v1.RegisterRequest.instance:type_name -> herald.v1.Instance
+	5,  // 10: herald.v1.RegisterResponse.instance:type_name -> herald.v1.Instance
+	6,  // 11: herald.v1.DeregisterRequest.key:type_name -> herald.v1.InstanceKey
+	0,  // 12: herald.v1.SetStatusRequest.status:type_name -> herald.v1.Status
+	6,  // 13: herald.v1.HeartbeatRequest.key:type_name -> herald.v1.InstanceKey
+	5,  // 14: herald.v1.SessionRequest.register:type_name -> herald.v1.Instance
+	6,  // 15: herald.v1.SessionRequest.deregister:type_name -> herald.v1.InstanceKey
+	11, // 16: herald.v1.SessionRequest.set_status:type_name -> herald.v1.SetStatusRequest
+	16, // 17: herald.v1.SessionRequest.ping:type_name -> herald.v1.Ping
+	5,  // 18: herald.v1.SessionResponse.instance:type_name -> herald.v1.Instance
+	6,  // 19: herald.v1.SessionResponse.lost:type_name -> herald.v1.InstanceKey
+	19, // 20: herald.v1.ListServicesResponse.services:type_name -> herald.v1.ServiceSummary
+	5,  // 21: herald.v1.ListInstancesResponse.instances:type_name -> herald.v1.Instance
+	36, // 22: herald.v1.Member.tags:type_name -> herald.v1.Member.TagsEntry
+	39, // 23: herald.v1.Member.status_since:type_name -> google.protobuf.Timestamp
+	24, // 24: herald.v1.MembersResponse.members:type_name -> herald.v1.Member
+	2,  // 25: herald.v1.Event.op:type_name -> herald.v1.Event.Op
+	5,  // 26: herald.v1.Event.instance:type_name -> herald.v1.Instance
+	3,  // 27: herald.v1.WatchResponse.kind:type_name -> herald.v1.WatchResponse.Kind
+	31, // 28: herald.v1.WatchResponse.events:type_name -> herald.v1.Event
+	30, // 29: herald.v1.MultiWatchRequest.watch:type_name -> herald.v1.WatchRequest
+	37, // 30: herald.v1.MultiWatchResponse.items:type_name -> herald.v1.MultiWatchResponse.Item
+	32, // 31: herald.v1.MultiWatchResponse.Item.response:type_name -> herald.v1.WatchResponse
+	7,  // 32: herald.v1.Herald.Register:input_type -> herald.v1.RegisterRequest
+	9,  // 33: herald.v1.Herald.Deregister:input_type -> herald.v1.DeregisterRequest
+	11, // 34: herald.v1.Herald.SetStatus:input_type -> herald.v1.SetStatusRequest
+	13, // 35: herald.v1.Herald.Heartbeat:input_type -> herald.v1.HeartbeatRequest
+	15, // 36: herald.v1.Herald.Session:input_type -> herald.v1.SessionRequest
+	18, // 37: herald.v1.Herald.ListServices:input_type -> herald.v1.ListServicesRequest
+	21, // 38: herald.v1.Herald.ListInstances:input_type -> herald.v1.ListInstancesRequest
+	23, // 39: herald.v1.Herald.Members:input_type -> herald.v1.MembersRequest
+	26, // 40: herald.v1.Herald.Join:input_type -> herald.v1.JoinRequest
+	28, // 41: herald.v1.Herald.ForceLeave:input_type -> herald.v1.ForceLeaveRequest
+	30, // 42: herald.v1.Herald.Watch:input_type -> herald.v1.WatchRequest
+	33, // 43: herald.v1.Herald.MultiWatch:input_type -> herald.v1.MultiWatchRequest
+	8,  // 44: herald.v1.Herald.Register:output_type -> herald.v1.RegisterResponse
+	10, // 45: herald.v1.Herald.Deregister:output_type -> herald.v1.DeregisterResponse
+	12, // 46: herald.v1.Herald.SetStatus:output_type -> herald.v1.SetStatusResponse
+	14, // 47: herald.v1.Herald.Heartbeat:output_type -> herald.v1.HeartbeatResponse
+	17, // 48: herald.v1.Herald.Session:output_type -> herald.v1.SessionResponse
+	20, // 49: herald.v1.Herald.ListServices:output_type -> herald.v1.ListServicesResponse
+	22, // 50: herald.v1.Herald.ListInstances:output_type -> herald.v1.ListInstancesResponse
+	25, // 51: herald.v1.Herald.Members:output_type -> herald.v1.MembersResponse
+	27, // 52: herald.v1.Herald.Join:output_type -> herald.v1.JoinResponse
+	29, // 53: herald.v1.Herald.ForceLeave:output_type -> herald.v1.ForceLeaveResponse
+	32, // 54: herald.v1.Herald.Watch:output_type -> herald.v1.WatchResponse
+	34, // 55: herald.v1.Herald.MultiWatch:output_type -> herald.v1.MultiWatchResponse
+	44, // [44:56] is the sub-list for method output_type
+	32, // [32:44] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_pushsvc_heraldpb_herald_proto_init() }

@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/herald-sd/herald/cluster"
+	"github.com/herald-sd/herald/cluster/checks"
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/cluster/store"
 	"github.com/herald-sd/herald/dnsserver"
@@ -130,6 +132,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	gs := push.NewGRPCServer(grpcOpts...)
 	cl.RegisterGRPC(gs)
+	grpcOps := registerGRPCOps(gs, ready) // grpchealth.go
+	closers = append(closers, grpcOps.Close)
 
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -193,9 +197,39 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	closers = append(closers, func() { cl.Shutdown() })
+	boot := &bootServices{reg: reg, log: log.With("component", "config")} // services.go
+	boot.apply(cfg.Services)
+	if cfg.ServiceUpdates != nil {
+		stopUpdates := make(chan struct{})
+		updatesDone := make(chan struct{})
+		go func() {
+			defer close(updatesDone)
+			for {
+				select {
+				case <-stopUpdates:
+					return
+				case list := <-cfg.ServiceUpdates:
+					boot.apply(list)
+				}
+			}
+		}()
+		closers = append(closers, func() { close(stopUpdates); <-updatesDone })
+	}
+	prober := checks.New(checks.Config{Source: reg, Writer: reg, Concurrency: cfg.CheckConcurrency, Logger: log.With("component", "checks")})
+	prober.Start()
+	closers = append(closers, prober.Close)
+	metrics.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_check_probes_total", Help: "Active health check probes (tcp, http, grpc) run by this node."},
+			func() float64 { p, _ := prober.Stats(); return float64(p) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_check_status_changes_total", Help: "Status changes written by this node's active health checks."},
+			func() float64 { _, w := prober.Stats(); return float64(w) }))
 	ready.ready("cluster")
 	ready.check(cl.Ready)
-	log.Info("agent ready", "peer_auth", cl.PeerAuthMode(), "dns", cfg.DNSAddr, "grpc", cfg.GRPCAddr, "http", cfg.HTTPAddr, "serf", cfg.Bind, "advertise", cl.LocalAddr(), "domain", cfg.Domain, "epoch", reg.Epoch())
+	bound := listening{dns: dnsSrv.Addr(), grpc: grpcLn.Addr().String(), http: httpLn.Addr().String(), serf: cl.LocalAddr()}
+	log.Info("agent ready", "peer_auth", cl.PeerAuthMode(), "dns", bound.dns, "grpc", bound.grpc, "http", bound.http, "serf", cfg.Bind, "advertise", bound.serf, "domain", cfg.Domain, "epoch", reg.Epoch())
+	if cfg.Dev {
+		logDev(log, cfg, bound) // dev.go
+	}
 
 	select {
 	case <-ctx.Done():

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/herald-sd/herald/cluster"
+	"github.com/herald-sd/herald/cluster/checks"
+	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/dnsserver"
 )
 
@@ -130,9 +132,22 @@ type Config struct {
 	// ACLFile is the JSON access policy of the gRPC API (pushsvc/acl),
 	// reread on SIGHUP. Default none: every request is allowed.
 	ACLFile string
+	// CheckConcurrency is the most active health checks (tcp, http, grpc)
+	// this node probes at once (cluster/checks). Default 64; at most 4096.
+	CheckConcurrency int
+	// Services are registered at start, as this node's own (the config
+	// file's "services"). Default none.
+	Services []*registry.Instance
+	// ServiceUpdates, when set, carries new lists of Services (a config
+	// reload): the agent registers what is new or changed and deregisters
+	// what the previous list had and this one lacks.
+	ServiceUpdates <-chan []*registry.Instance
 	// Logger. Default slog.Default(), the process's logger.
 	Logger *slog.Logger
 }
+
+// MaxCheckConcurrency bounds Config.CheckConcurrency.
+const MaxCheckConcurrency = 4096
 
 // DefaultConfig returns the defaults of every field. The settings the agent
 // passes on to a package take that package's defaults.
@@ -159,6 +174,8 @@ func DefaultConfig() Config {
 		DNSRRLRate:        dns.RRLRate,
 		DrainGrace:        time.Second,
 		Logger:            slog.Default(),
+
+		CheckConcurrency: checks.DefaultConcurrency,
 	}
 }
 
@@ -181,6 +198,9 @@ func (c *Config) setDefaults() {
 	if c.SuspicionMult == 0 {
 		c.SuspicionMult = d.SuspicionMult
 	}
+	if c.CheckConcurrency == 0 {
+		c.CheckConcurrency = d.CheckConcurrency
+	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
@@ -188,6 +208,13 @@ func (c *Config) setDefaults() {
 		c.Domain += "."
 	}
 	c.Domain = strings.ToLower(c.Domain)
+}
+
+// Check fills the defaults and validates the config, as Run does, without
+// starting anything (herald validate).
+func (c *Config) Check() error {
+	c.setDefaults()
+	return c.validate()
 }
 
 // validate rejects invalid values. It changes nothing.
@@ -222,6 +249,9 @@ func (c Config) validate() error {
 	}
 	if c.DNSRRLRate < 0 {
 		return fmt.Errorf("agent: -dns-rrl-rate %d must not be negative (0 is off)", c.DNSRRLRate)
+	}
+	if c.CheckConcurrency < 0 || c.CheckConcurrency > MaxCheckConcurrency {
+		return fmt.Errorf("agent: -check-concurrency %d must be between 1 and %d", c.CheckConcurrency, MaxCheckConcurrency)
 	}
 	if c.SuspicionMult < 0 {
 		return fmt.Errorf("agent: -suspicion-mult %d must not be negative", c.SuspicionMult)
