@@ -86,6 +86,9 @@ type Config struct {
 	// 5m, would close their connections with too_many_pings), while a client
 	// that pings many times a second is still cut off.
 	KeepaliveMinPing time.Duration
+	// Limits bound streams, watches and connections (limits.go). Each zero
+	// field takes DefaultLimits' value.
+	Limits Limits
 }
 
 // DefaultConfig returns the defaults of every field but Registry; set it
@@ -101,6 +104,7 @@ func DefaultConfig() Config {
 		KeepaliveTime:       5 * time.Second,
 		KeepaliveTimeout:    3 * time.Second,
 		KeepaliveMinPing:    time.Second,
+		Limits:              DefaultLimits(),
 	}
 }
 
@@ -111,6 +115,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
+	c.Limits.setDefaults()
 	for _, f := range []struct{ v, def *time.Duration }{
 		{&c.ProgressInterval, &d.ProgressInterval},
 		{&c.KeepaliveTime, &d.KeepaliveTime},
@@ -163,6 +168,9 @@ func (c Config) validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("pushsvc: config: %s %d must not be negative", f.name, f.v)
 		}
+	}
+	if err := c.Limits.validate(); err != nil {
+		return err
 	}
 	if c.ProgressInterval < 10*time.Millisecond {
 		return fmt.Errorf("pushsvc: config: ProgressInterval %s is below 10ms", c.ProgressInterval)

@@ -1,6 +1,7 @@
 package pushsvc
 
 import (
+	"context"
 	"errors"
 	"io"
 
@@ -31,7 +32,7 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 	reqs, recvErr, stop := recvLoop(stream.Recv)
 	defer stop()
 	watches := map[uint64]*watchState{}
-	defer func() { s.watchers.Add(-int64(len(watches))) }()
+	defer func() { s.releaseWatches(ctx, len(watches)) }()
 
 	var parts [][]byte // the next message
 	var groups watchGroups
@@ -63,7 +64,7 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 		}
 		select {
 		case req := <-reqs:
-			parts = s.multiWatchOp(watches, req, parts)
+			parts = s.multiWatchOp(ctx, watches, req, parts)
 		case err := <-recvErr:
 			if !errors.Is(err, io.EOF) {
 				return err
@@ -145,12 +146,12 @@ func (s *service) advanceAll(watches map[uint64]*watchState, parts [][]byte, g *
 
 // multiWatchOp starts or cancels a watch, and appends its first item (or a
 // refusal) to parts.
-func (s *service) multiWatchOp(watches map[uint64]*watchState, req *heraldpb.MultiWatchRequest, parts [][]byte) [][]byte {
+func (s *service) multiWatchOp(ctx context.Context, watches map[uint64]*watchState, req *heraldpb.MultiWatchRequest, parts [][]byte) [][]byte {
 	id := req.GetWatchId()
 	if req.GetWatch() == nil {
 		if _, ok := watches[id]; ok {
 			delete(watches, id)
-			s.watchers.Add(-1)
+			s.releaseWatches(ctx, 1)
 		}
 		// Acknowledged even for an unknown id, so a client never waits.
 		return append(parts, errorItem(id, status.Errorf(codes.Canceled, "watch %d canceled", id)))
@@ -166,12 +167,14 @@ func (s *service) multiWatchOp(watches map[uint64]*watchState, req *heraldpb.Mul
 	if err == nil {
 		names, err = s.watchNames(req.GetWatch().GetServices())
 	}
+	if err == nil {
+		err = s.acquireWatch(ctx)
+	}
 	if err != nil {
 		return append(parts, errorItem(id, err))
 	}
 	w := s.startWatch(req.GetWatch(), names)
 	watches[id] = w
-	s.watchers.Add(1)
 	if w.first == nil { // a resume that waits for the feed: advanceAll sends it
 		return parts
 	}

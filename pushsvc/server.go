@@ -45,6 +45,8 @@ type Server struct {
 	sessions   atomic.Int64
 	resets     atomic.Uint64
 
+	watchesRefused atomic.Uint64
+
 	grpcMetrics *grpcprom.ServerMetrics
 	rawCodec    atomic.Bool // ServerOptions was used: watch frames go out as is
 
@@ -114,9 +116,10 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 	s.rawCodec.Store(true)
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec()),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.KeepaliveTime, Timeout: s.cfg.KeepaliveTimeout}),
+		grpc.KeepaliveParams(s.keepaliveParams()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.KeepaliveMinPing, PermitWithoutStream: true}),
 	}
+	opts = append(opts, s.limitOptions()...)
 	opts = append(opts, grpc.ChainUnaryInterceptor(s.unaryErrorLog), grpc.ChainStreamInterceptor(s.streamErrorLog))
 	if s.grpcMetrics != nil {
 		opts = append(opts,
@@ -210,6 +213,8 @@ func (s *Server) registerMetrics(r prometheus.Registerer) error {
 			func() float64 { return float64(s.sessions.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_watch_events_encoded_total", Help: "Registry events encoded for watchers (once per event, shared by all streams)."},
 			func() float64 { return float64(s.feed.encoded.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_watches_refused_total", Help: "Watches refused for the node's or a connection's watch limit."},
+			func() float64 { return float64(s.watchesRefused.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_watch_resets_total", Help: "Snapshots sent because a watcher could not resume or fell behind."},
 			func() float64 { return float64(s.resets.Load()) }),
 	}

@@ -25,9 +25,11 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 	if err != nil {
 		return toStatus(err)
 	}
-	s.watchers.Add(1)
-	defer s.watchers.Add(-1)
 	ctx := stream.Context()
+	if err := s.acquireWatch(ctx); err != nil {
+		return toStatus(err)
+	}
+	defer s.releaseWatches(ctx, 1)
 	w := s.startWatch(req, names)
 	if w.first != nil { // nil: a resume waits for the feed (see startWatch)
 		if err := sendFrame[heraldpb.WatchResponse]((*Server)(s), stream, w.first); err != nil {

@@ -41,6 +41,7 @@ func runAgent(args []string, _, stderr io.Writer) error {
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory that keeps this node's plain registrations and known members across restarts (a restart rejoins them)")
 	fs.BoolVar(&cfg.RecoverStore, "recover-store", cfg.RecoverStore, "if the -data-dir store file is damaged, move it aside, keep what can be read of it and start (default: refuse to start)")
 	fs.DurationVar(&cfg.DrainGrace, "drain-grace", cfg.DrainGrace, "on SIGTERM, serve owned instances as draining for this long before leaving the cluster (0: leave at once)")
+	cfg.Limits.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := parse(fs, args); err != nil {

@@ -37,6 +37,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	regCfg := registry.DefaultConfig()
 	regCfg.Node = cfg.Node
+	regCfg.MaxInstances = cfg.Limits.MaxInstances
 	if off := cfg.ClockOffset; off != 0 {
 		log.Warn("the registry clock is shifted (HERALD_CLOCK_OFFSET, a testing aid)", "clock_offset", off)
 		regCfg.Now = func() time.Time { return time.Now().Add(off) }
@@ -84,6 +85,8 @@ func Run(ctx context.Context, cfg Config) error {
 	clCfg.SuspicionMult = cfg.SuspicionMult
 	clCfg.Logger = cfg.Logger.With("component", "cluster") // the cluster adds the node itself
 	clCfg.Registerer = metrics
+	clCfg.Transfers.MaxBytes = cfg.Limits.MaxTransferBytes
+	clCfg.Transfers.MaxInstances = cfg.Limits.MaxTransferInstances
 	cl, err := cluster.New(clCfg)
 	if err != nil {
 		return err
@@ -96,6 +99,7 @@ func Run(ctx context.Context, cfg Config) error {
 	pushCfg.Members = func() []*heraldpb.Member { return membersToProto(cl.Members()) }
 	pushCfg.Join = joinHook(cl)
 	pushCfg.ForceLeave = forceLeaveHook(cl)
+	cfg.Limits.applyPush(&pushCfg.Limits)
 	push, err := pushsvc.New(pushCfg)
 	if err != nil {
 		return err
@@ -103,10 +107,12 @@ func Run(ctx context.Context, cfg Config) error {
 	gs := push.NewGRPCServer()
 	cl.RegisterGRPC(gs)
 
+	refused := connsRefused(metrics)
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("agent: listen on -grpc-addr %s: %w", cfg.GRPCAddr, err)
 	}
+	grpcLn = newLimitListener(grpcLn, cfg.Limits.MaxGRPCConns, refused.WithLabelValues("grpc"))
 	errc := make(chan error, 4)
 	go func() {
 		if err := gs.Serve(grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -140,11 +146,13 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	ready.ready("dns")
 
-	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: newHTTPHandler(metrics, ready), ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: newHTTPHandler(metrics, ready)}
+	cfg.Limits.limitHTTP(httpSrv)
 	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("agent: listen on -http-addr %s: %w", cfg.HTTPAddr, err)
 	}
+	httpLn = newLimitListener(httpLn, cfg.Limits.MaxHTTPConns, refused.WithLabelValues("http"))
 	go func() {
 		if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("agent: http: %w", err)

@@ -104,6 +104,9 @@ type Config struct {
 	// write stamps) by this much: a testing aid that steps one node's clock
 	// without touching the host's. Default 0.
 	ClockOffset time.Duration
+	// Limits bound what clients and peers can make the node hold
+	// (limits.go). Default: DefaultLimits.
+	Limits Limits
 	// Logger. Default slog.Default(), the process's logger.
 	Logger *slog.Logger
 }
@@ -128,6 +131,7 @@ func DefaultConfig() Config {
 		Domain:        dns.Domain,
 		DNSTTL:        dns.TTL,
 		DrainGrace:    time.Second,
+		Limits:        DefaultLimits(),
 		Logger:        slog.Default(),
 	}
 }
@@ -151,6 +155,7 @@ func (c *Config) setDefaults() {
 	if c.SuspicionMult == 0 {
 		c.SuspicionMult = d.SuspicionMult
 	}
+	c.Limits.setDefaults()
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
@@ -188,6 +193,9 @@ func (c Config) validate() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fmt.Errorf("agent: %s %q: want host:port: %w", name, a, err)
 		}
+	}
+	if err := c.Limits.validate(); err != nil {
+		return err
 	}
 	if c.RecoverStore && c.DataDir == "" {
 		return fmt.Errorf("agent: -recover-store needs -data-dir")
