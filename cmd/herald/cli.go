@@ -376,13 +376,13 @@ func runInstances(args []string, stdout, stderr io.Writer) error {
 		return usagef("want exactly one service name, after the flags: herald instances [-tag T] SERVICE")
 	}
 	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
-		resp, err := c.ListInstances(ctx, &pb.ListInstancesRequest{Service: fs.Arg(0), Tag: *tag})
+		instances, err := listAllInstances(ctx, c, fs.Arg(0), *tag)
 		if err != nil {
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tADDRESS\tPORT\tSTATUS\tWEIGHT\tTAGS\tNODE")
-		for _, in := range resp.GetInstances() {
+		for _, in := range instances {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", in.GetId(), in.GetAddress(), in.GetPort(), statusName(in.GetStatus()), in.GetWeight(), strings.Join(in.GetTags(), ","), in.GetNode())
 		}
 		return tw.Flush()
@@ -415,4 +415,22 @@ func printMembers(stdout io.Writer, resp *pb.MembersResponse) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.GetName(), m.GetAddress(), memberStatus(m, time.Now()), strings.Join(tags, ","))
 	}
 	return tw.Flush()
+}
+
+// listAllInstances reads every page of a ListInstances listing.
+func listAllInstances(ctx context.Context, c pb.HeraldClient, service, tag string) ([]*pb.Instance, error) {
+	var out []*pb.Instance
+	req := &pb.ListInstancesRequest{Service: service, Tag: tag, PageSize: 5000}
+	for range 1 << 20 {
+		resp, err := c.ListInstances(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, resp.GetInstances()...)
+		if resp.GetNextPageToken() == "" {
+			break
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+	return out, nil
 }
