@@ -10,7 +10,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 GOIMPORTS_VERSION          := v0.52.0
 
-.PHONY: all build run test test-short nemesis bench lint proto fuzz clean
+.PHONY: all build run test test-short nemesis abuse bench lint proto fuzz clean
 
 all: build
 
@@ -43,6 +43,12 @@ test-short:
 HERALD_NEMESIS_DURATION ?= 10m
 nemesis:
 	HERALD_NEMESIS_DURATION=$(HERALD_NEMESIS_DURATION) $(GO) test -count=1 -run '^TestNemesis$$' -v -timeout 20m ./testenv/
+
+# The abuse suite of issue #9 at full size (make test runs a short one):
+# each attack against a real agent must keep its RSS under 512 MiB while DNS
+# and registrations keep answering. Built without -race, as an agent runs.
+abuse:
+	HERALD_ABUSE=full $(GO) test -count=1 -run '^TestAbuse$$' -v -timeout 30m ./testenv/
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./dnsserver/... ./cluster/... ./pushsvc/...

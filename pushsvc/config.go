@@ -60,6 +60,10 @@ type Config struct {
 	// (16384), so that a watcher resumes from as far back as the registry
 	// keeps.
 	WatchHistory int
+	// WatchHistoryBytes bounds the encoded events kept for watchers in
+	// bytes; the oldest go first. Default: the registry's HistoryBytes
+	// (32 MiB), for the same reason (agent -history-bytes).
+	WatchHistoryBytes int
 	// WatchMaxLag is how many events a watcher may be behind before it gets
 	// a fresh snapshot (reset) instead of the deltas; a value above
 	// WatchHistory acts as WatchHistory. Default 1024: catching up with
@@ -98,6 +102,7 @@ func DefaultConfig() Config {
 		Logger:              slog.Default(),
 		ProgressInterval:    10 * time.Second,
 		WatchHistory:        registry.DefaultConfig().History,
+		WatchHistoryBytes:   registry.DefaultConfig().HistoryBytes,
 		WatchMaxLag:         1024,
 		MaxWatchServices:    256,
 		MaxWatchesPerStream: 10000,
@@ -128,6 +133,7 @@ func (c *Config) setDefaults() {
 	}
 	for _, f := range []struct{ v, def *int }{
 		{&c.WatchHistory, &d.WatchHistory},
+		{&c.WatchHistoryBytes, &d.WatchHistoryBytes},
 		{&c.WatchMaxLag, &d.WatchMaxLag},
 		{&c.MaxWatchServices, &d.MaxWatchServices},
 		{&c.MaxWatchesPerStream, &d.MaxWatchesPerStream},
@@ -161,6 +167,7 @@ func (c Config) validate() error {
 		v    int
 	}{
 		{"WatchHistory", c.WatchHistory},
+		{"WatchHistoryBytes", c.WatchHistoryBytes},
 		{"WatchMaxLag", c.WatchMaxLag},
 		{"MaxWatchServices", c.MaxWatchServices},
 		{"MaxWatchesPerStream", c.MaxWatchesPerStream},

@@ -34,7 +34,7 @@ func stillServer(t *testing.T) (*service, *registry.Registry) {
 		t.Fatal(err)
 	}
 	s := &Server{cfg: cfg, reg: reg, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		feed: newFeed(cfg.WatchHistory, reg.Snapshot().Revision())}
+		feed: newFeed(cfg.WatchHistory, cfg.WatchHistoryBytes, reg.Snapshot().Revision())}
 	return (*service)(s), reg
 }
 

@@ -69,7 +69,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		reg:     cfg.Registry,
 		log:     cfg.Logger.With("component", "pushsvc"),
-		feed:    newFeed(cfg.WatchHistory, cfg.Registry.Snapshot().Revision()),
+		feed:    newFeed(cfg.WatchHistory, cfg.WatchHistoryBytes, cfg.Registry.Snapshot().Revision()),
 		closing: make(chan struct{}),
 	}
 	if cfg.Metrics != nil {

@@ -60,6 +60,12 @@ type Config struct {
 	// 30 MB of typical instances, replicated to every node (agent
 	// -max-instances).
 	MaxInstances int
+	// HistoryBytes bounds each of the two histories (History, DeltaLog) in
+	// bytes, as Instance sizes add up; the oldest events go first. Default
+	// 32 MiB: 16384 events of typical instances (about 300 bytes) take
+	// 5 MB, while churning maximum-size instances (about 20 KB) would
+	// otherwise pin 330 MB in each (agent -history-bytes).
+	HistoryBytes int
 	// Now is the clock. Default time.Now; tests inject a fake one.
 	Now func() time.Time
 	// Store persists plain local registrations. Default nil: memory only
@@ -78,6 +84,7 @@ func DefaultConfig() Config {
 		TombstoneTTL:  72 * time.Hour,
 		MaxTombstones: 100000,
 		MaxInstances:  100000,
+		HistoryBytes:  32 << 20,
 		Now:           time.Now,
 	}
 }
@@ -115,6 +122,9 @@ func (c *Config) setDefaults() {
 	if c.MaxInstances == 0 {
 		c.MaxInstances = d.MaxInstances
 	}
+	if c.HistoryBytes == 0 {
+		c.HistoryBytes = d.HistoryBytes
+	}
 }
 
 // validate rejects invalid values. It changes nothing.
@@ -130,6 +140,7 @@ func (c Config) validate() error {
 		{"DeltaLog", int64(c.DeltaLog)},
 		{"MaxTombstones", int64(c.MaxTombstones)},
 		{"MaxInstances", int64(c.MaxInstances)},
+		{"HistoryBytes", int64(c.HistoryBytes)},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("registry: config: %s %d must not be negative", f.name, f.v)

@@ -38,6 +38,7 @@ func Run(ctx context.Context, cfg Config) error {
 	regCfg := registry.DefaultConfig()
 	regCfg.Node = cfg.Node
 	regCfg.MaxInstances = cfg.Limits.MaxInstances
+	regCfg.HistoryBytes = cfg.Limits.HistoryBytes
 	if off := cfg.ClockOffset; off != 0 {
 		log.Warn("the registry clock is shifted (HERALD_CLOCK_OFFSET, a testing aid)", "clock_offset", off)
 		regCfg.Now = func() time.Time { return time.Now().Add(off) }
@@ -100,6 +101,7 @@ func Run(ctx context.Context, cfg Config) error {
 	pushCfg.Join = joinHook(cl)
 	pushCfg.ForceLeave = forceLeaveHook(cl)
 	cfg.Limits.applyPush(&pushCfg.Limits)
+	pushCfg.WatchHistoryBytes = cfg.Limits.HistoryBytes
 	push, err := pushsvc.New(pushCfg)
 	if err != nil {
 		return err

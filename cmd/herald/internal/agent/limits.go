@@ -60,6 +60,10 @@ type Limits struct {
 	// 200000).
 	MaxTransferBytes     int64
 	MaxTransferInstances int
+	// HistoryBytes bounds, in bytes, each history kept for resuming
+	// watchers and catching peers up (-history-bytes). Default: the
+	// registry's (32 MiB).
+	HistoryBytes int
 }
 
 // DefaultLimits returns the defaults of Limits.
@@ -78,6 +82,7 @@ func DefaultLimits() Limits {
 		HTTPMaxHeaderBytes:   64 << 10,
 		MaxTransferBytes:     t.MaxBytes,
 		MaxTransferInstances: t.MaxInstances,
+		HistoryBytes:         registry.DefaultConfig().HistoryBytes,
 	}
 }
 
@@ -93,6 +98,7 @@ func (l *Limits) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&l.MaxHTTPConns, "max-http-conns", l.MaxHTTPConns, "most open connections on -http-addr; more are closed at once")
 	fs.DurationVar(&l.HTTPIdleTimeout, "http-idle-timeout", l.HTTPIdleTimeout, "an idle HTTP keep-alive connection is closed after this long")
 	fs.Int64Var(&l.MaxTransferBytes, "max-transfer-bytes", l.MaxTransferBytes, "most bytes of peers' full-state transfers held at once")
+	fs.IntVar(&l.HistoryBytes, "history-bytes", l.HistoryBytes, "most bytes of each history of changes kept for watchers and peers to catch up from (oldest dropped first)")
 	fs.IntVar(&l.MaxTransferInstances, "max-transfer-instances", l.MaxTransferInstances, "most instances and tombstones of one full-state transfer from a peer")
 }
 
@@ -107,6 +113,7 @@ func (l *Limits) setDefaults() {
 		{&l.MaxHTTPConns, &d.MaxHTTPConns},
 		{&l.HTTPMaxHeaderBytes, &d.HTTPMaxHeaderBytes},
 		{&l.MaxTransferInstances, &d.MaxTransferInstances},
+		{&l.HistoryBytes, &d.HistoryBytes},
 	} {
 		if *f.v == 0 {
 			*f.v = *f.def
@@ -145,6 +152,7 @@ func (l Limits) validate() error {
 		{"-http-idle-timeout", int64(l.HTTPIdleTimeout)},
 		{"-max-transfer-bytes", l.MaxTransferBytes},
 		{"-max-transfer-instances", int64(l.MaxTransferInstances)},
+		{"-history-bytes", int64(l.HistoryBytes)},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("agent: %s must not be negative", f.flag)
