@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/herald-sd/herald/cluster/clusterpb"
@@ -48,6 +49,9 @@ func (s *peerServer) Replicate(stream clusterpb.Peer_ReplicateServer) error {
 		var req *clusterpb.ReplicateRequest
 		select {
 		case r := <-msgs:
+			if errors.Is(r.err, io.EOF) {
+				return nil // the sender is done; a transfer it left unfinished is dropped
+			}
 			if r.err != nil {
 				return r.err
 			}

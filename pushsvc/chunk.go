@@ -169,3 +169,48 @@ func pageInstances(svc *registry.Service, tag, token string, size int) ([]*heral
 	}
 	return out, "", nil
 }
+
+// appendItems appends the items of one watch response for the watches ids:
+// one item, or one per part when the response is larger than one message
+// (each part's WatchResponse has `more` as in Watch). prev is the revision
+// the watches were at before resp.
+func appendItems(parts [][]byte, ids []uint64, resp [][]byte, prev uint64) [][]byte {
+	for _, part := range splitWatch(resp, prev, maxMessageBytes-1024-10*len(ids)) {
+		parts = appendItem(parts, ids, part)
+	}
+	return parts
+}
+
+// splitMulti cuts a MultiWatchResponse (a sequence of items, each starting
+// a part of its own) into messages of at most limit bytes, at item
+// boundaries, without copying.
+func splitMulti(parts [][]byte, limit int) [][][]byte {
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	if size <= limit {
+		return [][][]byte{parts}
+	}
+	var msgs [][][]byte
+	start, msgSize := 0, 0
+	for i := 0; i < len(parts); {
+		// parts[i] starts an item: its tag and length say where it ends.
+		_, _, n := protowire.ConsumeTag(parts[i])
+		l, m := protowire.ConsumeVarint(parts[i][max(n, 0):])
+		if n < 0 || m < 0 {
+			return [][][]byte{parts} // cannot happen: appendItem built it
+		}
+		itemSize, j := n+m+int(l), i
+		for covered := 0; covered < itemSize && j < len(parts); j++ {
+			covered += len(parts[j])
+		}
+		if msgSize > 0 && msgSize+itemSize > limit {
+			msgs = append(msgs, parts[start:i])
+			start, msgSize = i, 0
+		}
+		msgSize += itemSize
+		i = j
+	}
+	return append(msgs, parts[start:])
+}

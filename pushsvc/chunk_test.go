@@ -193,3 +193,49 @@ func TestListInstancesPages(t *testing.T) {
 	_, err = e.client.ListInstances(ctxT(t), &heraldpb.ListInstancesRequest{Service: "big", PageSize: 5, PageToken: "!!"})
 	wantCode(t, err, codes.InvalidArgument, "page_token")
 }
+
+// TestMultiWatchParts: a MultiWatch snapshot larger than one message goes
+// out as items in parts, in messages no larger than the limit.
+func TestMultiWatchParts(t *testing.T) {
+	const limit = 64 << 10
+	setLimit(t, limit)
+	e := newEnv(t, envOpts{})
+	for i := range 300 {
+		if _, err := e.reg.Register(context.Background(), bigInstance("big", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mw, err := e.client.MultiWatch(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := uint64(1); id <= 2; id++ {
+		if err := mw.Send(&heraldpb.MultiWatchRequest{WatchId: id, Watch: &heraldpb.WatchRequest{Services: []string{"big"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := map[uint64]map[string]bool{1: {}, 2: {}}
+	done := map[uint64]bool{}
+	for msgs := 0; len(done) < 2; msgs++ {
+		m, err := mw.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := proto.Size(m); n > limit {
+			t.Fatalf("message %d is %d bytes, over %d", msgs, n, limit)
+		}
+		for _, it := range m.GetItems() {
+			for _, wid := range append([]uint64{it.GetWatchId()}, it.GetMoreWatchIds()...) {
+				for _, ev := range it.GetResponse().GetEvents() {
+					ids[wid][ev.GetInstance().GetId()] = true
+				}
+				if !it.GetResponse().GetMore() {
+					done[wid] = true
+				}
+			}
+		}
+	}
+	if len(ids[1]) != 300 || len(ids[2]) != 300 {
+		t.Fatalf("watches got %d and %d of 300 instances", len(ids[1]), len(ids[2]))
+	}
+}

@@ -57,8 +57,10 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 			woke = false
 		}
 		if len(parts) > 0 {
-			if err := sendFrame[heraldpb.MultiWatchResponse]((*Server)(s), stream, parts); err != nil {
-				return err
+			for _, msg := range splitMulti(parts, maxMessageBytes) {
+				if err := sendFrame[heraldpb.MultiWatchResponse]((*Server)(s), stream, msg); err != nil {
+					return err
+				}
 			}
 			parts = parts[:0]
 		}
@@ -98,6 +100,7 @@ type watchGroupKey struct {
 
 type watchGroup struct {
 	resp     [][]byte
+	prev     uint64 // the revision its watches were at before resp
 	last     uint64
 	resumeTo uint64
 	ids      []uint64
@@ -121,9 +124,9 @@ func (s *service) advanceAll(watches map[uint64]*watchState, parts [][]byte, g *
 			g.index[k] = i
 			if i < cap(g.list) {
 				g.list = g.list[:i+1]
-				g.list[i] = watchGroup{resp: resp, last: w.last, resumeTo: w.resumeTo, ids: g.list[i].ids[:0]}
+				g.list[i] = watchGroup{resp: resp, prev: k.last, last: w.last, resumeTo: w.resumeTo, ids: g.list[i].ids[:0]}
 			} else {
-				g.list = append(g.list, watchGroup{resp: resp, last: w.last, resumeTo: w.resumeTo})
+				g.list = append(g.list, watchGroup{resp: resp, prev: k.last, last: w.last, resumeTo: w.resumeTo})
 			}
 		} else {
 			w.last, w.resumeTo = g.list[i].last, g.list[i].resumeTo
@@ -137,7 +140,7 @@ func (s *service) advanceAll(watches map[uint64]*watchState, parts [][]byte, g *
 	}
 	for i := range g.list {
 		if len(g.list[i].ids) > 0 {
-			parts = appendItem(parts, g.list[i].ids, g.list[i].resp)
+			parts = appendItems(parts, g.list[i].ids, g.list[i].resp, g.list[i].prev)
 		}
 		g.list[i].resp = nil // do not pin shared entries until the next wake
 	}
@@ -178,7 +181,7 @@ func (s *service) multiWatchOp(ctx context.Context, watches map[uint64]*watchSta
 	if w.first == nil { // a resume that waits for the feed: advanceAll sends it
 		return parts
 	}
-	parts = appendItem(parts, []uint64{id}, w.first)
+	parts = appendItems(parts, []uint64{id}, w.first, req.GetWatch().GetRevision())
 	w.first = nil
 	return parts
 }

@@ -27,7 +27,7 @@ var importRules = []struct {
 	{"testenv/wait", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/resolver", module + "/cmd"}, nil},
 	// The server never links the test support in.
 	{"cmd/herald", []string{module + "/pushsvc/heraldtest", module + "/testenv"}, nil},
-	{"testenv", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/cmd/herald"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client"}},
+	{"testenv", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/cmd/herald"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client", module + "/cluster/clusterpb"}},
 }
 
 // TestImportRules fails when a package (with its dependencies) imports what
