@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/peer"
 )
 
 // errWatchLimit: a watch over the node's or the connection's cap
@@ -90,7 +90,6 @@ func (s *Server) limitOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
 		grpc.ConnectionTimeout(l.ConnectionTimeout),
-		grpc.StatsHandler(connTagger{}),
 	}
 }
 
@@ -103,23 +102,37 @@ func (s *Server) keepaliveParams() keepalive.ServerParameters {
 	}
 }
 
-// connState is what the server counts per client connection.
-type connState struct{ watches atomic.Int64 }
-
-type connKey struct{}
-
-// connTagger gives every connection its connState; the streams of the
-// connection find it in their context.
-type connTagger struct{}
-
-func (connTagger) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
-	return context.WithValue(ctx, connKey{}, &connState{})
+// connWatches counts the watches of each client connection, keyed by the
+// connection's remote address (one TCP connection each). It is touched only
+// when a watch starts or ends; an entry goes with its last watch. (A gRPC
+// stats handler could tag connections instead, but it costs every message
+// of every RPC.)
+type connWatches struct {
+	mu sync.Mutex
+	n  map[string]int64
 }
-func (connTagger) HandleConn(context.Context, stats.ConnStats) {}
-func (connTagger) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
-	return ctx
+
+// add adds d to the count of ctx's connection and returns the new count;
+// ok is false when the context names no connection.
+func (c *connWatches) add(ctx context.Context, d int64) (n int64, ok bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return 0, false
+	}
+	key := p.Addr.String()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int64{}
+	}
+	n = c.n[key] + d
+	if n <= 0 {
+		delete(c.n, key)
+	} else {
+		c.n[key] = n
+	}
+	return n, true
 }
-func (connTagger) HandleRPC(context.Context, stats.RPCStats) {}
 
 // acquireWatch counts one watch against the node's and the connection's
 // caps, or refuses it with errWatchLimit naming the flag. releaseWatches
@@ -131,9 +144,9 @@ func (s *service) acquireWatch(ctx context.Context) error {
 		s.watchesRefused.Add(1)
 		return fmt.Errorf("%w: this node serves %d watches, its limit (-max-watches %d); watch from another node or retry later", errWatchLimit, n-1, l.MaxWatches)
 	}
-	if cs, ok := ctx.Value(connKey{}).(*connState); ok {
-		if n := cs.watches.Add(1); n > int64(l.MaxWatchesPerConn) {
-			cs.watches.Add(-1)
+	if n, ok := s.connWatches.add(ctx, 1); ok {
+		if n > int64(l.MaxWatchesPerConn) {
+			s.connWatches.add(ctx, -1)
 			s.watchers.Add(-1)
 			s.watchesRefused.Add(1)
 			return fmt.Errorf("%w: this connection has %d watches, the limit of one connection (-max-watches-per-conn %d); use MultiWatch or another connection", errWatchLimit, n-1, l.MaxWatchesPerConn)
@@ -144,7 +157,5 @@ func (s *service) acquireWatch(ctx context.Context) error {
 
 func (s *service) releaseWatches(ctx context.Context, n int) {
 	s.watchers.Add(-int64(n))
-	if cs, ok := ctx.Value(connKey{}).(*connState); ok {
-		cs.watches.Add(-int64(n))
-	}
+	s.connWatches.add(ctx, -int64(n))
 }

@@ -46,6 +46,7 @@ type Server struct {
 	resets     atomic.Uint64
 
 	watchesRefused atomic.Uint64
+	connWatches    connWatches
 
 	grpcMetrics *grpcprom.ServerMetrics
 	rawCodec    atomic.Bool // ServerOptions was used: watch frames go out as is
