@@ -44,11 +44,12 @@ HERALD_NEMESIS_DURATION ?= 10m
 nemesis:
 	HERALD_NEMESIS_DURATION=$(HERALD_NEMESIS_DURATION) $(GO) test -count=1 -run '^TestNemesis$$' -v -timeout 20m ./testenv/
 
-# The abuse suite of issue #9 at full size (make test runs a short one):
-# each attack against a real agent must keep its RSS under 512 MiB while DNS
-# and registrations keep answering. Built without -race, as an agent runs.
+# The abuse suite of issue #9 and the 50,000-instance service at full size
+# (make test runs short ones): each attack against a real agent must keep
+# its RSS under 512 MiB while DNS and registrations keep answering. Without
+# -race, as an agent runs.
 abuse:
-	HERALD_ABUSE=full $(GO) test -count=1 -run '^TestAbuse$$' -v -timeout 30m ./testenv/
+	HERALD_ABUSE=full $(GO) test -count=1 -run '^(TestAbuse|TestLargeService)$$' -v -timeout 30m ./testenv/
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./dnsserver/... ./cluster/... ./pushsvc/...
