@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -236,7 +237,7 @@ func watchArgs(sz abuseSizes) []string {
 // fast as it can, and holds them; the node refuses those over its caps.
 func attackWatchStreams(t *testing.T, c *Cluster, n, maxWatches int) {
 	const perConn = 500
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var opened, refused atomic.Int64
 	var otherErr atomic.Value
@@ -249,7 +250,9 @@ func attackWatchStreams(t *testing.T, c *Cluster, n, maxWatches int) {
 		t.Cleanup(func() { cc.Close() })
 		api := heraldpb.NewHeraldClient(cc)
 		for range min(perConn, n-k*perConn) {
-			s, err := api.Watch(ctx, &heraldpb.WatchRequest{Services: []string{"probe"}})
+			// A quiet service: this attack is about holding streams; a
+			// busy one would also make it a fan-out (that is benchmarked).
+			s, err := api.Watch(ctx, &heraldpb.WatchRequest{Services: []string{"quiet"}})
 			if err == nil {
 				_, err = s.Recv()
 			}
@@ -349,6 +352,9 @@ func attackPeerChunks(t *testing.T, c *Cluster, total int64) {
 			_, err = stream.Recv()
 		}
 		code := status.Code(err)
+		if errors.Is(err, io.EOF) {
+			code = codes.OK // the node ended the stream after the forger's CloseSend
+		}
 		if errors.Is(err, context.DeadlineExceeded) || code == codes.DeadlineExceeded {
 			break
 		}
