@@ -90,6 +90,7 @@ type Cluster struct {
 	reconcileKick chan struct{} // cap 1: membership changed
 	repairs       *ownerQueue   // owners with a gap to repair
 	syncs         *ownerQueue   // peers to run anti-entropy with ("" = random)
+	transfers     *transfers    // full states being received, bounded
 
 	stop       chan struct{}
 	baseCtx    context.Context // ends at Shutdown; parent of pulls
@@ -137,7 +138,11 @@ func New(cfg Config) (*Cluster, error) {
 		reconcileKick: make(chan struct{}, 1),
 		repairs:       newOwnerQueue(),
 		syncs:         newOwnerQueue(),
+		transfers:     newTransfers(cfg.Transfers),
 		stop:          make(chan struct{}),
+	}
+	if err := reg.Register(c.transfers.gauge()); err != nil {
+		return nil, fmt.Errorf("cluster: register metrics: %w", err)
 	}
 	c.baseCtx, c.cancelBase = context.WithCancel(context.Background())
 	c.serfLog = &serfLog{log: c.log, decrypt: decrypt}

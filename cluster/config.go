@@ -147,6 +147,9 @@ type Config struct {
 	// cut at 1 MiB). Default 4096: a burst of changes goes out in a few
 	// messages.
 	MaxBatch int
+	// Transfers bound the full states this node receives from peers
+	// (transfer.go). Each zero field takes DefaultTransferLimits' value.
+	Transfers TransferLimits
 	// Registry is this node's registry, usually a *registry.Registry.
 	// Required.
 	Registry Registry
@@ -245,6 +248,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
+	c.Transfers.setDefaults()
 }
 
 // validate rejects invalid values and returns the decoded encryption key.
@@ -298,6 +302,9 @@ func (c Config) validate() (key []byte, err error) {
 		if f.v < 0 {
 			return nil, fmt.Errorf("cluster: config: %s %d must not be negative", f.name, f.v)
 		}
+	}
+	if err := c.Transfers.validate(); err != nil {
+		return nil, err
 	}
 	if c.ProbeTimeout >= c.ProbeInterval {
 		return nil, fmt.Errorf("cluster: config: probe timeout %s must be shorter than the probe interval %s", c.ProbeTimeout, c.ProbeInterval)

@@ -34,6 +34,8 @@ func peerStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, ErrNoState):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrTransferLimit):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	}
 	if _, ok := status.FromError(err); ok {
 		return err

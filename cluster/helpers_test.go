@@ -26,6 +26,7 @@ type testNode struct {
 	cl      *cluster.Cluster
 	srv     *grpc.Server
 	metrics *prometheus.Registry
+	grpc    string // the peer service's address
 	stopped bool
 }
 
@@ -42,6 +43,7 @@ type nodeOpts struct {
 	snapshot     string             // Serf snapshot file
 	retryJoin    []string
 	noReconnect  bool // peers never reconnect to a failed member by themselves
+	transfers    cluster.TransferLimits
 }
 
 func testLogger() *slog.Logger {
@@ -76,6 +78,7 @@ func nodeConfig(reg *registry.Registry, o nodeOpts) cluster.Config {
 	if o.noReconnect {
 		cfg.ReconnectInterval = time.Hour
 	}
+	cfg.Transfers = o.transfers
 	cfg.Logger = testLogger()
 	return cfg
 }
@@ -106,6 +109,7 @@ func tryStartNode(t testing.TB, name string, o nodeOpts) (*testNode, error) {
 	n := &testNode{name: name, reg: reg, srv: grpc.NewServer(), metrics: prometheus.NewRegistry()}
 	cfg := nodeConfig(reg, o)
 	cfg.GRPCAddr = lis.Addr().String()
+	n.grpc = cfg.GRPCAddr
 	cfg.Registerer = n.metrics
 	if n.cl, err = cluster.New(cfg); err != nil {
 		lis.Close()

@@ -16,6 +16,8 @@ type metrics struct {
 	antiEntropy    prometheus.Counter
 	ownersReaped   *prometheus.CounterVec
 	lag            prometheus.Histogram
+
+	transfersRefused prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -53,8 +55,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Delay from the owner's change (its timestamp in the delta) to its apply on this node.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
+		transfersRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_cluster_transfers_refused_total",
+			Help: "Full-state transfers refused or cut off for breaking a transfer limit (bytes, instances, time, one per owner).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.members, m.deltasSent, m.deltasReceived, m.fullSent, m.gapsRepaired, m.antiEntropy, m.ownersReaped, m.lag} {
+	for _, c := range []prometheus.Collector{m.members, m.deltasSent, m.deltasReceived, m.fullSent, m.gapsRepaired, m.antiEntropy, m.ownersReaped, m.lag, m.transfersRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("cluster: register metrics: %w", err)
 		}

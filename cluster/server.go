@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -43,11 +45,33 @@ func (s *peerServer) Replicate(stream clusterpb.Peer_ReplicateServer) error {
 	if err := stream.Send(&clusterpb.ReplicateAck{Have: versionToPB(c.reg.Digest()[owner])}); err != nil {
 		return err
 	}
-	var full stateAssembler
+	// A full state is held until its last chunk: bounded by the node's
+	// TransferLimits, and the stream ends when it stalls past the timeout.
+	var full *transfer
+	var stall *time.Timer
+	defer func() {
+		full.end()
+		if stall != nil {
+			stall.Stop()
+		}
+	}()
+	done := make(chan struct{})
+	defer close(done)
+	msgs := recvAsync(stream.Recv, done)
 	for {
-		req, err := stream.Recv()
-		if err != nil {
-			return err
+		var req *clusterpb.ReplicateRequest
+		select {
+		case r := <-msgs:
+			if errors.Is(r.err, io.EOF) {
+				return nil // the sender is done; a transfer it left unfinished is dropped
+			}
+			if r.err != nil {
+				return r.err
+			}
+			req = r.msg
+		case <-timerC(stall):
+			c.metrics.transfersRefused.Inc()
+			return peerStatus(fmt.Errorf("%w: the full state of %q took longer than %s", ErrTransferLimit, owner, c.cfg.Transfers.Timeout))
 		}
 		switch msg := req.GetMsg().(type) {
 		case *clusterpb.ReplicateRequest_Deltas:
@@ -55,11 +79,26 @@ func (s *peerServer) Replicate(stream clusterpb.Peer_ReplicateServer) error {
 				return peerStatus(err)
 			}
 		case *clusterpb.ReplicateRequest_Full:
-			st, err := full.add(msg.Full, owner)
+			if full == nil || full.ended {
+				if full, err = c.transfers.begin(owner, time.Now()); err != nil {
+					c.metrics.transfersRefused.Inc()
+					return peerStatus(err)
+				}
+				if stall == nil {
+					stall = time.NewTimer(c.cfg.Transfers.Timeout)
+				} else {
+					stall.Reset(c.cfg.Transfers.Timeout)
+				}
+			}
+			st, err := full.add(msg.Full, time.Now())
 			if err != nil {
+				if errors.Is(err, ErrTransferLimit) {
+					c.metrics.transfersRefused.Inc()
+				}
 				return peerStatus(err)
 			}
 			if st != nil {
+				stall.Stop()
 				c.installState(*st)
 			}
 		default:

@@ -77,7 +77,11 @@ func (c *Cluster) pull(src *peer, owner string) (registry.OwnerState, error) {
 	if err != nil {
 		return registry.OwnerState{}, fmt.Errorf("cluster: pull %s from %s: %w", owner, src.name, err)
 	}
-	var asm stateAssembler
+	x, err := c.transfers.beginPull(owner, time.Now())
+	if err != nil {
+		return registry.OwnerState{}, err
+	}
+	defer x.end()
 	for {
 		chunk, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -86,7 +90,7 @@ func (c *Cluster) pull(src *peer, owner string) (registry.OwnerState, error) {
 		if err != nil {
 			return registry.OwnerState{}, fmt.Errorf("cluster: pull %s from %s: %w", owner, src.name, err)
 		}
-		st, err := asm.add(chunk, owner)
+		st, err := x.add(chunk, time.Now())
 		if err != nil {
 			return registry.OwnerState{}, err
 		}

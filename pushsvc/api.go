@@ -141,12 +141,10 @@ func (s *service) ListInstances(ctx context.Context, req *heraldpb.ListInstances
 	}
 	snap := s.reg.Snapshot()
 	out := &heraldpb.ListInstancesResponse{Revision: snap.Revision()}
-	if svc := snap.Service(strings.ToLower(req.GetService())); svc != nil {
-		for _, in := range svc.Instances {
-			if tag == "" || in.HasTag(tag) {
-				out.Instances = append(out.Instances, instanceToProto(in))
-			}
-		}
+	var err error
+	out.Instances, out.NextPageToken, err = pageInstances(snap.Service(strings.ToLower(req.GetService())), tag, req.GetPageToken(), int(req.GetPageSize()))
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	return out, nil
 }

@@ -50,7 +50,7 @@ func BenchmarkWatchMessage(b *testing.B) {
 
 // BenchmarkFeedSince is a watcher reading one new event from the feed.
 func BenchmarkFeedSince(b *testing.B) {
-	f := newFeed(16384, 0)
+	f := newFeed(16384, 1<<30, 0)
 	in := benchInstance()
 	var evs []registry.Event
 	for i := range 1000 {

@@ -65,6 +65,10 @@ type Config struct {
 	// (16384), so that a watcher resumes from as far back as the registry
 	// keeps.
 	WatchHistory int
+	// WatchHistoryBytes bounds the encoded events kept for watchers in
+	// bytes; the oldest go first. Default: the registry's HistoryBytes
+	// (32 MiB), for the same reason (agent -history-bytes).
+	WatchHistoryBytes int
 	// WatchMaxLag is how many events a watcher may be behind before it gets
 	// a fresh snapshot (reset) instead of the deltas; a value above
 	// WatchHistory acts as WatchHistory. Default 1024: catching up with
@@ -91,6 +95,9 @@ type Config struct {
 	// 5m, would close their connections with too_many_pings), while a client
 	// that pings many times a second is still cut off.
 	KeepaliveMinPing time.Duration
+	// Limits bound streams, watches and connections (limits.go). Each zero
+	// field takes DefaultLimits' value.
+	Limits Limits
 }
 
 // DefaultConfig returns the defaults of every field but Registry; set it
@@ -100,12 +107,14 @@ func DefaultConfig() Config {
 		Logger:              slog.Default(),
 		ProgressInterval:    10 * time.Second,
 		WatchHistory:        registry.DefaultConfig().History,
+		WatchHistoryBytes:   registry.DefaultConfig().HistoryBytes,
 		WatchMaxLag:         1024,
 		MaxWatchServices:    256,
 		MaxWatchesPerStream: 10000,
 		KeepaliveTime:       5 * time.Second,
 		KeepaliveTimeout:    3 * time.Second,
 		KeepaliveMinPing:    time.Second,
+		Limits:              DefaultLimits(),
 	}
 }
 
@@ -116,6 +125,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
+	c.Limits.setDefaults()
 	for _, f := range []struct{ v, def *time.Duration }{
 		{&c.ProgressInterval, &d.ProgressInterval},
 		{&c.KeepaliveTime, &d.KeepaliveTime},
@@ -128,6 +138,7 @@ func (c *Config) setDefaults() {
 	}
 	for _, f := range []struct{ v, def *int }{
 		{&c.WatchHistory, &d.WatchHistory},
+		{&c.WatchHistoryBytes, &d.WatchHistoryBytes},
 		{&c.WatchMaxLag, &d.WatchMaxLag},
 		{&c.MaxWatchServices, &d.MaxWatchServices},
 		{&c.MaxWatchesPerStream, &d.MaxWatchesPerStream},
@@ -161,6 +172,7 @@ func (c Config) validate() error {
 		v    int
 	}{
 		{"WatchHistory", c.WatchHistory},
+		{"WatchHistoryBytes", c.WatchHistoryBytes},
 		{"WatchMaxLag", c.WatchMaxLag},
 		{"MaxWatchServices", c.MaxWatchServices},
 		{"MaxWatchesPerStream", c.MaxWatchesPerStream},
@@ -168,6 +180,9 @@ func (c Config) validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("pushsvc: config: %s %d must not be negative", f.name, f.v)
 		}
+	}
+	if err := c.Limits.validate(); err != nil {
+		return err
 	}
 	if c.ProgressInterval < 10*time.Millisecond {
 		return fmt.Errorf("pushsvc: config: ProgressInterval %s is below 10ms", c.ProgressInterval)

@@ -34,6 +34,8 @@ func codeOf(err error) codes.Code {
 		return codes.FailedPrecondition
 	case errors.Is(err, registry.ErrClosed), errors.Is(err, errServerClosed), errors.Is(err, registry.ErrNotDurable):
 		return codes.Unavailable
+	case errors.Is(err, registry.ErrLimit), errors.Is(err, errWatchLimit):
+		return codes.ResourceExhausted
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):

@@ -48,10 +48,12 @@ type feed struct {
 	last    uint64 // revision of the newest event held (or low)
 	notify  atomic.Pointer[chan struct{}]
 	encoded atomic.Uint64 // events marshalled; proves encode-once
+
+	bytes, maxBytes int // the entries' bytes held, and their bound
 }
 
-func newFeed(capacity int, base uint64) *feed {
-	f := &feed{ring: make([]encodedEvent, capacity), low: base, last: base}
+func newFeed(capacity, maxBytes int, base uint64) *feed {
+	f := &feed{ring: make([]encodedEvent, capacity), low: base, last: base, maxBytes: maxBytes}
 	ch := make(chan struct{})
 	f.notify.Store(&ch)
 	return f
@@ -95,16 +97,18 @@ func (f *feed) append(events []registry.Event) {
 	f.mu.Lock()
 	for _, e := range enc {
 		if e.rev != f.last+1 { // a gap: restart the ring after it
-			f.head, f.n, f.low = 0, 0, e.rev-1
+			f.head, f.n, f.low, f.bytes = 0, 0, e.rev-1, 0
 			clear(f.ring)
 		}
-		if f.n == len(f.ring) {
+		for f.n > 0 && (f.n == len(f.ring) || f.bytes+len(e.entry) > f.maxBytes) {
 			f.low = f.ring[f.head].rev
+			f.bytes -= len(f.ring[f.head].entry)
 			f.ring[f.head] = encodedEvent{}
 			f.head = (f.head + 1) % len(f.ring)
 			f.n--
 		}
 		f.ring[(f.head+f.n)%len(f.ring)] = e
+		f.bytes += len(e.entry)
 		f.n++
 		f.last = e.rev
 	}
@@ -117,7 +121,7 @@ func (f *feed) append(events []registry.Event) {
 func (f *feed) restart(base uint64) {
 	f.mu.Lock()
 	clear(f.ring)
-	f.head, f.n, f.low, f.last = 0, 0, base, base
+	f.head, f.n, f.low, f.last, f.bytes = 0, 0, base, base, 0
 	f.mu.Unlock()
 	f.wake()
 }

@@ -32,7 +32,7 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 	reqs, recvErr, stop := recvLoop(stream.Recv)
 	defer stop()
 	watches := map[uint64]*watchState{}
-	defer func() { s.watchers.Add(-int64(len(watches))) }()
+	defer func() { s.releaseWatches(ctx, len(watches)) }()
 
 	var parts [][]byte // the next message
 	var groups watchGroups
@@ -57,8 +57,10 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 			woke = false
 		}
 		if len(parts) > 0 {
-			if err := sendFrame[heraldpb.MultiWatchResponse]((*Server)(s), stream, parts); err != nil {
-				return err
+			for _, msg := range splitMulti(parts, maxMessageBytes) {
+				if err := sendFrame[heraldpb.MultiWatchResponse]((*Server)(s), stream, msg); err != nil {
+					return err
+				}
 			}
 			parts = parts[:0]
 		}
@@ -98,6 +100,7 @@ type watchGroupKey struct {
 
 type watchGroup struct {
 	resp     [][]byte
+	prev     uint64 // the revision its watches were at before resp
 	last     uint64
 	resumeTo uint64
 	ids      []uint64
@@ -121,9 +124,9 @@ func (s *service) advanceAll(watches map[uint64]*watchState, parts [][]byte, g *
 			g.index[k] = i
 			if i < cap(g.list) {
 				g.list = g.list[:i+1]
-				g.list[i] = watchGroup{resp: resp, last: w.last, resumeTo: w.resumeTo, ids: g.list[i].ids[:0]}
+				g.list[i] = watchGroup{resp: resp, prev: k.last, last: w.last, resumeTo: w.resumeTo, ids: g.list[i].ids[:0]}
 			} else {
-				g.list = append(g.list, watchGroup{resp: resp, last: w.last, resumeTo: w.resumeTo})
+				g.list = append(g.list, watchGroup{resp: resp, prev: k.last, last: w.last, resumeTo: w.resumeTo})
 			}
 		} else {
 			w.last, w.resumeTo = g.list[i].last, g.list[i].resumeTo
@@ -137,7 +140,7 @@ func (s *service) advanceAll(watches map[uint64]*watchState, parts [][]byte, g *
 	}
 	for i := range g.list {
 		if len(g.list[i].ids) > 0 {
-			parts = appendItem(parts, g.list[i].ids, g.list[i].resp)
+			parts = appendItems(parts, g.list[i].ids, g.list[i].resp, g.list[i].prev)
 		}
 		g.list[i].resp = nil // do not pin shared entries until the next wake
 	}
@@ -151,7 +154,7 @@ func (s *service) multiWatchOp(ctx context.Context, watches map[uint64]*watchSta
 	if req.GetWatch() == nil {
 		if _, ok := watches[id]; ok {
 			delete(watches, id)
-			s.watchers.Add(-1)
+			s.releaseWatches(ctx, 1)
 		}
 		// Acknowledged even for an unknown id, so a client never waits.
 		return append(parts, errorItem(id, status.Errorf(codes.Canceled, "watch %d canceled", id)))
@@ -170,16 +173,18 @@ func (s *service) multiWatchOp(ctx context.Context, watches map[uint64]*watchSta
 	if err == nil {
 		err = (*Server)(s).allowWatch(ctx, names)
 	}
+	if err == nil {
+		err = s.acquireWatch(ctx)
+	}
 	if err != nil {
 		return append(parts, errorItem(id, err))
 	}
 	w := s.startWatch(req.GetWatch(), names)
 	watches[id] = w
-	s.watchers.Add(1)
 	if w.first == nil { // a resume that waits for the feed: advanceAll sends it
 		return parts
 	}
-	parts = appendItem(parts, []uint64{id}, w.first)
+	parts = appendItems(parts, []uint64{id}, w.first, req.GetWatch().GetRevision())
 	w.first = nil
 	return parts
 }

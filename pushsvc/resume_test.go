@@ -34,7 +34,7 @@ func stillServer(t *testing.T) (*service, *registry.Registry) {
 		t.Fatal(err)
 	}
 	s := &Server{cfg: cfg, reg: reg, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		feed: newFeed(cfg.WatchHistory, reg.Snapshot().Revision())}
+		feed: newFeed(cfg.WatchHistory, cfg.WatchHistoryBytes, reg.Snapshot().Revision())}
 	return (*service)(s), reg
 }
 
@@ -148,9 +148,22 @@ type streamCheck struct {
 	service string
 	last    uint64
 	atLeast uint64 // the first message must reach this revision
+	pending *heraldpb.WatchResponse
 }
 
 func (c *streamCheck) check(m *heraldpb.WatchResponse) error {
+	// A message in parts is checked whole, as a client applies it.
+	if c.pending != nil {
+		c.pending.Events = append(c.pending.Events, m.Events...)
+		c.pending.Revision, c.pending.More = m.Revision, m.More
+		if m.More {
+			return nil
+		}
+		m, c.pending = c.pending, nil
+	} else if m.More {
+		c.pending = proto.Clone(m).(*heraldpb.WatchResponse)
+		return nil
+	}
 	if m.Revision < c.last || m.Revision < c.atLeast {
 		return fmt.Errorf("%s at %d, after %d with %d committed before the resume", m.Kind, m.Revision, c.last, c.atLeast)
 	}

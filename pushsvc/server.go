@@ -49,6 +49,9 @@ type Server struct {
 	acl       atomic.Pointer[acl.Policy] // nil: everything is allowed (auth.go)
 	aclDenied *prometheus.CounterVec
 
+	watchesRefused atomic.Uint64
+	connWatches    connWatches
+
 	grpcMetrics *grpcprom.ServerMetrics
 	rawCodec    atomic.Bool // ServerOptions was used: watch frames go out as is
 
@@ -71,7 +74,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		reg:     cfg.Registry,
 		log:     cfg.Logger.With("component", "pushsvc"),
-		feed:    newFeed(cfg.WatchHistory, cfg.Registry.Snapshot().Revision()),
+		feed:    newFeed(cfg.WatchHistory, cfg.WatchHistoryBytes, cfg.Registry.Snapshot().Revision()),
 		closing: make(chan struct{}),
 	}
 	s.acl.Store(cfg.ACL)
@@ -119,9 +122,10 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 	s.rawCodec.Store(true)
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec()),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.KeepaliveTime, Timeout: s.cfg.KeepaliveTimeout}),
+		grpc.KeepaliveParams(s.keepaliveParams()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.KeepaliveMinPing, PermitWithoutStream: true}),
 	}
+	opts = append(opts, s.limitOptions()...)
 	opts = append(opts, grpc.ChainUnaryInterceptor(s.unaryErrorLog), grpc.ChainStreamInterceptor(s.streamErrorLog))
 	if s.grpcMetrics != nil {
 		opts = append(opts,
@@ -217,6 +221,8 @@ func (s *Server) registerMetrics(r prometheus.Registerer) error {
 			func() float64 { return float64(s.sessions.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_watch_events_encoded_total", Help: "Registry events encoded for watchers (once per event, shared by all streams)."},
 			func() float64 { return float64(s.feed.encoded.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_watches_refused_total", Help: "Watches refused for the node's or a connection's watch limit."},
+			func() float64 { return float64(s.watchesRefused.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_watch_resets_total", Help: "Snapshots sent because a watcher could not resume or fell behind."},
 			func() float64 { return float64(s.resets.Load()) }),
 	}

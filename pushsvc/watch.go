@@ -28,12 +28,14 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 	if err != nil {
 		return toStatus(err)
 	}
-	s.watchers.Add(1)
-	defer s.watchers.Add(-1)
 	ctx := stream.Context()
+	if err := s.acquireWatch(ctx); err != nil {
+		return toStatus(err)
+	}
+	defer s.releaseWatches(ctx, 1)
 	w := s.startWatch(req, names)
 	if w.first != nil { // nil: a resume waits for the feed (see startWatch)
-		if err := sendFrame[heraldpb.WatchResponse]((*Server)(s), stream, w.first); err != nil {
+		if err := sendWatch((*Server)(s), stream, w.first, req.GetRevision()); err != nil {
 			return err
 		}
 		w.first = nil
@@ -46,12 +48,13 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 		if s.closed.Load() {
 			return toStatus(errServerClosed)
 		}
+		prev := w.last
 		parts := s.advance(w)
 		if parts == nil {
 			parts = s.progressDue(w)
 		}
 		if parts != nil {
-			if err := sendFrame[heraldpb.WatchResponse]((*Server)(s), stream, parts); err != nil {
+			if err := sendWatch((*Server)(s), stream, parts, prev); err != nil {
 				return err
 			}
 		}

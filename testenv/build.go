@@ -6,7 +6,8 @@
 // operator meets it.
 //
 // It drives the agents only through their public surfaces: the command line,
-// DNS, the gRPC API (pushsvc/heraldpb, pushsvc/client, resolver) and HTTP. It
+// DNS, the gRPC API (pushsvc/heraldpb, pushsvc/client, resolver) and HTTP,
+// and the peer protocol (cluster/clusterpb) where it plays a forged peer. It
 // must never import cluster, dnsserver or pushsvc (the server) or anything
 // under cmd/herald: what the scenarios check is what a user would see.
 //

@@ -33,7 +33,7 @@ var importRules = []struct {
 	// The server never links the test support in.
 	{"cmd/herald", []string{module + "/pushsvc/heraldtest", module + "/testenv"}, nil},
 	{"testenv/traffic", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/cmd"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client", module + "/pushsvc/heraldtls"}},
-	{"testenv", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/cmd/herald"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client", module + "/pushsvc/heraldtls"}},
+	{"testenv", []string{module + "/cluster", module + "/dnsserver", module + "/pushsvc", module + "/cmd/herald"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client", module + "/pushsvc/heraldtls", module + "/cluster/clusterpb"}},
 }
 
 // TestImportRules fails when a package (with its dependencies) imports what

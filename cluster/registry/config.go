@@ -54,6 +54,18 @@ type Config struct {
 	// are dropped first. Default 100000 (about 10 MB), so that a flood of
 	// deregistrations cannot grow memory without bound.
 	MaxTombstones int
+	// MaxInstances bounds the instances this node owns. A registration of
+	// a new key beyond it fails with ErrLimit; updates of registered keys
+	// and everything already registered are kept. Default 100000: about
+	// 30 MB of typical instances, replicated to every node (agent
+	// -max-instances).
+	MaxInstances int
+	// HistoryBytes bounds each of the two histories (History, DeltaLog) in
+	// bytes, as Instance sizes add up; the oldest events go first. Default
+	// 32 MiB: 16384 events of typical instances (about 300 bytes) take
+	// 5 MB, while churning maximum-size instances (about 20 KB) would
+	// otherwise pin 330 MB in each (agent -history-bytes).
+	HistoryBytes int
 	// Now is the clock. Default time.Now; tests inject a fake one.
 	Now func() time.Time
 	// Store persists plain local registrations. Default nil: memory only
@@ -71,6 +83,8 @@ func DefaultConfig() Config {
 		DrainMemory:   30 * time.Second,
 		TombstoneTTL:  72 * time.Hour,
 		MaxTombstones: 100000,
+		MaxInstances:  100000,
+		HistoryBytes:  32 << 20,
 		Now:           time.Now,
 	}
 }
@@ -105,6 +119,12 @@ func (c *Config) setDefaults() {
 	if c.MaxTombstones == 0 {
 		c.MaxTombstones = d.MaxTombstones
 	}
+	if c.MaxInstances == 0 {
+		c.MaxInstances = d.MaxInstances
+	}
+	if c.HistoryBytes == 0 {
+		c.HistoryBytes = d.HistoryBytes
+	}
 }
 
 // validate rejects invalid values. It changes nothing.
@@ -119,6 +139,8 @@ func (c Config) validate() error {
 		{"History", int64(c.History)},
 		{"DeltaLog", int64(c.DeltaLog)},
 		{"MaxTombstones", int64(c.MaxTombstones)},
+		{"MaxInstances", int64(c.MaxInstances)},
+		{"HistoryBytes", int64(c.HistoryBytes)},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("registry: config: %s %d must not be negative", f.name, f.v)

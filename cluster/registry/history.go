@@ -12,16 +12,38 @@ type history[T any] struct {
 	next  uint64 // number the next append gets
 	head  int
 	n     int
+
+	// With a byte bound (withBytes), the oldest items also go once the
+	// items' sizes add up to more than maxBytes.
+	size     func(T) int
+	sizes    []int
+	bytes    int
+	maxBytes int
 }
 
 func newHistory[T any](capacity int) *history[T] {
 	return &history[T]{buf: make([]T, capacity), next: 1}
 }
 
+// withBytes bounds the history's items to maxBytes as size counts them.
+func (h *history[T]) withBytes(maxBytes int, size func(T) int) *history[T] {
+	h.maxBytes, h.size, h.sizes = maxBytes, size, make([]int, len(h.buf))
+	return h
+}
+
 func (h *history[T]) append(items ...T) {
 	h.mu.Lock()
 	for _, it := range items {
-		if h.n == len(h.buf) {
+		sz := 0
+		if h.size != nil {
+			sz = h.size(it)
+		}
+		for h.n > 0 && (h.n == len(h.buf) || h.size != nil && h.bytes+sz > h.maxBytes) {
+			var zero T
+			h.buf[h.head] = zero // drop the reference: the item may be large
+			if h.size != nil {
+				h.bytes -= h.sizes[h.head]
+			}
 			h.head = (h.head + 1) % len(h.buf)
 			h.n--
 			h.first++
@@ -30,6 +52,10 @@ func (h *history[T]) append(items ...T) {
 			h.first = h.next
 		}
 		h.buf[(h.head+h.n)%len(h.buf)] = it
+		if h.size != nil {
+			h.sizes[(h.head+h.n)%len(h.buf)] = sz
+			h.bytes += sz
+		}
 		h.n++
 		h.next++
 	}

@@ -27,6 +27,10 @@ func (r *Registry) Register(ctx context.Context, in *Instance) (*Instance, error
 		r.mu.Unlock()
 		return nil, ErrClosed
 	}
+	if err := r.admitLocked(in.Key()); err != nil {
+		r.mu.Unlock()
+		return nil, err
+	}
 	r.keepDrain(in)
 	tx := r.begin()
 	in = r.putLocal(tx, in, true)

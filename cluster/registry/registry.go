@@ -211,8 +211,8 @@ func New(cfg Config) (*Registry, error) {
 		drained:  map[Key]time.Time{},
 		lost:     map[string]*lostQueue{},
 		tombBorn: map[Key]time.Time{},
-		events:   newHistory[Event](cfg.History),
-		deltas:   newHistory[Delta](cfg.DeltaLog),
+		events:   newHistory[Event](cfg.History).withBytes(cfg.HistoryBytes, func(e Event) int { return e.Instance.approxSize() }),
+		deltas:   newHistory[Delta](cfg.DeltaLog).withBytes(cfg.HistoryBytes, func(d Delta) int { return d.Instance.approxSize() }),
 		localCh:  make(chan struct{}),
 		stop:     make(chan struct{}),
 	}

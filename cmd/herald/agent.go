@@ -67,6 +67,7 @@ func newAgentFlags(stderr io.Writer) *agentFlags {
 	fs.DurationVar(&cfg.DrainGrace, "drain-grace", cfg.DrainGrace, "on SIGTERM, serve owned instances as draining for this long before leaving the cluster (0: leave at once)")
 	fs.StringVar(&cfg.ACLFile, "acl-file", cfg.ACLFile, "JSON file of API tokens and their rights, reread on SIGHUP (default: every request is allowed)")
 	fs.IntVar(&cfg.CheckConcurrency, "check-concurrency", cfg.CheckConcurrency, "the most active health checks (-check tcp=, http=, grpc=) this node probes at once")
+	cfg.Limits.RegisterFlags(fs)
 	af.logLevel = fs.String("log-level", "info", "log level: debug, info, warn or error (reloaded on SIGHUP from the config file)")
 	af.logFormat = fs.String("log-format", "text", "log format: text or json")
 	af.configFile = fs.String("config-file", "", "JSON `file` of agent settings (each flag's name without the dash) and \"services\" to register at start; flags given on the command line win; reread on SIGHUP")

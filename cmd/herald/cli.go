@@ -432,19 +432,19 @@ func runInstances(args []string, stdout, stderr io.Writer) error {
 	}
 	service := fs.Arg(0)
 	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
-		resp, err := c.ListInstances(ctx, &pb.ListInstancesRequest{Service: service, Tag: *tag})
+		instances, err := listAllInstances(ctx, c, service, *tag)
 		if err != nil {
 			return err
 		}
-		if len(resp.GetInstances()) == 0 {
+		if len(instances) == 0 {
 			if err := serviceExists(ctx, c, service, *tag); err != nil {
 				return err
 			}
 		}
 		if *asJSON {
-			return printInstancesJSON(stdout, resp.GetInstances())
+			return printInstancesJSON(stdout, instances)
 		}
-		return printInstances(stdout, resp.GetInstances())
+		return printInstances(stdout, instances)
 	})
 }
 
@@ -481,4 +481,22 @@ func printMembers(stdout io.Writer, resp *pb.MembersResponse) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.GetName(), m.GetAddress(), memberStatus(m, time.Now()), strings.Join(tags, ","))
 	}
 	return tw.Flush()
+}
+
+// listAllInstances reads every page of a ListInstances listing.
+func listAllInstances(ctx context.Context, c pb.HeraldClient, service, tag string) ([]*pb.Instance, error) {
+	var out []*pb.Instance
+	req := &pb.ListInstancesRequest{Service: service, Tag: tag, PageSize: 5000}
+	for range 1 << 20 {
+		resp, err := c.ListInstances(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, resp.GetInstances()...)
+		if resp.GetNextPageToken() == "" {
+			break
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+	return out, nil
 }

@@ -251,6 +251,7 @@ func (w *Watcher) stream(i int, addr string) (got bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	var split parts
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -263,6 +264,9 @@ func (w *Watcher) stream(i int, addr string) (got bool, err error) {
 		if !got {
 			got = true
 			w.setConnected(addr, true)
+		}
+		if m = split.add(m); m == nil {
+			continue // more parts of this message follow
 		}
 		switch m.GetKind() {
 		case heraldpb.WatchResponse_KIND_SNAPSHOT:

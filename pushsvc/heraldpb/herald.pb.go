@@ -1306,9 +1306,17 @@ func (x *ListServicesResponse) GetRevision() uint64 {
 }
 
 type ListInstancesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	Tag           string                 `protobuf:"bytes,2,opt,name=tag,proto3" json:"tag,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Tag     string                 `protobuf:"bytes,2,opt,name=tag,proto3" json:"tag,omitempty"`
+	// Paging. page_size bounds the instances of one response (the server
+	// also cuts a page at about 1 MiB); 0 asks for every instance in one
+	// response, which the server refuses with RESOURCE_EXHAUSTED when they
+	// take more than about 1 MiB. page_token is a response's
+	// next_page_token. Instances come in id order, and each page is read from
+	// the server's current view (its revision is in the response).
+	PageSize      uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1357,10 +1365,26 @@ func (x *ListInstancesRequest) GetTag() string {
 	return ""
 }
 
+func (x *ListInstancesRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListInstancesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListInstancesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Instances     []*Instance            `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Instances []*Instance            `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
+	Revision  uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Set when more instances follow: pass it as page_token.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1407,6 +1431,13 @@ func (x *ListInstancesResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ListInstancesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type MembersRequest struct {
@@ -1870,12 +1901,24 @@ func (x *Event) GetRevision() uint64 {
 }
 
 type WatchResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          WatchResponse_Kind     `protobuf:"varint,1,opt,name=kind,proto3,enum=herald.v1.WatchResponse_Kind" json:"kind,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	Origin        string                 `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
-	Reset_        bool                   `protobuf:"varint,4,opt,name=reset,proto3" json:"reset,omitempty"` // a snapshot sent because resume was not possible
-	Events        []*Event               `protobuf:"bytes,5,rep,name=events,proto3" json:"events,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Kind     WatchResponse_Kind     `protobuf:"varint,1,opt,name=kind,proto3,enum=herald.v1.WatchResponse_Kind" json:"kind,omitempty"`
+	Revision uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Origin   string                 `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
+	Reset_   bool                   `protobuf:"varint,4,opt,name=reset,proto3" json:"reset,omitempty"` // a snapshot sent because resume was not possible
+	Events   []*Event               `protobuf:"bytes,5,rep,name=events,proto3" json:"events,omitempty"`
+	// more: this message is one part of a larger one, and more parts follow.
+	// The server keeps each message under about 1 MiB: a snapshot or a
+	// catch-up batch that is larger goes out as parts, all but the last with
+	// more set. A client applies the parts together once the last arrives,
+	// so that it never acts on half a snapshot. The first part has the
+	// message's kind and reset; the others are KIND_DELTA (upserts, for a
+	// snapshot). Every part carries a revision to resume from: within a
+	// snapshot 0 (a break asks for a new snapshot), within a batch of deltas
+	// the revision of the part's last event, and the last part the message's
+	// revision. So a client that ignores this field still ends in the right
+	// state and resumes correctly after a break between parts.
+	More          bool `protobuf:"varint,6,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1943,6 +1986,13 @@ func (x *WatchResponse) GetEvents() []*Event {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *WatchResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 // MultiWatch carries many watches on one stream, each named by an id the
@@ -2215,13 +2265,17 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\x04tags\x18\x04 \x03(\tR\x04tags\"i\n" +
 	"\x14ListServicesResponse\x125\n" +
 	"\bservices\x18\x01 \x03(\v2\x19.herald.v1.ServiceSummaryR\bservices\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"B\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"~\n" +
 	"\x14ListInstancesRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x10\n" +
-	"\x03tag\x18\x02 \x01(\tR\x03tag\"f\n" +
+	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\x8e\x01\n" +
 	"\x15ListInstancesResponse\x121\n" +
 	"\tinstances\x18\x01 \x03(\v2\x13.herald.v1.InstanceR\tinstances\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\x10\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\x10\n" +
 	"\x0eMembersRequest\"\xf7\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -2253,13 +2307,14 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tOP_UPSERT\x10\x01\x12\r\n" +
-	"\tOP_REMOVE\x10\x02\"\x8a\x02\n" +
+	"\tOP_REMOVE\x10\x02\"\x9e\x02\n" +
 	"\rWatchResponse\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.herald.v1.WatchResponse.KindR\x04kind\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x16\n" +
 	"\x06origin\x18\x03 \x01(\tR\x06origin\x12\x14\n" +
 	"\x05reset\x18\x04 \x01(\bR\x05reset\x12(\n" +
-	"\x06events\x18\x05 \x03(\v2\x10.herald.v1.EventR\x06events\"R\n" +
+	"\x06events\x18\x05 \x03(\v2\x10.herald.v1.EventR\x06events\x12\x12\n" +
+	"\x04more\x18\x06 \x01(\bR\x04more\"R\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rKIND_SNAPSHOT\x10\x01\x12\x0e\n" +

@@ -41,6 +41,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 	regCfg := registry.DefaultConfig()
 	regCfg.Node = cfg.Node
+	regCfg.MaxInstances = cfg.Limits.MaxInstances
+	regCfg.HistoryBytes = cfg.Limits.HistoryBytes
 	if off := cfg.ClockOffset; off != 0 {
 		log.Warn("the registry clock is shifted (HERALD_CLOCK_OFFSET, a testing aid)", "clock_offset", off)
 		regCfg.Now = func() time.Time { return time.Now().Add(off) }
@@ -97,6 +99,8 @@ func Run(ctx context.Context, cfg Config) error {
 	clCfg.SuspicionMult = cfg.SuspicionMult
 	clCfg.Logger = cfg.Logger.With("component", "cluster") // the cluster adds the node itself
 	clCfg.Registerer = metrics
+	clCfg.Transfers.MaxBytes = cfg.Limits.MaxTransferBytes
+	clCfg.Transfers.MaxInstances = cfg.Limits.MaxTransferInstances
 	cl, err := cluster.New(clCfg)
 	if err != nil {
 		return err
@@ -115,6 +119,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		log.Info("API access is limited by the ACL file", "file", cfg.ACLFile, "tokens", pushCfg.ACL.Tokens(), "anonymous", pushCfg.ACL.HasAnonymous())
 	}
+	cfg.Limits.applyPush(&pushCfg.Limits)
+	pushCfg.WatchHistoryBytes = cfg.Limits.HistoryBytes
 	push, err := pushsvc.New(pushCfg)
 	if err != nil {
 		return err
@@ -135,10 +141,12 @@ func Run(ctx context.Context, cfg Config) error {
 	grpcOps := registerGRPCOps(gs, ready) // grpchealth.go
 	closers = append(closers, grpcOps.Close)
 
+	refused := connsRefused(metrics)
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("agent: listen on -grpc-addr %s: %w", cfg.GRPCAddr, err)
 	}
+	grpcLn = newLimitListener(grpcLn, cfg.Limits.MaxGRPCConns, refused.WithLabelValues("grpc"))
 	errc := make(chan error, 4)
 	go func() {
 		if err := gs.Serve(grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -177,11 +185,13 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	ready.ready("dns")
 
-	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: newHTTPHandler(metrics, ready), ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: newHTTPHandler(metrics, ready)}
+	cfg.Limits.limitHTTP(httpSrv)
 	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("agent: listen on -http-addr %s: %w", cfg.HTTPAddr, err)
 	}
+	httpLn = newLimitListener(httpLn, cfg.Limits.MaxHTTPConns, refused.WithLabelValues("http"))
 	go func() {
 		if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("agent: http: %w", err)

@@ -142,6 +142,9 @@ type Config struct {
 	// reload): the agent registers what is new or changed and deregisters
 	// what the previous list had and this one lacks.
 	ServiceUpdates <-chan []*registry.Instance
+	// Limits bound what clients and peers can make the node hold
+	// (limits.go). Default: DefaultLimits.
+	Limits Limits
 	// Logger. Default slog.Default(), the process's logger.
 	Logger *slog.Logger
 }
@@ -173,6 +176,7 @@ func DefaultConfig() Config {
 		DNSTCPIdleTimeout: dns.TCPIdleTimeout,
 		DNSRRLRate:        dns.RRLRate,
 		DrainGrace:        time.Second,
+		Limits:            DefaultLimits(),
 		Logger:            slog.Default(),
 
 		CheckConcurrency: checks.DefaultConcurrency,
@@ -201,6 +205,7 @@ func (c *Config) setDefaults() {
 	if c.CheckConcurrency == 0 {
 		c.CheckConcurrency = d.CheckConcurrency
 	}
+	c.Limits.setDefaults()
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
@@ -260,6 +265,9 @@ func (c Config) validate() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fmt.Errorf("agent: %s %q: want host:port: %w", name, a, err)
 		}
+	}
+	if err := c.Limits.validate(); err != nil {
+		return err
 	}
 	if c.RecoverStore && c.DataDir == "" {
 		return fmt.Errorf("agent: -recover-store needs -data-dir")
