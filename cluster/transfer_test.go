@@ -24,7 +24,7 @@ func forgedChunk(owner string, from, n int) *clusterpb.ReplicateRequest {
 	for i := range n {
 		chunk.Instances = append(chunk.Instances, &clusterpb.Instance{
 			Service: "big", Id: fmt.Sprintf("i%d", from+i), Address: []byte{10, 0, 0, 1}, Port: 80, Owner: owner,
-			Meta: map[string]string{"pad": strings.Repeat("x", 1000)},
+			Meta: map[string]string{"pad0": strings.Repeat("x", 500), "pad1": strings.Repeat("x", 500)}, // values are at most 512 bytes
 		})
 	}
 	return &clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Full{Full: chunk}}
@@ -67,14 +67,15 @@ func sendUntilRefused(t *testing.T, stream clusterpb.Peer_ReplicateClient, owner
 	return nil, maxChunks
 }
 
-// TestTransferLimits: a peer that sends full-state chunks without `last`
+// TestTransferLimits: a peer (a live member: the limits hold against any
+// member that misbehaves, with or without credentials) that sends full-state chunks without `last`
 // makes the node hold at most MaxBytes, and is cut off with
 // ResourceExhausted; a second transfer of the same owner is refused while
 // one is in progress; a stalled transfer ends at the timeout; nothing of a
 // refused transfer is applied, and its bytes are given back.
 func TestTransferLimits(t *testing.T) {
 	lim := cluster.TransferLimits{MaxBytes: 1 << 20, MaxInstances: 5000, Timeout: 2 * time.Second, MaxInProgress: 4}
-	n := startNode(t, "n1", nodeOpts{transfers: lim})
+	n := startNode(t, "n1", nodeOpts{transfers: lim, fakeMembers: []string{"forger", "staller"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -91,7 +92,7 @@ func TestTransferLimits(t *testing.T) {
 	t.Run("instances", func(t *testing.T) {
 		lim := lim
 		lim.MaxBytes, lim.MaxInstances = 64<<20, 250
-		n := startNode(t, "n2", nodeOpts{transfers: lim})
+		n := startNode(t, "n2", nodeOpts{transfers: lim, fakeMembers: []string{"forger"}})
 		err, _ := sendUntilRefused(t, openReplicate(t, ctx, n, "forger"), "forger", 10)
 		if grpcstatus.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "-max-transfer-instances") {
 			t.Fatalf("got %v, want ResourceExhausted naming -max-transfer-instances", err)
