@@ -18,6 +18,7 @@ import (
 	"github.com/herald-sd/herald/pushsvc"
 	"github.com/herald-sd/herald/pushsvc/acl"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
+	"github.com/herald-sd/herald/pushsvc/httpapi"
 )
 
 // Run starts the agent and serves until ctx is cancelled, then shuts down
@@ -154,7 +155,23 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	ready.ready("dns")
 
-	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: newHTTPHandler(metrics, ready), ReadHeaderTimeout: 5 * time.Second}
+	apiCfg := httpapi.DefaultConfig()
+	apiCfg.Server = push
+	apiCfg.Logger = log.With("component", "http")
+	apiCfg.MaxWatches = cfg.HTTPMaxWatches
+	api, err := httpapi.New(apiCfg)
+	if err != nil {
+		return err
+	}
+	httpMux := http.NewServeMux()
+	httpMux.Handle("/", newHTTPHandler(metrics, ready))
+	api.Mount(httpMux)
+	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: httpMux, ReadHeaderTimeout: 5 * time.Second}
+	// HTTP/1.1, and HTTP/2 without TLS for clients that ask for it with
+	// prior knowledge, so that many watch streams share a connection.
+	httpSrv.Protocols = new(http.Protocols)
+	httpSrv.Protocols.SetHTTP1(true)
+	httpSrv.Protocols.SetUnencryptedHTTP2(true)
 	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("agent: listen on -http-addr %s: %w", cfg.HTTPAddr, err)
@@ -165,6 +182,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	closers = append(closers, func() {
+		api.Close() // ends the SSE watch streams, which Shutdown would wait for
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		httpSrv.Shutdown(sctx)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster"
 	"github.com/herald-sd/herald/dnsserver"
+	"github.com/herald-sd/herald/pushsvc/httpapi"
 )
 
 // Config is everything `herald agent` takes on its command line.
@@ -76,9 +77,12 @@ type Config struct {
 	// GRPCAddr serves the API, Watch and peer replication. Default
 	// 127.0.0.1:8700: loopback, so that nothing is exposed until asked.
 	GRPCAddr string
-	// HTTPAddr serves /metrics, /healthz and /readyz. Default
-	// 127.0.0.1:8800, loopback as GRPCAddr.
+	// HTTPAddr serves /metrics, /healthz, /readyz and the HTTP API
+	// (pushsvc/httpapi). Default 127.0.0.1:8800, loopback as GRPCAddr.
 	HTTPAddr string
+	// HTTPMaxWatches caps the HTTP API's open SSE watch streams. Default:
+	// the httpapi package's (10000).
+	HTTPMaxWatches int
 	// Domain is the DNS zone; Run puts it in lower case and adds the final
 	// dot. Default: the dnsserver package's ("herald.").
 	Domain string
@@ -117,21 +121,22 @@ func DefaultConfig() Config {
 	cl := cluster.DefaultConfig(nil)
 	dns := dnsserver.DefaultConfig()
 	return Config{
-		Node:          defaultNodeName(),
-		Bind:          cl.BindAddr,
-		JoinTimeout:   cl.JoinTimeout,
-		SyncInterval:  cl.SyncInterval,
-		ReapFailed:    cl.ReapFailed,
-		ProbeInterval: cl.ProbeInterval,
-		ProbeTimeout:  cl.ProbeTimeout,
-		SuspicionMult: cl.SuspicionMult,
-		DNSAddr:       dns.Addr,
-		GRPCAddr:      "127.0.0.1:8700",
-		HTTPAddr:      "127.0.0.1:8800",
-		Domain:        dns.Domain,
-		DNSTTL:        dns.TTL,
-		DrainGrace:    time.Second,
-		Logger:        slog.Default(),
+		Node:           defaultNodeName(),
+		Bind:           cl.BindAddr,
+		JoinTimeout:    cl.JoinTimeout,
+		SyncInterval:   cl.SyncInterval,
+		ReapFailed:     cl.ReapFailed,
+		ProbeInterval:  cl.ProbeInterval,
+		ProbeTimeout:   cl.ProbeTimeout,
+		SuspicionMult:  cl.SuspicionMult,
+		DNSAddr:        dns.Addr,
+		GRPCAddr:       "127.0.0.1:8700",
+		HTTPAddr:       "127.0.0.1:8800",
+		HTTPMaxWatches: httpapi.DefaultConfig().MaxWatches,
+		Domain:         dns.Domain,
+		DNSTTL:         dns.TTL,
+		DrainGrace:     time.Second,
+		Logger:         slog.Default(),
 	}
 }
 
@@ -186,6 +191,9 @@ func (c Config) validate() error {
 	}
 	if c.SuspicionMult < 0 {
 		return fmt.Errorf("agent: -suspicion-mult %d must not be negative", c.SuspicionMult)
+	}
+	if c.HTTPMaxWatches < 0 {
+		return fmt.Errorf("agent: -http-max-watches %d must not be negative", c.HTTPMaxWatches)
 	}
 	for name, a := range map[string]string{"-bind": c.Bind, "-dns-addr": c.DNSAddr, "-grpc-addr": c.GRPCAddr, "-http-addr": c.HTTPAddr} {
 		if _, _, err := net.SplitHostPort(a); err != nil {
