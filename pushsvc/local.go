@@ -1,8 +1,11 @@
 package pushsvc
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
+	"unsafe"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -74,4 +77,70 @@ func withField(st *status.Status, err error) *status.Status {
 		return st
 	}
 	return d
+}
+
+// FrameMemo renders watch messages once per distinct message. Watchers of
+// the same services get frames made of the same shared, immutable entries
+// (feed.go), so a door that turns them into its own format (the HTTP API's
+// SSE events) renders a change once for all its watchers, not once per
+// watcher. It holds the most recent messages only (at most memoSize).
+type FrameMemo struct {
+	render func(*heraldpb.WatchResponse) ([]byte, error)
+	mu     sync.Mutex
+	m      map[string]*memoEntry
+}
+
+// memoSize bounds a FrameMemo: more distinct messages in flight than this
+// and it starts again empty.
+const memoSize = 1024
+
+type memoEntry struct {
+	once  sync.Once
+	parts [][]byte // held, so that no other slice can reuse their addresses while the key stands
+	out   []byte
+	err   error
+}
+
+// NewFrameMemo returns a memo of render, which must depend on nothing but
+// the message.
+func NewFrameMemo(render func(*heraldpb.WatchResponse) ([]byte, error)) *FrameMemo {
+	return &FrameMemo{render: render, m: map[string]*memoEntry{}}
+}
+
+// Render returns render's result for a message Watch sent. The caller must
+// not modify it.
+func (f *FrameMemo) Render(m any) ([]byte, error) {
+	fr, ok := m.(*frame)
+	if !ok || len(fr.parts) == 0 {
+		resp, err := WatchResponseOf(m)
+		if err != nil {
+			return nil, err
+		}
+		return f.render(resp)
+	}
+	// The key: the header's bytes (built per watcher) and the identity of
+	// the shared entries.
+	key := make([]byte, 0, len(fr.parts[0])+16*len(fr.parts))
+	key = append(key, fr.parts[0]...)
+	for _, p := range fr.parts[1:] {
+		key = binary.LittleEndian.AppendUint64(key, uint64(uintptr(unsafe.Pointer(unsafe.SliceData(p)))))
+		key = binary.LittleEndian.AppendUint64(key, uint64(len(p)))
+	}
+	f.mu.Lock()
+	e := f.m[string(key)]
+	if e == nil {
+		if len(f.m) >= memoSize {
+			clear(f.m)
+		}
+		e = &memoEntry{parts: fr.parts}
+		f.m[string(key)] = e
+	}
+	f.mu.Unlock()
+	e.once.Do(func() {
+		var resp *heraldpb.WatchResponse
+		if resp, e.err = WatchResponseOf(fr); e.err == nil {
+			e.out, e.err = f.render(resp)
+		}
+	})
+	return e.out, e.err
 }

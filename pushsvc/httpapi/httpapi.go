@@ -102,6 +102,7 @@ type API struct {
 	api     heraldpb.HeraldServer
 	log     *slog.Logger
 	watches atomic.Int64
+	memo    *pushsvc.FrameMemo // renders each watch message once for every stream
 
 	// closing ends every SSE stream; Close cancels it.
 	closing   context.Context
@@ -117,7 +118,11 @@ func New(cfg Config) (*API, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &API{cfg: cfg, api: cfg.Server.Local(), log: cfg.Logger.With("component", "httpapi"), closing: ctx, cancel: cancel}, nil
+	return &API{
+		cfg: cfg, api: cfg.Server.Local(), log: cfg.Logger.With("component", "httpapi"),
+		memo:    pushsvc.NewFrameMemo(renderSSE),
+		closing: ctx, cancel: cancel,
+	}, nil
 }
 
 // Close ends every open SSE stream. It is idempotent.

@@ -71,7 +71,7 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	stop := context.AfterFunc(a.closing, cancel)
 	defer stop()
-	s := &sseStream{w: w, rc: http.NewResponseController(w), ctx: requestContext(ctx, r), timeout: a.cfg.WatchWriteTimeout}
+	s := &sseStream{memo: a.memo, w: w, rc: http.NewResponseController(w), ctx: requestContext(ctx, r), timeout: a.cfg.WatchWriteTimeout}
 	err := a.api.Watch(req, s)
 	if s.started {
 		return // the stream ended: the client left, the agent closes, or a write failed
@@ -102,8 +102,8 @@ type sseStream struct {
 	rc      *http.ResponseController
 	ctx     context.Context
 	timeout time.Duration
+	memo    *pushsvc.FrameMemo
 	started bool
-	buf     bytes.Buffer
 }
 
 func (s *sseStream) Context() context.Context     { return s.ctx }
@@ -117,10 +117,28 @@ func (s *sseStream) Send(m *heraldpb.WatchResponse) error { return s.SendMsg(m) 
 
 // SendMsg writes one watch message as an SSE event.
 func (s *sseStream) SendMsg(m any) error {
-	resp, err := pushsvc.WatchResponseOf(m)
+	out, err := s.memo.Render(m)
 	if err != nil {
 		return err
 	}
+	if !s.started {
+		s.started = true
+		h := s.w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no") // proxies that buffer would hold the events back
+		s.w.WriteHeader(http.StatusOK)
+	}
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	if _, err := s.w.Write(out); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+// renderSSE renders one watch message as an SSE event. Every stream that
+// gets the same message sends the same bytes (API.memo renders it once).
+func renderSSE(resp *heraldpb.WatchResponse) ([]byte, error) {
 	ev := WatchEvent{
 		Kind:     strings.ToLower(strings.TrimPrefix(resp.GetKind().String(), "KIND_")),
 		Revision: resp.GetRevision(), Origin: resp.GetOrigin(), Reset: resp.GetReset_(),
@@ -134,23 +152,12 @@ func (s *sseStream) SendMsg(m any) error {
 	}
 	data, err := json.Marshal(ev)
 	if err != nil {
-		return fmt.Errorf("httpapi: encode watch event: %w", err)
+		return nil, fmt.Errorf("httpapi: encode watch event: %w", err)
 	}
-	s.buf.Reset()
-	fmt.Fprintf(&s.buf, "id: %d@%s\nevent: %s\ndata: ", ev.Revision, ev.Origin, ev.Kind)
-	s.buf.Write(data)
-	s.buf.WriteString("\n\n")
-	if !s.started {
-		s.started = true
-		h := s.w.Header()
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("Cache-Control", "no-cache")
-		h.Set("X-Accel-Buffering", "no") // proxies that buffer would hold the events back
-		s.w.WriteHeader(http.StatusOK)
-	}
-	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
-	if _, err := s.w.Write(s.buf.Bytes()); err != nil {
-		return err
-	}
-	return s.rc.Flush()
+	var b bytes.Buffer
+	b.Grow(len(data) + 64 + len(ev.Origin))
+	fmt.Fprintf(&b, "id: %d@%s\nevent: %s\ndata: ", ev.Revision, ev.Origin, ev.Kind)
+	b.Write(data)
+	b.WriteString("\n\n")
+	return b.Bytes(), nil
 }
