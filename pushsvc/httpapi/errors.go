@@ -35,10 +35,11 @@ func badRequest(field, format string, args ...any) error {
 	return &requestError{code: http.StatusBadRequest, field: field, msg: fmt.Sprintf(format, args...)}
 }
 
-// httpStatus maps an error to its HTTP status: the one place where the
-// gRPC API's codes (themselves mapped from the registry's and the ACL's
-// sentinels by pushsvc) become HTTP statuses.
-func httpStatus(err error) int {
+// Status maps an error to its HTTP status: the one place where the gRPC
+// API's codes (themselves mapped from the registry's and the ACL's
+// sentinels by pushsvc) become HTTP statuses. The Consul-compatible door
+// (httpapi/consul) uses it too.
+func Status(err error) int {
 	var re *requestError
 	if errors.As(err, &re) {
 		return re.code
@@ -72,7 +73,7 @@ func httpStatus(err error) int {
 
 // writeError writes err as an errorBody with its status.
 func (a *API) writeError(w http.ResponseWriter, err error) {
-	code := httpStatus(err)
+	code := Status(err)
 	body := errorBody{Error: err.Error()}
 	var re *requestError
 	if errors.As(err, &re) {

@@ -2,7 +2,7 @@
 // that do not speak gRPC (registration, listing, members) and a
 // Server-Sent Events watch. It owns only the HTTP side: decoding and bounding
 // requests, rendering JSON and SSE, and mapping errors to HTTP statuses in one
-// place (httpStatus).
+// place (Status).
 //
 // Everything else is the gRPC API's, called in process through
 // pushsvc.Server.Local: the same validation, the same ACL tokens and their

@@ -15,8 +15,15 @@ import (
 // would: the Authorization header's values become the "authorization"
 // metadata, which pushsvc checks ("Bearer <token>", once).
 func requestContext(ctx context.Context, r *http.Request) context.Context {
+	return WithAuthorization(ctx, r.Header.Values("Authorization"))
+}
+
+// WithAuthorization returns ctx carrying authorization values
+// ("Bearer <token>") as the gRPC API's incoming metadata, for the handlers
+// of pushsvc.Server.Local.
+func WithAuthorization(ctx context.Context, vals []string) context.Context {
 	md := metadata.MD{}
-	if vals := r.Header.Values("Authorization"); len(vals) > 0 {
+	if len(vals) > 0 {
 		md[pushsvc.AuthMetadataKey] = vals
 	}
 	return metadata.NewIncomingContext(ctx, md)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -14,11 +15,13 @@ import (
 	"github.com/herald-sd/herald/cluster"
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/cluster/store"
+	"github.com/herald-sd/herald/cmd/herald/internal/version"
 	"github.com/herald-sd/herald/dnsserver"
 	"github.com/herald-sd/herald/pushsvc"
 	"github.com/herald-sd/herald/pushsvc/acl"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 	"github.com/herald-sd/herald/pushsvc/httpapi"
+	"github.com/herald-sd/herald/pushsvc/httpapi/consul"
 )
 
 // Run starts the agent and serves until ctx is cancelled, then shuts down
@@ -163,9 +166,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	consulCfg := consul.DefaultConfig()
+	consulCfg.Server, consulCfg.NodeName, consulCfg.Version = push, cfg.Node, version.Version
+	consulCfg.Datacenter = strings.TrimSuffix(cfg.Domain, ".")
+	consulCfg.Logger = apiCfg.Logger
+	consulAPI, err := consul.New(consulCfg)
+	if err != nil {
+		return err
+	}
 	httpMux := http.NewServeMux()
 	httpMux.Handle("/", newHTTPHandler(metrics, ready))
 	api.Mount(httpMux)
+	consulAPI.Mount(httpMux)
 	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: httpMux, ReadHeaderTimeout: 5 * time.Second}
 	// HTTP/1.1, and HTTP/2 without TLS for clients that ask for it with
 	// prior knowledge, so that many watch streams share a connection.
