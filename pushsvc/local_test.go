@@ -36,7 +36,9 @@ func TestFrameMemo(t *testing.T) {
 		return []byte(r.GetKind().String()), nil
 	})
 	entry := encodeEventEntry(registry.Event{Rev: 7, Op: registry.OpUpsert, Instance: benchInstance()}, 7)
-	same := func() *frame { return &frame{parts: frameParts(heraldpb.WatchResponse_KIND_DELTA, 7, "n@1", false, [][]byte{entry})} }
+	same := func() *frame {
+		return &frame{parts: frameParts(heraldpb.WatchResponse_KIND_DELTA, 7, "n@1", false, [][]byte{entry})}
+	}
 	for range 3 {
 		out, err := memo.Render(same())
 		if err != nil || string(out) != "KIND_DELTA" {

@@ -63,8 +63,8 @@ type checkDef struct {
 	DeregisterCriticalServiceAfter string
 
 	HTTP, TCP, GRPC, UDP, H2PING, OSService, AliasService string
-	Args                                                 []string
-	DockerContainerID, Shell, Interval, Timeout          string
+	Args                                                  []string
+	DockerContainerID, Shell, Interval, Timeout           string
 }
 
 func (c *checkDef) unsupported() string {
