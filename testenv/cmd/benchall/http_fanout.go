@@ -23,9 +23,13 @@ import (
 
 	"github.com/herald-sd/herald/pushsvc"
 	"github.com/herald-sd/herald/pushsvc/httpapi"
+	"github.com/herald-sd/herald/pushsvc/httpapi/consul"
 )
 
 const pushChildHTTPEnv = "HERALD_BENCH_PUSH_HTTP"
+
+// benchConsul is the child's Consul-compatible API, for its "consul" command.
+var benchConsul *consul.API
 
 func init() { register("http-sse-fanout", benchHTTPFanout) }
 
@@ -43,7 +47,15 @@ func serveHTTPAPI(srv *pushsvc.Server) (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	hs := &http.Server{Handler: api.Handler(), Protocols: new(http.Protocols)}
+	ccfg := consul.DefaultConfig()
+	ccfg.Server, ccfg.NodeName = srv, "bench"
+	if benchConsul, err = consul.New(ccfg); err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	api.Mount(mux)
+	benchConsul.Mount(mux)
+	hs := &http.Server{Handler: mux, Protocols: new(http.Protocols)}
 	hs.Protocols.SetHTTP1(true)
 	hs.Protocols.SetUnencryptedHTTP2(true)
 	go func() { _ = hs.Serve(lis) }()

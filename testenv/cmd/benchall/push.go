@@ -93,6 +93,12 @@ func pushChild() int {
 			heap, stacks := pushMem()
 			ev, _ := srv.EncodeStats()
 			fmt.Printf("mem %d %d %d %d\n", heap, stacks, runtime.NumGoroutine(), ev)
+		case "consul":
+			if benchConsul != nil {
+				fmt.Printf("consul %d %d\n", benchConsul.Blocking(), benchConsul.Wakeups())
+			} else {
+				fmt.Println("consul -1 -1")
+			}
 		case "quit":
 			return 0
 		}
