@@ -22,6 +22,7 @@ import (
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 	"github.com/herald-sd/herald/pushsvc/httpapi"
 	"github.com/herald-sd/herald/pushsvc/httpapi/consul"
+	"github.com/herald-sd/herald/pushsvc/httpapi/ui"
 )
 
 // Run starts the agent and serves until ctx is cancelled, then shuts down
@@ -178,6 +179,7 @@ func Run(ctx context.Context, cfg Config) error {
 	httpMux.Handle("/", newHTTPHandler(metrics, ready))
 	api.Mount(httpMux)
 	consulAPI.Mount(httpMux)
+	ui.Mount(httpMux)
 	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: httpMux, ReadHeaderTimeout: 5 * time.Second}
 	// HTTP/1.1, and HTTP/2 without TLS for clients that ask for it with
 	// prior knowledge, so that many watch streams share a connection.
