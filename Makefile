@@ -29,13 +29,16 @@ run: build
 RACE := $(shell [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env CC)" >/dev/null 2>&1 && echo -race)
 
 # Every test, with the race detector when the machine can build it. Then the
-# test of Consul's Go client against a real agent: a module of its own
-# (testenv/consulapi), so that the client stays out of Herald's go.mod.
+# tests of Consul's Go client and of the web console in headless Chromium
+# against a real agent: modules of their own (testenv/consulapi,
+# testenv/browser), so that the Consul client and the browser driver stay
+# out of Herald's go.mod.
 test:
 	$(GO) vet ./...
 	@[ -n "$(RACE)" ] || echo "make test: no C compiler for the race detector (apt-get install gcc); testing without -race"
 	$(GO) test $(RACE) -count=1 -timeout 20m ./...
 	cd testenv/consulapi && $(GO) vet ./... && $(GO) test $(RACE) -count=1 -timeout 5m ./...
+	cd testenv/browser && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
 
 test-short:
 	$(GO) test -short -count=1 ./...
