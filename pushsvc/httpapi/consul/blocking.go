@@ -17,9 +17,13 @@ import (
 type view struct {
 	all       bool
 	instances map[instanceKey]*heraldpb.Instance
-	// index is Consul's X-Consul-Index: for named services, the revision
-	// of their last change (so it moves only when they change); for all
-	// services, the registry's revision.
+	// index is Consul's X-Consul-Index, a registry revision plus one (so
+	// that it is never 0, which asks not to block, and an empty registry
+	// differs from one with a first registration). For named services it is
+	// that of their last change, so it moves only when they change; for
+	// all services, and for named services that have no instance (their
+	// last change is no longer known), it is the registry's revision when
+	// the view was read.
 	index uint64
 }
 
@@ -45,12 +49,11 @@ func (v *view) apply(m *heraldpb.WatchResponse) bool {
 		} else {
 			v.instances[k] = in
 		}
-		v.index = max(v.index, e.GetRevision())
+		v.index = max(v.index, e.GetRevision()+1)
 	}
-	if v.all {
-		v.index = m.GetRevision()
+	if v.all || (m.GetKind() == heraldpb.WatchResponse_KIND_SNAPSHOT && len(v.instances) == 0) {
+		v.index = m.GetRevision() + 1
 	}
-	v.index = max(v.index, 1) // Consul's indexes start at 1; 0 asks not to block
 	return v.index != before
 }
 

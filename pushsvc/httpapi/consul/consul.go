@@ -236,7 +236,7 @@ func parseWait(v string) (time.Duration, error) {
 // setIndex sets the headers Consul clients read from every query.
 func setIndex(w http.ResponseWriter, index uint64) {
 	h := w.Header()
-	h.Set("X-Consul-Index", strconv.FormatUint(max(index, 1), 10))
+	h.Set("X-Consul-Index", strconv.FormatUint(index, 10))
 	h.Set("X-Consul-KnownLeader", "true")
 	h.Set("X-Consul-LastContact", "0")
 }
