@@ -26,7 +26,7 @@ type testEnv struct {
 	srv *httptest.Server
 }
 
-func newEnv(t testing.TB) *testEnv {
+func newEnv(t testing.TB, opts ...func(*Config)) *testEnv {
 	t.Helper()
 	reg, err := registry.New(registry.Config{Node: "node-a", CheckInterval: 10 * time.Millisecond})
 	if err != nil {
@@ -42,6 +42,9 @@ func newEnv(t testing.TB) *testEnv {
 	push.ServerOptions()
 	cfg := DefaultConfig()
 	cfg.Server, cfg.NodeName, cfg.Logger = push, "node-a", pcfg.Logger
+	for _, o := range opts {
+		o(&cfg)
+	}
 	api, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -220,5 +223,37 @@ func TestBlocking(t *testing.T) {
 	}
 	if r.idx <= all || !strings.Contains(r.body, `"db":[]`) {
 		t.Fatalf("catalog query: index %d (was %d): %s", r.idx, all, r.body)
+	}
+}
+
+// TestBlockingBounds: ?wait= is capped at MaxWait, and past MaxBlocking a
+// query is answered at once instead of waiting.
+func TestBlockingBounds(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxWait, c.DefaultWait, c.MaxBlocking = 2*time.Second, 2*time.Second, 1 })
+	e.do(t, "PUT", "/v1/agent/service/register", `{"ID": "api-1", "Name": "api", "Address": "10.0.0.5", "Port": 9000}`)
+	_, idx, _ := e.do(t, "GET", "/v1/health/service/api", "")
+	path := "/v1/health/service/api?index=" + strconv.FormatUint(idx, 10)
+
+	first := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		e.do(t, "GET", path+"&wait=1h", "")
+		first <- time.Since(start)
+	}()
+	wait.Eventually(t, 5*time.Second, "the first query to block", func() bool { return e.api.Blocking() == 1 })
+	start := time.Now()
+	if code, got, _ := e.do(t, "GET", path+"&wait=1h", ""); code != 200 || got != idx {
+		t.Fatalf("second query: %d index %d", code, got)
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("the query past MaxBlocking 1 waited %s; want an answer at once", d)
+	}
+	select {
+	case d := <-first:
+		if d < 2*time.Second {
+			t.Errorf("the first query returned after %s, before MaxWait", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("wait=1h was not capped at MaxWait 2s")
 	}
 }
