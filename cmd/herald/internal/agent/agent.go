@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -15,14 +14,10 @@ import (
 	"github.com/herald-sd/herald/cluster"
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/cluster/store"
-	"github.com/herald-sd/herald/cmd/herald/internal/version"
 	"github.com/herald-sd/herald/dnsserver"
 	"github.com/herald-sd/herald/pushsvc"
 	"github.com/herald-sd/herald/pushsvc/acl"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
-	"github.com/herald-sd/herald/pushsvc/httpapi"
-	"github.com/herald-sd/herald/pushsvc/httpapi/consul"
-	"github.com/herald-sd/herald/pushsvc/httpapi/ui"
 )
 
 // Run starts the agent and serves until ctx is cancelled, then shuts down
@@ -159,27 +154,13 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	ready.ready("dns")
 
-	apiCfg := httpapi.DefaultConfig()
-	apiCfg.Server = push
-	apiCfg.Logger = log.With("component", "http")
-	apiCfg.MaxWatches = cfg.HTTPMaxWatches
-	api, err := httpapi.New(apiCfg)
-	if err != nil {
-		return err
-	}
-	consulCfg := consul.DefaultConfig()
-	consulCfg.Server, consulCfg.NodeName, consulCfg.Version = push, cfg.Node, version.Version
-	consulCfg.Datacenter = strings.TrimSuffix(cfg.Domain, ".")
-	consulCfg.Logger = apiCfg.Logger
-	consulAPI, err := consul.New(consulCfg)
+	mountAPI, closeAPI, err := newHTTPAPI(cfg, push, log)
 	if err != nil {
 		return err
 	}
 	httpMux := http.NewServeMux()
 	httpMux.Handle("/", newHTTPHandler(metrics, ready))
-	api.Mount(httpMux)
-	consulAPI.Mount(httpMux)
-	ui.Mount(httpMux)
+	mountAPI(httpMux)
 	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: httpMux, ReadHeaderTimeout: 5 * time.Second}
 	// HTTP/1.1, and HTTP/2 without TLS for clients that ask for it with
 	// prior knowledge, so that many watch streams share a connection.
@@ -196,7 +177,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	closers = append(closers, func() {
-		api.Close() // ends the SSE watch streams, which Shutdown would wait for
+		closeAPI() // ends the SSE watch streams, which Shutdown would wait for
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		httpSrv.Shutdown(sctx)

@@ -77,8 +77,9 @@ type Config struct {
 	// GRPCAddr serves the API, Watch and peer replication. Default
 	// 127.0.0.1:8700: loopback, so that nothing is exposed until asked.
 	GRPCAddr string
-	// HTTPAddr serves /metrics, /healthz, /readyz and the HTTP API
-	// (pushsvc/httpapi). Default 127.0.0.1:8800, loopback as GRPCAddr.
+	// HTTPAddr serves /metrics, /healthz, /readyz, the HTTP API, its
+	// Consul-compatible subset and the console (pushsvc/httpapi). Default
+	// 127.0.0.1:8800, loopback as GRPCAddr.
 	HTTPAddr string
 	// HTTPMaxWatches caps the HTTP API's open SSE watch streams. Default:
 	// the httpapi package's (10000).
@@ -120,24 +121,25 @@ type Config struct {
 func DefaultConfig() Config {
 	cl := cluster.DefaultConfig(nil)
 	dns := dnsserver.DefaultConfig()
-	return Config{
-		Node:           defaultNodeName(),
-		Bind:           cl.BindAddr,
-		JoinTimeout:    cl.JoinTimeout,
-		SyncInterval:   cl.SyncInterval,
-		ReapFailed:     cl.ReapFailed,
-		ProbeInterval:  cl.ProbeInterval,
-		ProbeTimeout:   cl.ProbeTimeout,
-		SuspicionMult:  cl.SuspicionMult,
-		DNSAddr:        dns.Addr,
-		GRPCAddr:       "127.0.0.1:8700",
-		HTTPAddr:       "127.0.0.1:8800",
-		HTTPMaxWatches: httpapi.DefaultConfig().MaxWatches,
-		Domain:         dns.Domain,
-		DNSTTL:         dns.TTL,
-		DrainGrace:     time.Second,
-		Logger:         slog.Default(),
+	c := Config{
+		Node:          defaultNodeName(),
+		Bind:          cl.BindAddr,
+		JoinTimeout:   cl.JoinTimeout,
+		SyncInterval:  cl.SyncInterval,
+		ReapFailed:    cl.ReapFailed,
+		ProbeInterval: cl.ProbeInterval,
+		ProbeTimeout:  cl.ProbeTimeout,
+		SuspicionMult: cl.SuspicionMult,
+		DNSAddr:       dns.Addr,
+		GRPCAddr:      "127.0.0.1:8700",
+		HTTPAddr:      "127.0.0.1:8800",
+		Domain:        dns.Domain,
+		DNSTTL:        dns.TTL,
+		DrainGrace:    time.Second,
+		Logger:        slog.Default(),
 	}
+	c.HTTPMaxWatches = httpapi.DefaultConfig().MaxWatches
+	return c
 }
 
 // setDefaults fills the zero durations and counts that have a default, and
