@@ -113,6 +113,18 @@ func TestHTTPAPICluster(t *testing.T) {
 	if code, body := httpDo(t, "PUT", b+"/v1/services/api/x", `{"address": "10.0.0.5", "port": 0}`); code != 400 || !strings.Contains(body, `"field": "port"`) {
 		t.Fatalf("bad registration: %d %s", code, body)
 	}
+	// The port speaks HTTP/2 without TLS to a client that asks for it.
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	h2, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(a + "/v1/services/api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2.Body.Close()
+	if h2.StatusCode != 200 || h2.ProtoMajor != 2 {
+		t.Fatalf("GET over h2c: %d %s", h2.StatusCode, h2.Proto)
+	}
 }
 
 // TestPrometheusConsulSD: Debian's prometheus, with consul_sd_configs
