@@ -3,8 +3,8 @@ package httpapi
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"net/http/httptest"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
