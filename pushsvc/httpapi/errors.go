@@ -108,9 +108,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, max))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
-	if err == nil && dec.More() {
-		err = badRequest("", "httpapi: the body holds more than one JSON value")
-	} else if err == nil {
+	if err == nil {
 		if _, terr := dec.Token(); terr != io.EOF {
 			err = badRequest("", "httpapi: the body holds more than one JSON value")
 		}
