@@ -68,22 +68,25 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, names []string, rende
 		return
 	}
 	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(a.closing, cancel) // Close ends every query
+	defer stop()
 	msgs := make(chan *heraldpb.WatchResponse)
 	errc := make(chan error, 1)
 	go func() {
 		errc <- a.api.Watch(&heraldpb.WatchRequest{Services: names}, &watchStream{ctx: callerContext(ctx, r), out: msgs})
 	}()
-	watchErr := func() error { cancel(); return <-errc }
+	watchDone := false
 	v := &view{all: len(names) == 0}
 	select {
 	case m := <-msgs:
 		v.apply(m)
 	case err := <-errc:
-		cancel()
 		a.writeError(w, err)
 		return
 	case <-ctx.Done():
-		watchErr()
+		cancel()
+		<-errc
 		return
 	}
 	if opts.index != 0 && opts.index == v.index && a.blocking.Add(1) <= int64(a.cfg.MaxBlocking) {
@@ -98,6 +101,9 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, names []string, rende
 				}
 			case <-timer.C:
 				break wait
+			case <-errc: // the server closes: answer with what the view holds
+				watchDone = true
+				break wait
 			case <-ctx.Done():
 				break wait
 			}
@@ -107,7 +113,9 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, names []string, rende
 	} else if opts.index != 0 && opts.index == v.index {
 		a.blocking.Add(-1) // over MaxBlocking: answered as if the wait had passed
 	}
-	_ = watchErr() // it ends with Canceled: this query stopped it
+	if cancel(); !watchDone {
+		<-errc // it ends with Canceled: this query stopped it
+	}
 	if r.Context().Err() != nil {
 		return // the client left
 	}

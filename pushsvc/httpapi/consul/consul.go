@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -118,6 +119,10 @@ type API struct {
 	log      *slog.Logger
 	blocking atomic.Int64 // blocking queries waiting now
 	wakeups  atomic.Uint64
+
+	closing   context.Context // Close cancels it: every blocking query answers
+	closeOnce sync.Once
+	cancel    context.CancelFunc
 }
 
 // New fills cfg's zero fields from DefaultConfig, validates it and returns
@@ -127,8 +132,14 @@ func New(cfg Config) (*API, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &API{cfg: cfg, api: cfg.Server.Local(), log: cfg.Logger.With("component", "consul")}, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	return &API{cfg: cfg, api: cfg.Server.Local(), log: cfg.Logger.With("component", "consul"), closing: ctx, cancel: cancel}, nil
 }
+
+// Close answers every waiting blocking query now, as if its wait had
+// passed, so that the HTTP server's shutdown need not wait for them. It is
+// idempotent.
+func (a *API) Close() { a.closeOnce.Do(a.cancel) }
 
 // Blocking returns how many blocking queries are waiting.
 func (a *API) Blocking() int { return int(a.blocking.Load()) }

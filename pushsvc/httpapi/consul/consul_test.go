@@ -257,3 +257,29 @@ func TestBlockingBounds(t *testing.T) {
 		t.Fatal("wait=1h was not capped at MaxWait 2s")
 	}
 }
+
+// TestClose: Close answers the waiting blocking queries at once.
+func TestClose(t *testing.T) {
+	e := newEnv(t)
+	e.do(t, "PUT", "/v1/agent/service/register", `{"ID": "api-1", "Name": "api", "Address": "10.0.0.5", "Port": 9000}`)
+	_, idx, _ := e.do(t, "GET", "/v1/health/service/api", "")
+	type result struct {
+		code int
+		idx  uint64
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, got, _ := e.do(t, "GET", "/v1/health/service/api?wait=5m&index="+strconv.FormatUint(idx, 10), "")
+		done <- result{code, got}
+	}()
+	wait.Eventually(t, 5*time.Second, "the query to block", func() bool { return e.api.Blocking() == 1 })
+	e.api.Close()
+	select {
+	case r := <-done:
+		if r.code != 200 || r.idx != idx {
+			t.Fatalf("after Close: %d index %d, want 200 index %d", r.code, r.idx, idx)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not answer the waiting query")
+	}
+}

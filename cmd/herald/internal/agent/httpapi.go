@@ -14,7 +14,8 @@ import (
 
 // newHTTPAPI builds the HTTP front door over push: the JSON API and its SSE
 // watch, the Consul-compatible subset and the console. mount adds their
-// routes to the agent's HTTP mux; closeAPI ends the open watch streams.
+// routes to the agent's HTTP mux; closeAPI ends the open watch streams and
+// answers the waiting blocking queries.
 func newHTTPAPI(cfg Config, push *pushsvc.Server, log *slog.Logger) (mount func(*http.ServeMux), closeAPI func(), err error) {
 	apiCfg := httpapi.DefaultConfig()
 	apiCfg.Server = push
@@ -37,5 +38,5 @@ func newHTTPAPI(cfg Config, push *pushsvc.Server, log *slog.Logger) (mount func(
 		consulAPI.Mount(mux)
 		ui.Mount(mux)
 	}
-	return mount, api.Close, nil
+	return mount, func() { api.Close(); consulAPI.Close() }, nil
 }
