@@ -33,11 +33,17 @@ run: build
 # The race detector needs cgo and a C compiler; without them, test without it.
 RACE := $(shell [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env CC)" >/dev/null 2>&1 && echo -race)
 
-# Every test, with the race detector when the machine can build it.
+# Every test, with the race detector when the machine can build it. Then the
+# tests of Consul's Go client and of the web console in headless Chromium
+# against a real agent: modules of their own (testenv/consulapi,
+# testenv/browser), so that the Consul client and the browser driver stay
+# out of Herald's go.mod.
 test:
 	$(GO) vet ./...
 	@[ -n "$(RACE)" ] || echo "make test: no C compiler for the race detector (apt-get install gcc); testing without -race"
 	$(GO) test $(RACE) -count=1 -timeout 20m ./...
+	cd testenv/consulapi && $(GO) vet ./... && $(GO) test $(RACE) -count=1 -timeout 5m ./...
+	cd testenv/browser && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
 
 test-short:
 	$(GO) test -short -count=1 ./...

@@ -60,6 +60,9 @@ func toStatus(err error) error {
 	if code == codes.Internal {
 		return &internalError{cause: err}
 	}
+	if code == codes.InvalidArgument {
+		return withField(status.New(code, err.Error()), err).Err()
+	}
 	return status.Error(code, err.Error())
 }
 

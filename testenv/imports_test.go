@@ -22,6 +22,9 @@ var importRules = []struct {
 	{"dnsserver", []string{"github.com/hashicorp/serf", "github.com/hashicorp/memberlist", "google.golang.org/grpc", module + "/pushsvc", module + "/cluster"}, []string{module + "/cluster/registry"}},
 	{"pushsvc", []string{"github.com/hashicorp/serf", "github.com/hashicorp/memberlist", "github.com/miekg/dns", module + "/cluster", module + "/dnsserver"}, []string{module + "/cluster/registry"}},
 	// Policy is pure: each door maps its decisions to its own codes.
+	{"pushsvc/httpapi", []string{"github.com/hashicorp/serf", "github.com/hashicorp/memberlist", "github.com/miekg/dns", module + "/cluster", module + "/dnsserver", module + "/cmd"}, []string{module + "/cluster/registry"}},
+	{"pushsvc/httpapi/consul", []string{"github.com/hashicorp/serf", "github.com/hashicorp/memberlist", "github.com/miekg/dns", module + "/cluster", module + "/dnsserver", module + "/cmd"}, []string{module + "/cluster/registry"}},
+	{"pushsvc/httpapi/ui", []string{"google.golang.org/grpc", module + "/cluster", module + "/pushsvc/heraldpb", module + "/cmd"}, nil},
 	{"pushsvc/acl", []string{"google.golang.org/grpc", "net/http", "github.com/prometheus", module + "/cluster"}, nil},
 	{"pushsvc/client", []string{module + "/cluster", module + "/pushsvc", "github.com/hashicorp/serf", "github.com/miekg/dns"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client", module + "/pushsvc/heraldtls"}},
 	{"resolver", []string{module + "/cluster", module + "/pushsvc", "github.com/hashicorp/serf", "github.com/miekg/dns"}, []string{module + "/pushsvc/heraldpb", module + "/pushsvc/client", module + "/pushsvc/heraldtls"}},

@@ -101,30 +101,7 @@ scrape_configs:
     static_configs:
       - targets: [%s]
 `, strings.Join(targets, ", "))
-	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := freeLoopbackAddr(t)
-	logPath := filepath.Join(dir, "prometheus.log")
-	p, err := startProc([]string{bin,
-		"--config.file=" + cfgPath,
-		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
-		"--web.listen-address=" + addr,
-		"--log.level=warn",
-	}, nil, logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.kill(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("==== prometheus log ====\n%s", tailFile(logPath, 64<<10))
-		}
-	})
-	base := "http://" + addr
+	base, p := startPrometheus(t, bin, dir, cfg)
 	started := time.Now()
 	wait.Eventually(t, 60*time.Second, "prometheus reports up == 1 for every node", func() error {
 		if !p.running() {
@@ -159,4 +136,35 @@ scrape_configs:
 	for _, n := range c.Nodes() {
 		Figure(t, "prometheus_dns_requests_total_"+n.Name, got[n.HTTPAddr])
 	}
+}
+
+// startPrometheus runs the prometheus binary with cfg (prometheus.yml) in
+// dir and returns its HTTP base URL; it is stopped, and its log shown on
+// failure, at the test's end.
+func startPrometheus(t *testing.T, bin, dir, cfg string) (string, *proc) {
+	t.Helper()
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeLoopbackAddr(t)
+	logPath := filepath.Join(dir, "prometheus.log")
+	p, err := startProc([]string{bin,
+		"--config.file=" + cfgPath,
+		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + addr,
+		"--log.level=warn",
+	}, nil, logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.kill(); err != nil {
+			t.Error(err)
+		}
+		if t.Failed() {
+			t.Logf("==== prometheus log ====\n%s", tailFile(logPath, 64<<10))
+		}
+	})
+	return "http://" + addr, p
 }

@@ -78,6 +78,14 @@ func pushChild() int {
 		}
 	}
 	fmt.Printf("addr %s\n", lis.Addr())
+	if os.Getenv(pushChildHTTPEnv) == "1" {
+		stop, err := serveHTTPAPI(srv)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer stop()
+	}
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		switch sc.Text() {
@@ -85,6 +93,12 @@ func pushChild() int {
 			heap, stacks := pushMem()
 			ev, _ := srv.EncodeStats()
 			fmt.Printf("mem %d %d %d %d\n", heap, stacks, runtime.NumGoroutine(), ev)
+		case "consul":
+			if benchConsul != nil {
+				fmt.Printf("consul %d %d\n", benchConsul.Blocking(), benchConsul.Wakeups())
+			} else {
+				fmt.Println("consul -1 -1")
+			}
 		case "quit":
 			return 0
 		}
@@ -109,13 +123,13 @@ type pushServer struct {
 	addr string
 }
 
-func startPushServer(ctx context.Context) (*pushServer, error) {
+func startPushServer(ctx context.Context, env ...string) (*pushServer, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(os.Environ(), pushChildEnv+"=1")
+	cmd.Env = append(append(os.Environ(), pushChildEnv+"=1"), env...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {

@@ -185,8 +185,20 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	ready.ready("dns")
 
-	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: newHTTPHandler(metrics, ready)}
+	mountAPI, closeAPI, err := newHTTPAPI(cfg, push, log)
+	if err != nil {
+		return err
+	}
+	httpMux := http.NewServeMux()
+	httpMux.Handle("/", newHTTPHandler(metrics, ready))
+	mountAPI(httpMux)
+	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: httpMux}
 	cfg.Limits.limitHTTP(httpSrv)
+	// HTTP/1.1, and HTTP/2 without TLS for clients that ask for it with
+	// prior knowledge, so that many watch streams share a connection.
+	httpSrv.Protocols = new(http.Protocols)
+	httpSrv.Protocols.SetHTTP1(true)
+	httpSrv.Protocols.SetUnencryptedHTTP2(true)
 	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("agent: listen on -http-addr %s: %w", cfg.HTTPAddr, err)
@@ -198,6 +210,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	closers = append(closers, func() {
+		closeAPI() // ends the SSE watch streams, which Shutdown would wait for
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		httpSrv.Shutdown(sctx)

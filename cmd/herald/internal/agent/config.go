@@ -15,6 +15,7 @@ import (
 	"github.com/herald-sd/herald/cluster/checks"
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/dnsserver"
+	"github.com/herald-sd/herald/pushsvc/httpapi"
 )
 
 // Config is everything `herald agent` takes on its command line.
@@ -85,9 +86,13 @@ type Config struct {
 	// GRPCAddr serves the API, Watch and peer replication. Default
 	// 127.0.0.1:8700: loopback, so that nothing is exposed until asked.
 	GRPCAddr string
-	// HTTPAddr serves /metrics, /healthz and /readyz. Default
+	// HTTPAddr serves /metrics, /healthz, /readyz, the HTTP API, its
+	// Consul-compatible subset and the console (pushsvc/httpapi). Default
 	// 127.0.0.1:8800, loopback as GRPCAddr.
 	HTTPAddr string
+	// HTTPMaxWatches caps the HTTP API's open SSE watch streams. Default:
+	// the httpapi package's (10000).
+	HTTPMaxWatches int
 	// Domain is the DNS zone; Run puts it in lower case and adds the final
 	// dot. Default: the dnsserver package's ("herald.").
 	Domain string
@@ -157,7 +162,7 @@ const MaxCheckConcurrency = 4096
 func DefaultConfig() Config {
 	cl := cluster.DefaultConfig(nil)
 	dns := dnsserver.DefaultConfig()
-	return Config{
+	c := Config{
 		Node:              defaultNodeName(),
 		Bind:              cl.BindAddr,
 		JoinTimeout:       cl.JoinTimeout,
@@ -181,6 +186,8 @@ func DefaultConfig() Config {
 
 		CheckConcurrency: checks.DefaultConcurrency,
 	}
+	c.HTTPMaxWatches = httpapi.DefaultConfig().MaxWatches
+	return c
 }
 
 // setDefaults fills the zero durations and counts that have a default, and
@@ -260,6 +267,9 @@ func (c Config) validate() error {
 	}
 	if c.SuspicionMult < 0 {
 		return fmt.Errorf("agent: -suspicion-mult %d must not be negative", c.SuspicionMult)
+	}
+	if c.HTTPMaxWatches < 0 {
+		return fmt.Errorf("agent: -http-max-watches %d must not be negative", c.HTTPMaxWatches)
 	}
 	for name, a := range map[string]string{"-bind": c.Bind, "-dns-addr": c.DNSAddr, "-grpc-addr": c.GRPCAddr, "-http-addr": c.HTTPAddr} {
 		if _, _, err := net.SplitHostPort(a); err != nil {
