@@ -2,6 +2,8 @@ package main
 
 import (
 	"crypto/tls"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,6 +90,43 @@ func TestTLSE2E(t *testing.T) {
 	wait.Eventually(t, 10*time.Second, "the watch over TLS prints api-1", func() bool {
 		return strings.Contains(w.next(), "api-1")
 	})
+
+	// Plain HTTP carries no client certificate: without an -acl-file its
+	// API only reads, so that it is no way around mutual TLS.
+	httpDo := func(method, path, body string) (int, string) {
+		req, err := http.NewRequest(method, "http://"+a.http+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, w := range []struct{ method, path, body string }{
+		{"PUT", "/v1/services/api/evil", `{"address": "10.6.6.6", "port": 80}`},
+		{"DELETE", "/v1/services/api/api-1", ""},
+		{"POST", "/v1/services/api/api-1/drain", ""},
+		{"PUT", "/v1/agent/service/register", `{"Name": "api", "ID": "evil2", "Address": "10.6.6.6", "Port": 80}`},
+		{"PUT", "/v1/agent/service/deregister/api-1", ""},
+		{"PUT", "/v1/agent/service/maintenance/api-1?enable=true", ""},
+	} {
+		if code, body := httpDo(w.method, w.path, w.body); code != http.StatusForbidden || !strings.Contains(body, "-acl-file") {
+			t.Errorf("%s %s over plain HTTP to a TLS agent: %d %s; want 403 naming -acl-file", w.method, w.path, code, body)
+		}
+	}
+	if code, body := httpDo("GET", "/v1/services/api", ""); code != http.StatusOK || !strings.Contains(body, "api-1") || strings.Contains(body, "evil") {
+		t.Errorf("GET /v1/services/api: %d %s; want 200 with api-1 alone, passing", code, body)
+	}
+	if out := a.mustCLI("instances", "api"); !strings.Contains(out, "passing") || strings.Contains(out, "evil") {
+		t.Errorf("after refused HTTP writes, instances = %q; want api-1 alone, passing", out)
+	}
+	if !strings.Contains(a.logText(), "the HTTP API is read-only") {
+		t.Errorf("no log line saying the HTTP API is read-only:\n%s", a.logText())
+	}
 
 	// The client certificate from the flags overrides nothing here: the
 	// CA alone is not enough (the agent requires a client certificate).

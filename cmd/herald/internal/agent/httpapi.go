@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -34,9 +35,36 @@ func newHTTPAPI(cfg Config, push *pushsvc.Server, log *slog.Logger) (mount func(
 		return nil, nil, err
 	}
 	mount = func(mux *http.ServeMux) {
-		api.Mount(mux)
-		consulAPI.Mount(mux)
-		ui.Mount(mux)
+		inner := http.NewServeMux()
+		api.Mount(inner)
+		consulAPI.Mount(inner)
+		ui.Mount(inner)
+		var h http.Handler = inner
+		if cfg.TLSCA != "" && cfg.ACLFile == "" {
+			h = readOnly(inner)
+			log.Warn("the HTTP API is read-only: the gRPC API takes only TLS client certificates and HTTP carries none; give the agent an -acl-file to write over HTTP with tokens", "http", cfg.HTTPAddr)
+		}
+		mux.Handle("/v1/", h)
+		mux.Handle("/ui/", h)
+		mux.Handle("/ui", h)
 	}
 	return mount, func() { api.Close(); consulAPI.Close() }, nil
+}
+
+// readOnly refuses every request that could change the registry (any
+// method but GET, HEAD and OPTIONS) with 403. It guards the HTTP doors of
+// an agent whose gRPC API is closed to callers without a certificate from
+// the cluster's CA, and that has no ACL tokens that could vouch for an HTTP
+// caller instead: without it, plain HTTP would be a way around mutual TLS.
+func readOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprintf(w, "{\"error\": %q}\n", "writes over HTTP are refused: this agent's gRPC API requires TLS client certificates (-tls-*), which HTTP does not carry; start the agent with -acl-file and send a token (Authorization: Bearer) to write over HTTP")
+	})
 }
