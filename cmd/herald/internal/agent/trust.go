@@ -133,8 +133,8 @@ func warnTrust(log *slog.Logger, cfg Config, tlsOn, keyOn bool) {
 	}
 	switch {
 	case !tlsOn && !keyOn:
-		log.Warn("SECURITY: this cluster has no shared secret (no -tls-ca/-tls-cert/-tls-key, no -encrypt key): anyone who can reach this node's gRPC port ("+cfg.GRPCAddr+") or Serf port ("+cfg.Bind+") can rewrite the services the whole cluster serves, and mark nodes failed. Keep these ports on a trusted network, or see \"Securing Herald\" in the README",
-			"grpc", cfg.GRPCAddr, "serf", cfg.Bind)
+		log.Warn("SECURITY: this cluster has no shared secret (no -tls-ca/-tls-cert/-tls-key, no -encrypt key): anyone who can reach this node's gRPC port ("+cfg.GRPCAddr+"), HTTP API ("+cfg.HTTPAddr+", unless -acl-file) or Serf port ("+cfg.Bind+") can rewrite the services the whole cluster serves, and mark nodes failed. Keep these ports on a trusted network, or see \"Securing Herald\" in the README",
+			"grpc", cfg.GRPCAddr, "http", cfg.HTTPAddr, "serf", cfg.Bind)
 	case tlsOn && !keyOn:
 		log.Warn("SECURITY: gossip is not encrypted (no -encrypt key): peers and the API need TLS certificates, but anyone who reaches the Serf port ("+cfg.Bind+") can forge membership and make nodes look failed. Add -encrypt-file", "serf", cfg.Bind)
 	case !tlsOn && keyOn:
