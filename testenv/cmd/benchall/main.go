@@ -40,7 +40,7 @@ func register(name string, run func(ctx context.Context, env *benchEnv) error) {
 func main() {
 	runRe := flag.String("run", ".", "run only benchmarks whose name matches this regexp")
 	bin := flag.String("herald", "bin/herald", "path to the built herald binary")
-	timeout := flag.Duration("timeout", 45*time.Minute, "overall time limit (every benchmark together takes about 20 minutes on 2 cores)")
+	timeout := flag.Duration("timeout", 45*time.Minute, "overall time limit for every benchmark together")
 	flag.Parse()
 	re, err := regexp.Compile(*runRe)
 	if err != nil {
