@@ -368,8 +368,14 @@ func TestTrustGossipKey(t *testing.T) {
 		if _, err := peer.Digest(context.Background(), &clusterpb.DigestRequest{From: "n0", Auth: rep}); status.Code(err) != codes.Unauthenticated {
 			t.Errorf("a Replicate proof used for Digest: %v; want Unauthenticated", err)
 		}
-		// Its nonce is used up now: replaying it on Replicate fails too,
-		// and so does the same MAC over a fresh nonce.
+		// A wrong MAC does not use the nonce up (or a caller without the
+		// key could burn the nonces of real peers): its one genuine use
+		// passes authentication (the forged state is then refused as
+		// invalid), and after it, replaying it fails, and so does the same
+		// MAC over a fresh nonce.
+		if err := forgeReplicate(cc, "n0", rep); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("the genuine use of the Replicate proof: %v; want InvalidArgument (authenticated, invalid instance)", err)
+		}
 		if err := forgeReplicate(cc, "n0", captured); status.Code(err) != codes.Unauthenticated {
 			t.Errorf("replayed Replicate proof: %v; want Unauthenticated", err)
 		}
@@ -409,6 +415,48 @@ func TestTrustGossipKey(t *testing.T) {
 			t.Fatalf("Hello with epoch 2^63: %v; want InvalidArgument", err)
 		}
 		assertUnchanged(t, c, before, "absurd epoch")
+	})
+	t.Run("a flood of challenges from a client without the key", func(t *testing.T) {
+		// Challenges cost the caller nothing: more of them than the node
+		// ever had room for (peerauth.MaxNonces) must not lock real peers
+		// out, and neither must proofs with the wrong MAC over those
+		// genuine nonces.
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		wrong := peerauth.DeriveKey([]byte("fedcba9876543210fedcba9876543210"))
+		for i := range peerauth.MaxNonces + 100 {
+			if _, err := peer.AuthChallenge(ctx, &clusterpb.AuthChallengeRequest{Caller: "n0", ClientNonce: peerauth.NewNonce()}); err != nil {
+				t.Fatalf("challenge %d of the flood: %v; a flood must not exhaust the node", i, err)
+			}
+		}
+		for range 16 {
+			nc := peerauth.NewNonce()
+			resp, err := peer.AuthChallenge(ctx, &clusterpb.AuthChallengeRequest{Caller: "n2", ClientNonce: nc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := &clusterpb.AuthProof{Caller: "n2", ClientNonce: nc, ServerNonce: resp.GetServerNonce(),
+				Mac: peerauth.MAC(wrong, peerauth.RoleClient, "Digest", "n2", target.Name, nc, resp.GetServerNonce())}
+			if _, err := peer.Digest(ctx, &clusterpb.DigestRequest{From: "n2", Auth: bad}); status.Code(err) != codes.Unauthenticated {
+				t.Fatalf("Digest with a wrong MAC: %v; want Unauthenticated", err)
+			}
+		}
+		// A key holder still gets in, at once.
+		if _, err := peer.Digest(ctx, &clusterpb.DigestRequest{From: "n2", Auth: challenge(t, "n2", "Digest", key)}); err != nil {
+			t.Fatalf("a key holder's Digest after the flood: %v", err)
+		}
+		// And the real peers still replicate through that node.
+		if _, err := c.API(0).Register(ctx, &heraldpb.RegisterRequest{Instance: &heraldpb.Instance{
+			Service: "after-flood", Id: "a-1", Address: "10.9.9.9", Port: 80}}); err != nil {
+			t.Fatal(err)
+		}
+		wait.Eventually(t, 15*time.Second, "node 1 learns after-flood", func() error {
+			ins, err := c.API(1).ListInstances(ctx, &heraldpb.ListInstancesRequest{Service: "after-flood"})
+			if err != nil || len(ins.GetInstances()) != 1 {
+				return fmt.Errorf("node 1 holds %d after-flood instances (%v)", len(ins.GetInstances()), err)
+			}
+			return nil
+		})
 	})
 }
 
