@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -60,10 +61,10 @@ func TestProbesAgainstRealBackends(t *testing.T) {
 		want registry.Status
 		out  string
 	}{
-		{200, registry.StatusPassing, "HTTP 200 OK: db: xxx"},
+		{200, registry.StatusPassing, "HTTP 200 OK"},
 		{204, registry.StatusPassing, "HTTP 204 No Content"},
 		{429, registry.StatusWarning, "HTTP 429 Too Many Requests"},
-		{503, registry.StatusCritical, "HTTP 503 Service Unavailable: db: "},
+		{503, registry.StatusCritical, "HTTP 503 Service Unavailable"},
 		{302, registry.StatusCritical, "HTTP 302 Found"},
 	} {
 		code.Store(tt.code)
@@ -158,4 +159,23 @@ func TestRunnerWithRegistry(t *testing.T) {
 		p2, _ := r.Stats()
 		return p1 == p2
 	})
+}
+
+// TestHTTPOutputHoldsNoBody: an http check's output (which every reader of
+// the service sees, on every node) carries the status line only, never the
+// body: a token that may register a check on an internal URL (a cloud
+// metadata endpoint, an admin page) must not read that URL back through it.
+func TestHTTPOutputHoldsNoBody(t *testing.T) {
+	const secret = "AccessKeyId=ASIA-SECRET"
+	for _, code := range []int{http.StatusOK, http.StatusInternalServerError} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(code)
+			_, _ = w.Write([]byte(secret))
+		}))
+		r := probe(t, registry.Check{Kind: registry.CheckHTTP, Target: srv.URL + "/latest/meta-data/"})
+		srv.Close()
+		if strings.Contains(r.Output, "SECRET") || !strings.HasPrefix(r.Output, "HTTP "+strconv.Itoa(code)) {
+			t.Errorf("HTTP %d: output %q; want the status line only", code, r.Output)
+		}
+	}
 }
