@@ -19,6 +19,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster/clusterpb"
 	"github.com/herald-sd/herald/cluster/peerauth"
+	"github.com/herald-sd/herald/cluster/registry"
 )
 
 // Who may call the peer service. A cluster with a shared secret accepts
@@ -67,6 +68,17 @@ const MaxEpochAhead = 24 * time.Hour
 func checkEpoch(epoch uint64, owner string) error {
 	if limit := uint64(time.Now().Add(MaxEpochAhead).UnixNano()); epoch > limit {
 		return malformed("owner %q has epoch %d, more than %s ahead of this node's clock", owner, epoch, MaxEpochAhead)
+	}
+	return nil
+}
+
+// checkStamp refuses a stamp (hybrid logical clock) more than
+// MaxEpochAhead ahead of this node's clock: every node's clock observes the
+// stamps it takes, so one from far in the future would pin every later
+// stamp of the cluster at it, and no owner could ever take a key back.
+func checkStamp(s registry.Stamp, what, owner string) error {
+	if limit := registry.StampAt(time.Now().Add(MaxEpochAhead)); s > limit {
+		return malformed("%s from %q has stamp %s, more than %s ahead of this node's clock", what, owner, s, MaxEpochAhead)
 	}
 	return nil
 }

@@ -23,9 +23,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-sd/herald/cluster/clusterpb"
 	"github.com/herald-sd/herald/cluster/peerauth"
+	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/client"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 	"github.com/herald-sd/herald/pushsvc/heraldtls"
@@ -163,6 +165,12 @@ func forgeReplicate(cc *grpc.ClientConn, owner string, auth *clusterpb.AuthProof
 	}
 	_, err = stream.Recv()
 	return err
+}
+
+func withStamp(in *clusterpb.Instance, stamp uint64) *clusterpb.Instance {
+	cp := proto.Clone(in).(*clusterpb.Instance)
+	cp.Stamp = stamp
+	return cp
 }
 
 func dialPeer(t *testing.T, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
@@ -415,6 +423,45 @@ func TestTrustGossipKey(t *testing.T) {
 			t.Fatalf("Hello with epoch 2^63: %v; want InvalidArgument", err)
 		}
 		assertUnchanged(t, c, before, "absurd epoch")
+	})
+	t.Run("a key holder sending stamps far in the future", func(t *testing.T) {
+		// Every node's clock observes the stamps it takes: one from 2100
+		// would pin the cluster's stamps there, and no owner could take a
+		// key back. An instance, a tombstone and a delta are each refused.
+		far := uint64(registry.StampAt(time.Now().Add(48 * time.Hour)))
+		in := &clusterpb.Instance{Service: "api", Id: "api-9", Address: []byte{10, 0, 0, 9}, Port: 80, Weight: 1, Status: 1, Owner: "n2"}
+		for name, msg := range map[string]*clusterpb.ReplicateRequest{
+			"instance": {Msg: &clusterpb.ReplicateRequest_Full{Full: &clusterpb.OwnerStateChunk{Owner: "n2", Last: true,
+				Version:   &clusterpb.Version{Epoch: uint64(time.Now().UnixNano()), Seq: 1 << 40},
+				Instances: []*clusterpb.Instance{withStamp(in, far)}}}},
+			"tombstone": {Msg: &clusterpb.ReplicateRequest_Full{Full: &clusterpb.OwnerStateChunk{Owner: "n2", Last: true,
+				Version:    &clusterpb.Version{Epoch: uint64(time.Now().UnixNano()), Seq: 1 << 40},
+				Tombstones: []*clusterpb.Tombstone{{Service: "api", Id: "api-1", Stamp: far}}}}},
+			"delta": {Msg: &clusterpb.ReplicateRequest_Deltas{Deltas: &clusterpb.DeltaBatch{Deltas: []*clusterpb.Delta{{
+				Version: &clusterpb.Version{Epoch: uint64(time.Now().UnixNano()), Seq: 1}, Op: 1, Instance: withStamp(in, 1), Stamp: far}}}}},
+		} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			stream, err := peer.Replicate(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hello := &clusterpb.Hello{Owner: "n2", Epoch: uint64(time.Now().UnixNano()), Auth: challenge(t, "n2", "Replicate", key)}
+			if err := stream.Send(&clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Hello{Hello: hello}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := stream.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(msg); err != nil {
+				t.Fatal(err)
+			}
+			_, err = stream.Recv()
+			cancel()
+			if status.Code(err) != codes.InvalidArgument {
+				t.Errorf("%s with a stamp 48h ahead: %v; want InvalidArgument", name, err)
+			}
+		}
+		assertUnchanged(t, c, before, "far stamps")
 	})
 	t.Run("a flood of challenges from a client without the key", func(t *testing.T) {
 		// Challenges cost the caller nothing: more of them than the node
