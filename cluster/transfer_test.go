@@ -159,3 +159,27 @@ func TestTransferLimits(t *testing.T) {
 		t.Fatalf("herald_cluster_transfers_refused_total = %v, want >= 3", metric(t, n, "herald_cluster_transfers_refused_total"))
 	}
 }
+
+// TestReplicateWithoutHelloEnds: a Replicate stream that never sends its
+// hello (which carries the caller's proof) is not held forever: the node
+// ends it after the transfer timeout, so callers without credentials
+// cannot pile up streams and their goroutines.
+func TestReplicateWithoutHelloEnds(t *testing.T) {
+	n := startNode(t, "n1", nodeOpts{transfers: cluster.TransferLimits{Timeout: time.Second}})
+	conn, err := grpc.NewClient(n.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := clusterpb.NewPeerClient(conn).Replicate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = stream.Recv()
+	if grpcstatus.Code(err) != codes.DeadlineExceeded || time.Since(start) > 5*time.Second {
+		t.Fatalf("a silent Replicate stream ended after %s with %v; want DeadlineExceeded after about 1s", time.Since(start), err)
+	}
+}
