@@ -179,3 +179,51 @@ func TestHTTPOutputHoldsNoBody(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowServiceCannotStarveOthers: whoever may register in one service
+// points its checks at a target that never answers, with long timeouts.
+// They hold at most MaxPerService workers: another service's check still
+// probes on time and turns critical when its port closes.
+func TestSlowServiceCannotStarveOthers(t *testing.T) {
+	cfg := registry.DefaultConfig()
+	cfg.Node = "n1"
+	reg, err := registry.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	hang := make(chan struct{})
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer silent.Close()
+	defer close(hang)
+	r := New(Config{Source: reg, Writer: reg, Concurrency: 4})
+	r.Start()
+	defer r.Close()
+	ctx := context.Background()
+	for i := range 40 {
+		in := &registry.Instance{Service: "junk", ID: "j" + strconv.Itoa(i), Address: netip.MustParseAddr("127.0.0.1"), Port: 80,
+			Check: registry.Check{Kind: registry.CheckHTTP, Target: silent.URL, Interval: time.Second, Timeout: time.Second}}
+		if _, err := reg.Register(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &registry.Instance{Service: "api", ID: "a1", Address: netip.MustParseAddr("127.0.0.1"), Port: 9000,
+		Check: registry.Check{Kind: registry.CheckTCP, Target: ln.Addr().String(), Interval: time.Second, Timeout: 500 * time.Millisecond}}
+	if _, err := reg.Register(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	wait.Eventually(t, 4*time.Second, "api/a1 critical while junk's 40 checks hang", func() bool {
+		svc := reg.Snapshot().Service("api")
+		return svc != nil && svc.Instance("a1") != nil && svc.Instance("a1").Status == registry.StatusCritical
+	})
+}
