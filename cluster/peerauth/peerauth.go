@@ -105,12 +105,15 @@ type Nonces struct {
 	Now func() time.Time // default time.Now
 
 	mu     sync.Mutex
-	secret []byte                        // signs issued nonces; random per table
-	used   map[[NonceSize]byte]time.Time // nonce → expiry
+	secret []byte                            // signs issued nonces; random per table
+	base   time.Time                         // times in nonces are offsets from it (monotonic with time.Now)
+	used   map[[NonceSize]byte]time.Duration // nonce → expiry, as an offset from base
 }
 
-// A nonce: 8 bytes of issue time (Unix nanoseconds, big-endian), 8 random
-// bytes, then the first 16 bytes of HMAC-SHA256(secret, the first 16).
+// A nonce: 8 bytes of issue time (nanoseconds since the table's base, on
+// the monotonic clock, so that a step of the wall clock neither revives a
+// used nonce nor expires a fresh one; big-endian), 8 random bytes, then
+// the first 16 bytes of HMAC-SHA256(secret, the first 16).
 const (
 	nonceStamped = 16
 )
@@ -127,9 +130,10 @@ func (t *Nonces) defaults() {
 	}
 	if t.secret == nil {
 		t.secret = NewNonce()
+		t.base = t.Now()
 	}
 	if t.used == nil {
-		t.used = map[[NonceSize]byte]time.Time{}
+		t.used = map[[NonceSize]byte]time.Duration{}
 	}
 }
 
@@ -143,10 +147,10 @@ func (t *Nonces) sign(b []byte) []byte {
 func (t *Nonces) Issue() []byte {
 	t.mu.Lock()
 	t.defaults()
-	now := t.Now()
+	now := t.Now().Sub(t.base)
 	t.mu.Unlock()
 	b := NewNonce()
-	binary.BigEndian.PutUint64(b, uint64(now.UnixNano()))
+	binary.BigEndian.PutUint64(b, uint64(now))
 	copy(b[nonceStamped:], t.sign(b))
 	return b
 }
@@ -161,19 +165,19 @@ func (t *Nonces) Valid(ns []byte) bool {
 	return ok
 }
 
-func (t *Nonces) validLocked(ns []byte) (time.Time, bool) {
+func (t *Nonces) validLocked(ns []byte) (time.Duration, bool) {
 	t.defaults()
 	if len(ns) != NonceSize || !hmac.Equal(ns[nonceStamped:], t.sign(ns)) {
-		return time.Time{}, false
+		return 0, false
 	}
-	issued := time.Unix(0, int64(binary.BigEndian.Uint64(ns)))
-	exp := issued.Add(t.TTL)
-	now := t.Now()
-	if now.Before(issued) || !now.Before(exp) {
-		return time.Time{}, false
+	issued := time.Duration(binary.BigEndian.Uint64(ns))
+	exp := issued + t.TTL
+	now := t.Now().Sub(t.base)
+	if now < issued || now >= exp {
+		return 0, false
 	}
 	if _, used := t.used[[NonceSize]byte(ns)]; used {
-		return time.Time{}, false
+		return 0, false
 	}
 	return exp, true
 }
@@ -190,9 +194,9 @@ func (t *Nonces) Take(ns []byte) bool {
 		return false
 	}
 	if len(t.used) >= t.Max {
-		now := t.Now()
+		now := t.Now().Sub(t.base)
 		for n, e := range t.used {
-			if !now.Before(e) {
+			if now >= e {
 				delete(t.used, n)
 			}
 		}
