@@ -164,10 +164,6 @@ type Config struct {
 	// delta is not sent to that peer (the sender moves past it, as if it was
 	// lost).
 	dropDelta func(peer string, d registry.Delta) bool
-	// memberHook is a test hook (export_test.go): names it accepts count as
-	// live members, so a test can play a member that misbehaves without
-	// running one.
-	memberHook func(owner string) bool
 }
 
 // DefaultConfig returns the defaults of every field for a node using reg;

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -94,6 +95,9 @@ func instanceFromPB(p *clusterpb.Instance, owner string) (*registry.Instance, er
 	if err := in.Normalize(); err != nil {
 		return nil, malformed("instance %q/%q from %q: %v", p.GetService(), p.GetId(), owner, err)
 	}
+	if err := checkStamp(in.Stamp, fmt.Sprintf("instance %q/%q", in.Service, in.ID), owner); err != nil {
+		return nil, err
+	}
 	return in, nil
 }
 
@@ -138,6 +142,9 @@ func deltaFromPB(p *clusterpb.Delta, owner string) (registry.Delta, error) {
 	}
 	v := versionFromPB(p.GetVersion())
 	if err := checkEpoch(v.Epoch, owner); err != nil {
+		return registry.Delta{}, err
+	}
+	if err := checkStamp(registry.Stamp(p.GetStamp()), "delta", owner); err != nil {
 		return registry.Delta{}, err
 	}
 	return registry.Delta{
@@ -217,6 +224,9 @@ func (a *stateAssembler) add(c *clusterpb.OwnerStateChunk, owner string) (*regis
 	for _, t := range c.GetTombstones() {
 		k, err := keyFromPB(t.GetService(), t.GetId(), owner)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkStamp(registry.Stamp(t.GetStamp()), fmt.Sprintf("tombstone %q/%q", k.Service, k.ID), owner); err != nil {
 			return nil, err
 		}
 		a.st.Tombstones = append(a.st.Tombstones, registry.Tombstone{Key: k, Stamp: registry.Stamp(t.GetStamp())})

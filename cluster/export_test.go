@@ -6,7 +6,3 @@ import "github.com/herald-sd/herald/cluster/registry"
 // when drop returns true, the delta is not sent (the sender moves past it,
 // as if it was lost).
 func SetDropDelta(c *Config, drop func(peer string, d registry.Delta) bool) { c.dropDelta = drop }
-
-// SetMemberHook makes the names member accepts count as live members (a
-// test that plays a member without running one).
-func SetMemberHook(c *Config, member func(owner string) bool) { c.memberHook = member }

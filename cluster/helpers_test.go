@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"testing"
 	"time"
 
@@ -45,8 +44,6 @@ type nodeOpts struct {
 	retryJoin    []string
 	noReconnect  bool // peers never reconnect to a failed member by themselves
 	transfers    cluster.TransferLimits
-	// fakeMembers count as live members (cluster.SetMemberHook).
-	fakeMembers []string
 }
 
 func testLogger() *slog.Logger {
@@ -82,9 +79,6 @@ func nodeConfig(reg *registry.Registry, o nodeOpts) cluster.Config {
 		cfg.ReconnectInterval = time.Hour
 	}
 	cfg.Transfers = o.transfers
-	if len(o.fakeMembers) > 0 {
-		cluster.SetMemberHook(&cfg, func(owner string) bool { return slices.Contains(o.fakeMembers, owner) })
-	}
 	cfg.Logger = testLogger()
 	return cfg
 }

@@ -86,9 +86,6 @@ func (c *Cluster) ownerAllowed(owner string) bool { return c.ownerAlive(owner) }
 // only learns owners it can vouch for, so a reaped owner never comes back
 // from a third peer.
 func (c *Cluster) ownerAlive(owner string) bool {
-	if c.cfg.memberHook != nil && c.cfg.memberHook(owner) {
-		return true
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.members[owner]

@@ -19,6 +19,7 @@ import (
 
 	"github.com/herald-sd/herald/cluster/clusterpb"
 	"github.com/herald-sd/herald/cluster/peerauth"
+	"github.com/herald-sd/herald/cluster/registry"
 )
 
 // Who may call the peer service. A cluster with a shared secret accepts
@@ -67,6 +68,17 @@ const MaxEpochAhead = 24 * time.Hour
 func checkEpoch(epoch uint64, owner string) error {
 	if limit := uint64(time.Now().Add(MaxEpochAhead).UnixNano()); epoch > limit {
 		return malformed("owner %q has epoch %d, more than %s ahead of this node's clock", owner, epoch, MaxEpochAhead)
+	}
+	return nil
+}
+
+// checkStamp refuses a stamp (hybrid logical clock) more than
+// MaxEpochAhead ahead of this node's clock: every node's clock observes the
+// stamps it takes, so one from far in the future would pin every later
+// stamp of the cluster at it, and no owner could ever take a key back.
+func checkStamp(s registry.Stamp, what, owner string) error {
+	if limit := registry.StampAt(time.Now().Add(MaxEpochAhead)); s > limit {
+		return malformed("%s from %q has stamp %s, more than %s ahead of this node's clock", what, owner, s, MaxEpochAhead)
 	}
 	return nil
 }
@@ -134,12 +146,17 @@ func (c *Cluster) authorize(ctx context.Context, call, claimed string, proof *cl
 		if claimed != "" && proof.GetCaller() != claimed {
 			return a.refuse(codes.PermissionDenied, "wrong_node", "%s: proof made for %q, not %q", call, proof.GetCaller(), claimed)
 		}
-		// Take the nonce before checking the MAC: a nonce is tried once.
-		if !a.nonces.Take(proof.GetServerNonce()) {
+		// The nonce is checked (statelessly) before the MAC and marked used
+		// only after it: a caller without the key can neither fill the
+		// node's record of used nonces nor burn nonces it did not get.
+		if !a.nonces.Valid(proof.GetServerNonce()) {
 			return a.refuse(codes.Unauthenticated, "stale_nonce", "%s: unknown, used or expired challenge (a replayed exchange?)", call)
 		}
 		if !peerauth.Check(a.key, proof.GetMac(), peerauth.RoleClient, call, proof.GetCaller(), c.cfg.NodeName, proof.GetClientNonce(), proof.GetServerNonce()) {
 			return a.refuse(codes.Unauthenticated, "bad_proof", "%s: the proof does not match the cluster key", call)
+		}
+		if !a.nonces.Take(proof.GetServerNonce()) {
+			return a.refuse(codes.Unauthenticated, "stale_nonce", "%s: challenge already used (a replayed exchange?)", call)
 		}
 	}
 	return nil
@@ -185,10 +202,7 @@ func (s *peerServer) AuthChallenge(_ context.Context, req *clusterpb.AuthChallen
 	if len(req.GetClientNonce()) != peerauth.NonceSize || req.GetCaller() == "" {
 		return nil, status.Errorf(codes.InvalidArgument, "cluster: a challenge needs the caller's name and a %d-byte nonce", peerauth.NonceSize)
 	}
-	ns, err := c.auth.nonces.Issue()
-	if err != nil {
-		return nil, status.Error(codes.ResourceExhausted, err.Error())
-	}
+	ns := c.auth.nonces.Issue()
 	return &clusterpb.AuthChallengeResponse{
 		Server:      c.cfg.NodeName,
 		ServerNonce: ns,

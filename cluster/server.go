@@ -24,9 +24,23 @@ type peerServer struct {
 // Replicate receives one owner's stream.
 func (s *peerServer) Replicate(stream clusterpb.Peer_ReplicateServer) error {
 	c := s.c
-	first, err := stream.Recv()
-	if err != nil {
-		return err
+	done := make(chan struct{})
+	defer close(done)
+	msgs := recvAsync(stream.Recv, done)
+	// The hello carries the caller's proof: a stream that does not send it
+	// within the transfer timeout ends, so that callers without credentials
+	// cannot hold streams open.
+	helloWait := time.NewTimer(c.cfg.Transfers.Timeout)
+	var first *clusterpb.ReplicateRequest
+	select {
+	case r := <-msgs:
+		helloWait.Stop()
+		if r.err != nil {
+			return r.err
+		}
+		first = r.msg
+	case <-helloWait.C:
+		return status.Errorf(codes.DeadlineExceeded, "cluster: replicate: no hello within %s", c.cfg.Transfers.Timeout)
 	}
 	hello := first.GetHello()
 	owner := hello.GetOwner()
@@ -55,9 +69,6 @@ func (s *peerServer) Replicate(stream clusterpb.Peer_ReplicateServer) error {
 			stall.Stop()
 		}
 	}()
-	done := make(chan struct{})
-	defer close(done)
-	msgs := recvAsync(stream.Recv, done)
 	for {
 		var req *clusterpb.ReplicateRequest
 		select {
@@ -80,6 +91,7 @@ func (s *peerServer) Replicate(stream clusterpb.Peer_ReplicateServer) error {
 			}
 		case *clusterpb.ReplicateRequest_Full:
 			if full == nil || full.ended {
+				var err error
 				if full, err = c.transfers.begin(owner, time.Now()); err != nil {
 					c.metrics.transfersRefused.Inc()
 					return peerStatus(err)

@@ -24,7 +24,7 @@ func forgedChunk(owner string, from, n int) *clusterpb.ReplicateRequest {
 	for i := range n {
 		chunk.Instances = append(chunk.Instances, &clusterpb.Instance{
 			Service: "big", Id: fmt.Sprintf("i%d", from+i), Address: []byte{10, 0, 0, 1}, Port: 80, Owner: owner,
-			Meta: map[string]string{"pad0": strings.Repeat("x", 500), "pad1": strings.Repeat("x", 500)}, // values are at most 512 bytes
+			Meta: map[string]string{"pad": strings.Repeat("x", 500), "pad2": strings.Repeat("y", 500)},
 		})
 	}
 	return &clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Full{Full: chunk}}
@@ -51,6 +51,29 @@ func openReplicate(t *testing.T, ctx context.Context, n *testNode, owner string)
 	return stream
 }
 
+// waitLive waits until n takes owner's state: owner is a live member that n
+// knows (a node takes only live members' state).
+func waitLive(t *testing.T, n *testNode, owner string) {
+	t.Helper()
+	conn, err := grpc.NewClient(n.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	wait.Eventually(t, 10*time.Second, owner+" is a live member of "+n.name, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		stream, err := clusterpb.NewPeerClient(conn).Replicate(ctx)
+		if err == nil {
+			err = stream.Send(&clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Hello{Hello: &clusterpb.Hello{Owner: owner, Epoch: 1}}})
+		}
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		return err
+	})
+}
+
 // sendUntilRefused sends chunks until the stream ends; it returns the
 // status that ended it and how many chunks were acknowledged.
 func sendUntilRefused(t *testing.T, stream clusterpb.Peer_ReplicateClient, owner string, maxChunks int) (error, int) {
@@ -67,15 +90,20 @@ func sendUntilRefused(t *testing.T, stream clusterpb.Peer_ReplicateClient, owner
 	return nil, maxChunks
 }
 
-// TestTransferLimits: a peer (a live member: the limits hold against any
-// member that misbehaves, with or without credentials) that sends full-state chunks without `last`
+// TestTransferLimits: a peer that sends full-state chunks without `last`
 // makes the node hold at most MaxBytes, and is cut off with
 // ResourceExhausted; a second transfer of the same owner is refused while
 // one is in progress; a stalled transfer ends at the timeout; nothing of a
 // refused transfer is applied, and its bytes are given back.
 func TestTransferLimits(t *testing.T) {
 	lim := cluster.TransferLimits{MaxBytes: 1 << 20, MaxInstances: 5000, Timeout: 2 * time.Second, MaxInProgress: 4}
-	n := startNode(t, "n1", nodeOpts{transfers: lim, fakeMembers: []string{"forger", "staller"}})
+	n := startNode(t, "n1", nodeOpts{transfers: lim})
+	// The forged states claim live members (others are refused before any
+	// transfer): forger and staller, which hold nothing themselves.
+	startNode(t, "forger", nodeOpts{join: []string{n.addr()}})
+	startNode(t, "staller", nodeOpts{join: []string{n.addr()}})
+	waitLive(t, n, "forger")
+	waitLive(t, n, "staller")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -92,7 +120,8 @@ func TestTransferLimits(t *testing.T) {
 	t.Run("instances", func(t *testing.T) {
 		lim := lim
 		lim.MaxBytes, lim.MaxInstances = 64<<20, 250
-		n := startNode(t, "n2", nodeOpts{transfers: lim, fakeMembers: []string{"forger"}})
+		n := startNode(t, "n2", nodeOpts{transfers: lim, join: []string{n.addr()}})
+		waitLive(t, n, "forger")
 		err, _ := sendUntilRefused(t, openReplicate(t, ctx, n, "forger"), "forger", 10)
 		if grpcstatus.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "-max-transfer-instances") {
 			t.Fatalf("got %v, want ResourceExhausted naming -max-transfer-instances", err)
@@ -128,5 +157,29 @@ func TestTransferLimits(t *testing.T) {
 	}
 	if metric(t, n, "herald_cluster_transfers_refused_total") < 3 {
 		t.Fatalf("herald_cluster_transfers_refused_total = %v, want >= 3", metric(t, n, "herald_cluster_transfers_refused_total"))
+	}
+}
+
+// TestReplicateWithoutHelloEnds: a Replicate stream that never sends its
+// hello (which carries the caller's proof) is not held forever: the node
+// ends it after the transfer timeout, so callers without credentials
+// cannot pile up streams and their goroutines.
+func TestReplicateWithoutHelloEnds(t *testing.T) {
+	n := startNode(t, "n1", nodeOpts{transfers: cluster.TransferLimits{Timeout: time.Second}})
+	conn, err := grpc.NewClient(n.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := clusterpb.NewPeerClient(conn).Replicate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = stream.Recv()
+	if grpcstatus.Code(err) != codes.DeadlineExceeded || time.Since(start) > 5*time.Second {
+		t.Fatalf("a silent Replicate stream ended after %s with %v; want DeadlineExceeded after about 1s", time.Since(start), err)
 	}
 }

@@ -23,9 +23,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-sd/herald/cluster/clusterpb"
 	"github.com/herald-sd/herald/cluster/peerauth"
+	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/client"
 	"github.com/herald-sd/herald/pushsvc/heraldpb"
 	"github.com/herald-sd/herald/pushsvc/heraldtls"
@@ -163,6 +165,12 @@ func forgeReplicate(cc *grpc.ClientConn, owner string, auth *clusterpb.AuthProof
 	}
 	_, err = stream.Recv()
 	return err
+}
+
+func withStamp(in *clusterpb.Instance, stamp uint64) *clusterpb.Instance {
+	cp := proto.Clone(in).(*clusterpb.Instance)
+	cp.Stamp = stamp
+	return cp
 }
 
 func dialPeer(t *testing.T, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
@@ -368,8 +376,14 @@ func TestTrustGossipKey(t *testing.T) {
 		if _, err := peer.Digest(context.Background(), &clusterpb.DigestRequest{From: "n0", Auth: rep}); status.Code(err) != codes.Unauthenticated {
 			t.Errorf("a Replicate proof used for Digest: %v; want Unauthenticated", err)
 		}
-		// Its nonce is used up now: replaying it on Replicate fails too,
-		// and so does the same MAC over a fresh nonce.
+		// A wrong MAC does not use the nonce up (or a caller without the
+		// key could burn the nonces of real peers): its one genuine use
+		// passes authentication (the forged state is then refused as
+		// invalid), and after it, replaying it fails, and so does the same
+		// MAC over a fresh nonce.
+		if err := forgeReplicate(cc, "n0", rep); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("the genuine use of the Replicate proof: %v; want InvalidArgument (authenticated, invalid instance)", err)
+		}
 		if err := forgeReplicate(cc, "n0", captured); status.Code(err) != codes.Unauthenticated {
 			t.Errorf("replayed Replicate proof: %v; want Unauthenticated", err)
 		}
@@ -409,6 +423,87 @@ func TestTrustGossipKey(t *testing.T) {
 			t.Fatalf("Hello with epoch 2^63: %v; want InvalidArgument", err)
 		}
 		assertUnchanged(t, c, before, "absurd epoch")
+	})
+	t.Run("a key holder sending stamps far in the future", func(t *testing.T) {
+		// Every node's clock observes the stamps it takes: one from 2100
+		// would pin the cluster's stamps there, and no owner could take a
+		// key back. An instance, a tombstone and a delta are each refused.
+		far := uint64(registry.StampAt(time.Now().Add(48 * time.Hour)))
+		in := &clusterpb.Instance{Service: "api", Id: "api-9", Address: []byte{10, 0, 0, 9}, Port: 80, Weight: 1, Status: 1, Owner: "n2"}
+		for name, msg := range map[string]*clusterpb.ReplicateRequest{
+			"instance": {Msg: &clusterpb.ReplicateRequest_Full{Full: &clusterpb.OwnerStateChunk{Owner: "n2", Last: true,
+				Version:   &clusterpb.Version{Epoch: uint64(time.Now().UnixNano()), Seq: 1 << 40},
+				Instances: []*clusterpb.Instance{withStamp(in, far)}}}},
+			"tombstone": {Msg: &clusterpb.ReplicateRequest_Full{Full: &clusterpb.OwnerStateChunk{Owner: "n2", Last: true,
+				Version:    &clusterpb.Version{Epoch: uint64(time.Now().UnixNano()), Seq: 1 << 40},
+				Tombstones: []*clusterpb.Tombstone{{Service: "api", Id: "api-1", Stamp: far}}}}},
+			"delta": {Msg: &clusterpb.ReplicateRequest_Deltas{Deltas: &clusterpb.DeltaBatch{Deltas: []*clusterpb.Delta{{
+				Version: &clusterpb.Version{Epoch: uint64(time.Now().UnixNano()), Seq: 1}, Op: 1, Instance: withStamp(in, 1), Stamp: far}}}}},
+		} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			stream, err := peer.Replicate(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hello := &clusterpb.Hello{Owner: "n2", Epoch: uint64(time.Now().UnixNano()), Auth: challenge(t, "n2", "Replicate", key)}
+			if err := stream.Send(&clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Hello{Hello: hello}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := stream.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(msg); err != nil {
+				t.Fatal(err)
+			}
+			_, err = stream.Recv()
+			cancel()
+			if status.Code(err) != codes.InvalidArgument {
+				t.Errorf("%s with a stamp 48h ahead: %v; want InvalidArgument", name, err)
+			}
+		}
+		assertUnchanged(t, c, before, "far stamps")
+	})
+	t.Run("a flood of challenges from a client without the key", func(t *testing.T) {
+		// Challenges cost the caller nothing: more of them than the node
+		// ever had room for (peerauth.MaxNonces) must not lock real peers
+		// out, and neither must proofs with the wrong MAC over those
+		// genuine nonces.
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		wrong := peerauth.DeriveKey([]byte("fedcba9876543210fedcba9876543210"))
+		for i := range peerauth.MaxNonces + 100 {
+			if _, err := peer.AuthChallenge(ctx, &clusterpb.AuthChallengeRequest{Caller: "n0", ClientNonce: peerauth.NewNonce()}); err != nil {
+				t.Fatalf("challenge %d of the flood: %v; a flood must not exhaust the node", i, err)
+			}
+		}
+		for range 16 {
+			nc := peerauth.NewNonce()
+			resp, err := peer.AuthChallenge(ctx, &clusterpb.AuthChallengeRequest{Caller: "n2", ClientNonce: nc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := &clusterpb.AuthProof{Caller: "n2", ClientNonce: nc, ServerNonce: resp.GetServerNonce(),
+				Mac: peerauth.MAC(wrong, peerauth.RoleClient, "Digest", "n2", target.Name, nc, resp.GetServerNonce())}
+			if _, err := peer.Digest(ctx, &clusterpb.DigestRequest{From: "n2", Auth: bad}); status.Code(err) != codes.Unauthenticated {
+				t.Fatalf("Digest with a wrong MAC: %v; want Unauthenticated", err)
+			}
+		}
+		// A key holder still gets in, at once.
+		if _, err := peer.Digest(ctx, &clusterpb.DigestRequest{From: "n2", Auth: challenge(t, "n2", "Digest", key)}); err != nil {
+			t.Fatalf("a key holder's Digest after the flood: %v", err)
+		}
+		// And the real peers still replicate through that node.
+		if _, err := c.API(0).Register(ctx, &heraldpb.RegisterRequest{Instance: &heraldpb.Instance{
+			Service: "after-flood", Id: "a-1", Address: "10.9.9.9", Port: 80}}); err != nil {
+			t.Fatal(err)
+		}
+		wait.Eventually(t, 15*time.Second, "node 1 learns after-flood", func() error {
+			ins, err := c.API(1).ListInstances(ctx, &heraldpb.ListInstancesRequest{Service: "after-flood"})
+			if err != nil || len(ins.GetInstances()) != 1 {
+				return fmt.Errorf("node 1 holds %d after-flood instances (%v)", len(ins.GetInstances()), err)
+			}
+			return nil
+		})
 	})
 }
 

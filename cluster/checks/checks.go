@@ -8,7 +8,9 @@
 // within its interval and every later probe is jittered by up to a tenth
 // of it, so that checks registered together do not probe together; at
 // most Config.Concurrency probes run at once, and a due check waits for a
-// free worker rather than starting another goroutine.
+// free worker rather than starting another goroutine. One service's checks
+// hold at most Config.MaxPerService workers, so that targets that never
+// answer, registered in one service, cannot stall every other check.
 //
 // It reads and writes only through the registry's seam (registry.Registry
 // satisfies Source and Writer); it never imports Serf, the DNS server or
@@ -50,6 +52,11 @@ type Config struct {
 	Prober Prober
 	// Concurrency is the most probes that run at once. Default 64.
 	Concurrency int
+	// MaxPerService is the most probes of one service's checks that run
+	// at once, so that one service's slow or silent targets (whoever may
+	// register in it chooses them) cannot hold every worker while the
+	// other services' checks wait. Default Concurrency/2, at least 1.
+	MaxPerService int
 	// Logger logs status changes and deregistrations. Default: discard.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -82,6 +89,11 @@ type Runner struct {
 	lastReconcile time.Time
 	dirty         bool
 
+	// running counts the probes in flight by service; waiting holds, by
+	// service, the due entries held back by MaxPerService, in due order.
+	running map[string]int
+	waiting map[string][]*entry
+
 	probes, writes atomic.Uint64
 }
 
@@ -95,6 +107,7 @@ type entry struct {
 	passes, fails uint32
 	criticalSince time.Time // zero unless critical
 	index         int       // in the schedule; -1 when not in it
+	held          bool      // in waiting (MaxPerService)
 }
 
 type job struct {
@@ -115,6 +128,9 @@ func New(cfg Config) *Runner {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
 	}
+	if cfg.MaxPerService <= 0 {
+		cfg.MaxPerService = max(cfg.Concurrency/2, 1)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -125,6 +141,7 @@ func New(cfg Config) *Runner {
 		cfg.Jitter = func(n time.Duration) time.Duration { return rand.N(n) }
 	}
 	r := &Runner{cfg: cfg, entries: map[registry.Key]*entry{}, jobs: make(chan job),
+		running: map[string]int{}, waiting: map[string][]*entry{},
 		results: make(chan result, cfg.Concurrency), wake: make(chan struct{}, 1)}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r
@@ -257,6 +274,32 @@ func (r *Runner) drop(e *entry) {
 	if e.index >= 0 {
 		heap.Remove(&r.due, e.index)
 	}
+	e.held = false // release skips it
+}
+
+// release counts the end of a probe of service and puts the first entry
+// that waited for it back in the schedule (it is due: the next step hands
+// it out).
+func (r *Runner) release(service string) {
+	if r.running[service]--; r.running[service] <= 0 {
+		delete(r.running, service)
+	}
+	q := r.waiting[service]
+	for len(q) > 0 {
+		e := q[0]
+		q[0] = nil
+		q = q[1:]
+		if e.held {
+			e.held = false
+			heap.Push(&r.due, e)
+			break
+		}
+	}
+	if len(q) == 0 {
+		delete(r.waiting, service)
+	} else {
+		r.waiting[service] = q
+	}
 }
 
 // step hands every due check to a free worker. It returns when the next
@@ -268,10 +311,17 @@ func (r *Runner) step(now time.Time) (next time.Time, blocked bool) {
 		if e.next.After(now) {
 			return e.next, false
 		}
+		if svc := e.key.Service; r.running[svc] >= r.cfg.MaxPerService {
+			heap.Pop(&r.due)
+			e.held = true
+			r.waiting[svc] = append(r.waiting[svc], e)
+			continue
+		}
 		select {
 		case r.jobs <- job{e.key, e.check}:
 			heap.Pop(&r.due)
 			e.running = true
+			r.running[e.key.Service]++
 		default:
 			return e.next, true
 		}
@@ -282,6 +332,7 @@ func (r *Runner) step(now time.Time) (next time.Time, blocked bool) {
 // apply counts a probe's result against the thresholds and writes a
 // transition; a check critical for DeregisterAfter is removed.
 func (r *Runner) apply(res result, now time.Time) {
+	r.release(res.key.Service)
 	e := r.entries[res.key]
 	if e == nil || e.check != res.check || !e.running {
 		return // removed or re-registered while it was probed

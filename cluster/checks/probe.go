@@ -70,9 +70,14 @@ func probeTCP(ctx context.Context, target string) Result {
 	return Result{registry.StatusPassing, "TCP connect " + target + ": ok"}
 }
 
-// maxBody is how much of a response body goes into the output.
-const maxBody = 128
+// maxDrain is how much of a response body a probe reads (and discards) so
+// that the connection can be reused.
+const maxDrain = 4096
 
+// probeHTTP GETs target. The output is the status line only, never the
+// body: whoever may register a check could otherwise read any URL the
+// node reaches (a cloud metadata endpoint, an internal admin page) back
+// through the output, which every reader of the service sees.
 func probeHTTP(ctx context.Context, hc *http.Client, target string) Result {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
@@ -84,11 +89,8 @@ func probeHTTP(ctx context.Context, hc *http.Client, target string) Result {
 		return Result{registry.StatusCritical, err.Error()}
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	out := "HTTP " + resp.Status
-	if b := strings.TrimSpace(printable(string(body))); b != "" {
-		out += ": " + b
-	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+	out := "HTTP " + printable(resp.Status)
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		return Result{registry.StatusPassing, out}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -60,10 +61,10 @@ func TestProbesAgainstRealBackends(t *testing.T) {
 		want registry.Status
 		out  string
 	}{
-		{200, registry.StatusPassing, "HTTP 200 OK: db: xxx"},
+		{200, registry.StatusPassing, "HTTP 200 OK"},
 		{204, registry.StatusPassing, "HTTP 204 No Content"},
 		{429, registry.StatusWarning, "HTTP 429 Too Many Requests"},
-		{503, registry.StatusCritical, "HTTP 503 Service Unavailable: db: "},
+		{503, registry.StatusCritical, "HTTP 503 Service Unavailable"},
 		{302, registry.StatusCritical, "HTTP 302 Found"},
 	} {
 		code.Store(tt.code)
@@ -157,5 +158,72 @@ func TestRunnerWithRegistry(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond) // longer than the interval: a probe would show
 		p2, _ := r.Stats()
 		return p1 == p2
+	})
+}
+
+// TestHTTPOutputHoldsNoBody: an http check's output (which every reader of
+// the service sees, on every node) carries the status line only, never the
+// body: a token that may register a check on an internal URL (a cloud
+// metadata endpoint, an admin page) must not read that URL back through it.
+func TestHTTPOutputHoldsNoBody(t *testing.T) {
+	const secret = "AccessKeyId=ASIA-SECRET"
+	for _, code := range []int{http.StatusOK, http.StatusInternalServerError} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(code)
+			_, _ = w.Write([]byte(secret))
+		}))
+		r := probe(t, registry.Check{Kind: registry.CheckHTTP, Target: srv.URL + "/latest/meta-data/"})
+		srv.Close()
+		if strings.Contains(r.Output, "SECRET") || !strings.HasPrefix(r.Output, "HTTP "+strconv.Itoa(code)) {
+			t.Errorf("HTTP %d: output %q; want the status line only", code, r.Output)
+		}
+	}
+}
+
+// TestSlowServiceCannotStarveOthers: whoever may register in one service
+// points its checks at a target that never answers, with long timeouts.
+// They hold at most MaxPerService workers: another service's check still
+// probes on time and turns critical when its port closes.
+func TestSlowServiceCannotStarveOthers(t *testing.T) {
+	cfg := registry.DefaultConfig()
+	cfg.Node = "n1"
+	reg, err := registry.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	hang := make(chan struct{})
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer silent.Close()
+	defer close(hang)
+	r := New(Config{Source: reg, Writer: reg, Concurrency: 4})
+	r.Start()
+	defer r.Close()
+	ctx := context.Background()
+	for i := range 40 {
+		in := &registry.Instance{Service: "junk", ID: "j" + strconv.Itoa(i), Address: netip.MustParseAddr("127.0.0.1"), Port: 80,
+			Check: registry.Check{Kind: registry.CheckHTTP, Target: silent.URL, Interval: time.Second, Timeout: time.Second}}
+		if _, err := reg.Register(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &registry.Instance{Service: "api", ID: "a1", Address: netip.MustParseAddr("127.0.0.1"), Port: 9000,
+		Check: registry.Check{Kind: registry.CheckTCP, Target: ln.Addr().String(), Interval: time.Second, Timeout: 500 * time.Millisecond}}
+	if _, err := reg.Register(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	wait.Eventually(t, 4*time.Second, "api/a1 critical while junk's 40 checks hang", func() bool {
+		svc := reg.Snapshot().Service("api")
+		return svc != nil && svc.Instance("a1") != nil && svc.Instance("a1").Status == registry.StatusCritical
 	})
 }

@@ -4,10 +4,12 @@
 //
 //  1. The caller sends a fresh 32-byte nonce Nc (AuthChallenge).
 //  2. The node answers with its own fresh nonce Ns, which it accepts once
-//     and for NonceTTL only, and MAC(server role, call "", Nc, Ns).
+//     and for NonceTTL only, and MAC(server role, call "", Nc, Ns). Ns is
+//     stateless (see Nonces): answering a challenge stores nothing.
 //  3. The caller checks that MAC, then sends MAC(client role, call, Nc, Ns)
-//     with the call itself (Hello, Digest, PullOwner). The node takes Ns
-//     out of its table and checks the MAC.
+//     with the call itself (Hello, Digest, PullOwner). The node checks that
+//     it issued Ns and that Ns is fresh and unused, checks the MAC, then
+//     records Ns as used.
 //
 // Each MAC is HMAC-SHA256 under a key derived from the gossip key (never
 // the gossip key itself), over the role, the call, the caller's and the
@@ -26,7 +28,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"sync"
 	"time"
 )
@@ -39,9 +40,10 @@ const (
 	// NonceTTL is how long a node accepts the nonce it issued: a caller
 	// uses it at once, on the next call.
 	NonceTTL = 10 * time.Second
-	// MaxNonces bounds the outstanding nonces of one node. A node has a
-	// few calls in flight per peer; a flood of challenges beyond this is
-	// refused (ErrBusy) until nonces expire, and never grows memory.
+	// MaxNonces bounds the used nonces a node remembers (each until it
+	// expires), so a replay is refused. Only callers that proved the key
+	// add to it: a few calls per peer per sync; past it, calls are
+	// refused until nonces expire, and memory never grows.
 	MaxNonces = 4096
 )
 
@@ -49,13 +51,6 @@ const (
 const (
 	RoleServer = "server"
 	RoleClient = "client"
-)
-
-var (
-	// ErrBusy: too many outstanding nonces; retry shortly.
-	ErrBusy = errors.New("peerauth: too many outstanding challenges")
-	// ErrDenied: the proof is missing, stale, replayed or wrong.
-	ErrDenied = errors.New("peerauth: the caller did not prove it holds the cluster key")
 )
 
 // DeriveKey derives the handshake's MAC key from the gossip key.
@@ -95,16 +90,33 @@ func Check(key, mac []byte, role, call, caller, server string, nc, ns []byte) bo
 	return hmac.Equal(mac, MAC(key, role, call, caller, server, nc, ns))
 }
 
-// Nonces is a node's table of issued server nonces: each is accepted once,
-// within TTL. It is safe for concurrent use.
+// Nonces issues a node's server nonces and accepts each once, within TTL.
+// It is safe for concurrent use.
+//
+// Issuing keeps no state: a nonce is its issue time, random bytes and a MAC
+// of both under a secret of the table, so a flood of challenges from
+// callers without the key costs the node nothing and cannot crowd out real
+// peers. Only a nonce whose caller then proved the key (the MAC of the call
+// checked) is recorded as used, until it expires; so only key holders fill
+// that record, and Max bounds it.
 type Nonces struct {
 	TTL time.Duration    // default NonceTTL
-	Max int              // default MaxNonces
+	Max int              // default MaxNonces: used nonces remembered at once
 	Now func() time.Time // default time.Now
 
 	mu     sync.Mutex
-	issued map[[NonceSize]byte]time.Time // nonce → expiry
+	secret []byte                            // signs issued nonces; random per table
+	base   time.Time                         // times in nonces are offsets from it (monotonic with time.Now)
+	used   map[[NonceSize]byte]time.Duration // nonce → expiry, as an offset from base
 }
+
+// A nonce: 8 bytes of issue time (nanoseconds since the table's base, on
+// the monotonic clock, so that a step of the wall clock neither revives a
+// used nonce nor expires a fresh one; big-endian), 8 random bytes, then
+// the first 16 bytes of HMAC-SHA256(secret, the first 16).
+const (
+	nonceStamped = 16
+)
 
 func (t *Nonces) defaults() {
 	if t.TTL <= 0 {
@@ -116,53 +128,89 @@ func (t *Nonces) defaults() {
 	if t.Now == nil {
 		t.Now = time.Now
 	}
-	if t.issued == nil {
-		t.issued = map[[NonceSize]byte]time.Time{}
+	if t.secret == nil {
+		t.secret = NewNonce()
+		t.base = t.Now()
+	}
+	if t.used == nil {
+		t.used = map[[NonceSize]byte]time.Duration{}
 	}
 }
 
-// Issue returns a fresh nonce, or ErrBusy when Max are outstanding.
-func (t *Nonces) Issue() ([]byte, error) {
+func (t *Nonces) sign(b []byte) []byte {
+	m := hmac.New(sha256.New, t.secret)
+	m.Write(b[:nonceStamped])
+	return m.Sum(nil)[:NonceSize-nonceStamped]
+}
+
+// Issue returns a fresh nonce. It never fails and keeps nothing.
+func (t *Nonces) Issue() []byte {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.defaults()
-	now := t.Now()
-	if len(t.issued) >= t.Max {
-		for n, exp := range t.issued {
-			if !now.Before(exp) {
-				delete(t.issued, n)
-			}
-		}
-		if len(t.issued) >= t.Max {
-			return nil, ErrBusy
-		}
-	}
+	now := t.Now().Sub(t.base)
+	t.mu.Unlock()
 	b := NewNonce()
-	t.issued[[NonceSize]byte(b)] = now.Add(t.TTL)
-	return b, nil
+	binary.BigEndian.PutUint64(b, uint64(now))
+	copy(b[nonceStamped:], t.sign(b))
+	return b
 }
 
-// Take removes ns from the table and reports whether it was issued and is
-// still valid. A nonce is taken once: a second Take of it fails.
-func (t *Nonces) Take(ns []byte) bool {
-	if len(ns) != NonceSize {
-		return false
-	}
+// Valid reports whether ns was issued by this table, is within TTL and was
+// not used yet. It changes nothing: check it before the caller's MAC, and
+// Take ns after.
+func (t *Nonces) Valid(ns []byte) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	_, ok := t.validLocked(ns)
+	return ok
+}
+
+func (t *Nonces) validLocked(ns []byte) (time.Duration, bool) {
 	t.defaults()
-	k := [NonceSize]byte(ns)
-	exp, ok := t.issued[k]
+	if len(ns) != NonceSize || !hmac.Equal(ns[nonceStamped:], t.sign(ns)) {
+		return 0, false
+	}
+	issued := time.Duration(binary.BigEndian.Uint64(ns))
+	exp := issued + t.TTL
+	now := t.Now().Sub(t.base)
+	if now < issued || now >= exp {
+		return 0, false
+	}
+	if _, used := t.used[[NonceSize]byte(ns)]; used {
+		return 0, false
+	}
+	return exp, true
+}
+
+// Take marks ns used and reports whether it was valid (Valid). Call it once
+// the caller has proved the key: a nonce is taken once, a second Take of it
+// fails. When Max used nonces are remembered and none has expired, it
+// refuses (key holders only can get there).
+func (t *Nonces) Take(ns []byte) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	exp, ok := t.validLocked(ns)
 	if !ok {
 		return false
 	}
-	delete(t.issued, k)
-	return t.Now().Before(exp)
+	if len(t.used) >= t.Max {
+		now := t.Now().Sub(t.base)
+		for n, e := range t.used {
+			if now >= e {
+				delete(t.used, n)
+			}
+		}
+		if len(t.used) >= t.Max {
+			return false
+		}
+	}
+	t.used[[NonceSize]byte(ns)] = exp
+	return true
 }
 
-// Len is the number of outstanding nonces.
+// Len is the number of used nonces remembered.
 func (t *Nonces) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.issued)
+	return len(t.used)
 }

@@ -2,7 +2,6 @@ package peerauth
 
 import (
 	"bytes"
-	"errors"
 	"testing"
 	"time"
 )
@@ -13,10 +12,7 @@ func TestHandshake(t *testing.T) {
 	key := DeriveKey([]byte("0123456789abcdef"))
 	var table Nonces
 	nc := NewNonce()
-	ns, err := table.Issue()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := table.Issue()
 	srv := MAC(key, RoleServer, "", "n1", "n0", nc, ns)
 	if !Check(key, srv, RoleServer, "", "n1", "n0", nc, ns) {
 		t.Fatal("the server proof does not check")
@@ -48,7 +44,7 @@ func TestReplayRefused(t *testing.T) {
 	key := DeriveKey([]byte("0123456789abcdef"))
 	var table Nonces
 	nc := NewNonce()
-	ns, _ := table.Issue()
+	ns := table.Issue()
 	mac := MAC(key, RoleClient, "Replicate", "n1", "n0", nc, ns)
 	if !table.Take(ns) {
 		t.Fatal("first use refused")
@@ -56,43 +52,51 @@ func TestReplayRefused(t *testing.T) {
 	if table.Take(ns) {
 		t.Fatal("the same server nonce was accepted twice")
 	}
-	ns2, _ := table.Issue()
+	ns2 := table.Issue()
 	if bytes.Equal(ns, ns2) || Check(key, mac, RoleClient, "Replicate", "n1", "n0", nc, ns2) {
 		t.Fatal("the captured MAC passed with a fresh server nonce")
 	}
 }
 
-// The table is bounded: past Max outstanding nonces a challenge is refused
-// until some expire; an expired nonce is refused.
+// Issuing is stateless: a flood of challenges far past Max keeps nothing
+// and never refuses. Only taken nonces are remembered, at most Max of them
+// until they expire; an expired, forged, altered or foreign nonce is
+// refused, and Valid changes nothing.
 func TestNoncesBounded(t *testing.T) {
 	now := time.Unix(1000, 0)
 	table := Nonces{Max: 3, TTL: time.Second, Now: func() time.Time { return now }}
-	var first []byte
-	for i := range 3 {
-		ns, err := table.Issue()
-		if err != nil {
-			t.Fatalf("issue %d: %v", i, err)
-		}
-		if i == 0 {
-			first = ns
+	var issued [][]byte
+	for range 100 {
+		issued = append(issued, table.Issue())
+	}
+	if table.Len() != 0 {
+		t.Fatalf("%d nonces kept after issuing only, want 0", table.Len())
+	}
+	for i, ns := range issued[:3] {
+		if !table.Valid(ns) || !table.Valid(ns) || !table.Take(ns) {
+			t.Fatalf("nonce %d refused", i)
 		}
 	}
-	if _, err := table.Issue(); !errors.Is(err, ErrBusy) {
-		t.Fatalf("issue past Max: %v, want ErrBusy", err)
+	if table.Take(issued[3]) {
+		t.Fatal("a fourth used nonce was remembered past Max")
 	}
 	now = now.Add(2 * time.Second)
-	if _, err := table.Issue(); err != nil {
-		t.Fatalf("issue after expiry: %v", err)
-	}
-	if table.Len() != 1 {
-		t.Fatalf("%d outstanding after expiry, want 1", table.Len())
-	}
-	if table.Take(first) {
-		t.Fatal("an expired (and evicted) nonce was accepted")
-	}
-	ns, _ := table.Issue()
-	now = now.Add(2 * time.Second)
-	if table.Take(ns) {
+	if table.Take(issued[4]) {
 		t.Fatal("an expired nonce was accepted")
+	}
+	ns := table.Issue()
+	if !table.Take(ns) || table.Len() != 1 {
+		t.Fatalf("after expiry: take refused or %d remembered, want 1", table.Len())
+	}
+	forged := NewNonce()
+	altered := table.Issue()
+	altered[9] ^= 1
+	future := table.Issue()
+	now = now.Add(-time.Hour) // the clock went back: a nonce from the future
+	other := (&Nonces{}).Issue()
+	for name, n := range map[string][]byte{"forged": forged, "altered": altered, "from the future": future, "another table's": other, "short": ns[:16]} {
+		if table.Valid(n) || table.Take(n) {
+			t.Errorf("%s nonce accepted", name)
+		}
 	}
 }

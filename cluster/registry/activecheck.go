@@ -4,11 +4,24 @@ import (
 	"context"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
 // Active checks: their validation, the owner's list of them, and the
 // status writes the prober (package cluster/checks) makes.
+
+// tcpHostPort reports whether s is host:port with a port from 1 to 65535.
+// A check reaches TCP ports only: grpc-go would dial "unix:NAME" as a Unix
+// socket of the agent's host.
+func tcpHostPort(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || strings.EqualFold(host, "unix") || strings.EqualFold(host, "unix-abstract") {
+		return false
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && p > 0
+}
 
 // normalizeActive fills an active check's defaults and validates it.
 func normalizeActive(c *Check) error {
@@ -21,7 +34,7 @@ func normalizeActive(c *Check) error {
 	}
 	switch c.Kind {
 	case CheckTCP:
-		if _, _, err := net.SplitHostPort(c.Target); err != nil {
+		if !tcpHostPort(c.Target) {
 			return invalid("check.target", "%q: want host:port for a tcp check", c.Target)
 		}
 	case CheckHTTP:
@@ -31,7 +44,7 @@ func normalizeActive(c *Check) error {
 		}
 	case CheckGRPC:
 		hostPort, _, _ := strings.Cut(c.Target, "/")
-		if _, _, err := net.SplitHostPort(hostPort); err != nil {
+		if !tcpHostPort(hostPort) {
 			return invalid("check.target", "%q: want host:port or host:port/service for a grpc check", c.Target)
 		}
 	}

@@ -27,6 +27,11 @@ func TestActiveCheckValidation(t *testing.T) {
 		{Check{Kind: CheckTCP, Target: "nohost"}, Check{}, "want host:port"},
 		{Check{Kind: CheckHTTP, Target: "ftp://h/"}, Check{}, "want an http:// or https:// URL"},
 		{Check{Kind: CheckGRPC, Target: "h/svc"}, Check{}, "want host:port or host:port/service"},
+		// grpc-go dials "unix:NAME" as a Unix socket (a file of the
+		// agent's): a check reaches TCP ports only.
+		{Check{Kind: CheckGRPC, Target: "unix:herald.sock"}, Check{}, "want host:port or host:port/service"},
+		{Check{Kind: CheckGRPC, Target: "unix-abstract:x"}, Check{}, "want host:port or host:port/service"},
+		{Check{Kind: CheckTCP, Target: "h:99999"}, Check{}, "want host:port"},
 		{Check{Kind: CheckTCP, Target: "h:1", Interval: 500 * time.Millisecond}, Check{}, "check.interval"},
 		{Check{Kind: CheckTCP, Target: "h:1", Interval: 25 * time.Hour}, Check{}, "check.interval"},
 		{Check{Kind: CheckTCP, Target: "h:1", Interval: time.Second, Timeout: 2 * time.Second}, Check{}, "check.timeout"},

@@ -219,6 +219,18 @@ func TestCLIEscapesEndToEnd(t *testing.T) {
 			t.Fatalf("herald %s printed %q", args[0], out)
 		}
 	}
+	// A newline or a tab in a value (meta accepts any bytes) must not
+	// forge a row or shift the columns of a table or a watch line.
+	a.mustCLI("register", "-service", "web", "-id", "web-1", "-address", "10.0.0.6", "-port", "80",
+		"-tag", "v1", "-meta", "k=x\nweb-0\t6.6.6.6\t666\tpassing\t1\t-\t-\t-\tn0")
+	out = a.mustCLI("instances", "web")
+	if lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n"); len(lines) != 2 || strings.Count(lines[1], "\t") != 0 || !strings.Contains(lines[1], `k=x\nweb-0\t6.6.6.6`) {
+		t.Fatalf("instances printed %d lines: %q; want the header and one row, the newline and tabs escaped", len(lines), out)
+	}
+	ww := a.startCLI("watch", "web")
+	if l := ww.next(); strings.Contains(l, "\t") || !strings.Contains(l, "web/web-1") {
+		t.Fatalf("watch printed %q", l)
+	}
 	// An error that quotes the input is escaped too.
 	code, _, stderr := a.runEnv(nil, "deregister", "-service", "api", "-id", "x\u202eevil")
 	if code != 1 || strings.Contains(stderr, "\u202e") {

@@ -414,7 +414,7 @@ func runServices(args []string, stdout, stderr io.Writer) error {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "SERVICE\tINSTANCES\tSERVING\tTAGS")
 		for _, s := range resp.GetServices() {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", s.GetName(), s.GetInstances(), s.GetServing(), strings.Join(s.GetTags(), ","))
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", cell(s.GetName()), s.GetInstances(), s.GetServing(), cell(strings.Join(s.GetTags(), ",")))
 		}
 		return tw.Flush()
 	})
@@ -478,7 +478,7 @@ func printMembers(stdout io.Writer, resp *pb.MembersResponse) error {
 			tags = append(tags, k+"="+v)
 		}
 		sort.Strings(tags)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.GetName(), m.GetAddress(), memberStatus(m, time.Now()), strings.Join(tags, ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cell(m.GetName()), cell(m.GetAddress()), memberStatus(m, time.Now()), cell(strings.Join(tags, ",")))
 	}
 	return tw.Flush()
 }

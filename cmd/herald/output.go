@@ -156,11 +156,19 @@ func printInstances(w io.Writer, ins []*pb.Instance) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tADDRESS\tPORT\tSTATUS\tWEIGHT\tTAGS\tMETA\tCHECK\tNODE")
 	for _, in := range ins {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\n", in.GetId(), in.GetAddress(), in.GetPort(), statusName(in.GetStatus()),
-			in.GetWeight(), orDash(strings.Join(in.GetTags(), ",")), orDash(metaString(in.GetMeta())), checkOf(in), in.GetNode())
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\n", cell(in.GetId()), cell(in.GetAddress()), in.GetPort(), statusName(in.GetStatus()),
+			in.GetWeight(), cell(orDash(strings.Join(in.GetTags(), ","))), cell(orDash(metaString(in.GetMeta()))), cell(checkOf(in).String()), cell(in.GetNode()))
 	}
 	return tw.Flush()
 }
+
+// cellEscaper escapes what would break a table or a line: a value's
+// newline would forge a row, its tab shift the columns. (The other control
+// characters are escaped by escapingWriter, below every command's output.)
+var cellEscaper = strings.NewReplacer("\n", `\n`, "\t", `\t`)
+
+// cell is a value as a table cell or a field of a line.
+func cell(s string) string { return cellEscaper.Replace(s) }
 
 // metaString is meta as sorted k=v pairs joined by commas.
 func metaString(m map[string]string) string {

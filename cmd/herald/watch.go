@@ -79,8 +79,8 @@ func runWatch(args []string, stdout, stderr io.Writer) error {
 		if l.CheckOutput != "" {
 			check = fmt.Sprintf(" check=%q", l.CheckOutput)
 		}
-		fmt.Fprintf(stdout, "%s %-8s %s/%s %s %s weight=%d tags=%s node=%s rev=%d%s\n", l.Time, l.Op, l.Service, l.ID,
-			net.JoinHostPort(l.Address, strconv.Itoa(int(l.Port))), l.Status, l.Weight, strings.Join(l.Tags, ","), l.Node, l.Revision, check)
+		fmt.Fprintf(stdout, "%s %-8s %s/%s %s %s weight=%d tags=%s node=%s rev=%d%s\n", l.Time, l.Op, cell(l.Service), cell(l.ID),
+			net.JoinHostPort(l.Address, strconv.Itoa(int(l.Port))), l.Status, l.Weight, cell(strings.Join(l.Tags, ",")), cell(l.Node), l.Revision, check)
 	}
 	// Both callbacks run on the watcher's goroutine; failed is read after
 	// the watcher is done.
