@@ -109,8 +109,8 @@ func (s *service) ListServices(ctx context.Context, _ *heraldpb.ListServicesRequ
 		if svc == nil {
 			continue
 		}
-		sum := &heraldpb.ServiceSummary{Name: name, Instances: uint32(len(svc.Instances))}
-		for _, in := range svc.Instances {
+		sum := &heraldpb.ServiceSummary{Name: name, Instances: uint32(svc.Len())}
+		for in := range svc.All() {
 			if in.Serving() {
 				sum.Serving++
 			}
