@@ -26,16 +26,11 @@ type Service struct {
 	Rev uint64
 
 	chunks [][]*Instance // sorted by ID, each non-empty, in order
-	ends   []int         // ends[i]: instances in chunks[0..i]
+	n      int           // instances in all chunks
 }
 
 // Len returns the number of instances, in any status.
-func (s *Service) Len() int {
-	if len(s.ends) == 0 {
-		return 0
-	}
-	return s.ends[len(s.ends)-1]
-}
+func (s *Service) Len() int { return s.n }
 
 // All yields every instance, in any status, sorted by ID.
 func (s *Service) All() iter.Seq[*Instance] {
@@ -113,16 +108,15 @@ func newService(name string, rev uint64, insts []*Instance) *Service {
 		s.chunks = append(s.chunks, insts[:n:n])
 		insts = insts[n:]
 	}
-	s.index()
+	s.count()
 	return s
 }
 
-func (s *Service) index() {
-	s.ends = make([]int, len(s.chunks))
-	n := 0
-	for i, c := range s.chunks {
-		n += len(c)
-		s.ends[i] = n
+// count sets n from the chunks.
+func (s *Service) count() {
+	s.n = 0
+	for _, c := range s.chunks {
+		s.n += len(c)
 	}
 }
 
@@ -142,7 +136,7 @@ func serviceAfter(prev *Service, name string, rev uint64, view map[string]*Insta
 	for _, id := range ids {
 		s.apply(id, view[id])
 	}
-	s.index()
+	s.count()
 	return s
 }
 
