@@ -62,6 +62,27 @@ func TestWatchSendTimeout(t *testing.T) {
 	err = drain(w)
 	wantCode(t, err, codes.ResourceExhausted, "did not read for 300ms", "-watch-send-timeout", "watch again")
 
+	// A MultiWatch stream that never reads: all of its watches end, and
+	// their slots are freed.
+	mw, err := client.MultiWatch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := range uint64(3) {
+		if err := mw.Send(&heraldpb.MultiWatchRequest{WatchId: id + 1, Watch: &heraldpb.WatchRequest{Services: []string{"big"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait.Eventually(t, 10*time.Second, "the non-reading MultiWatch stream ended", func() bool {
+		return e.srv.slowClosed.Load() == 2 && e.srv.watchers.Load() == 0
+	})
+	for range 100 {
+		if _, err = mw.Recv(); err != nil {
+			break
+		}
+	}
+	wantCode(t, err, codes.ResourceExhausted, "did not read", "resume each watch")
+
 	// A watcher that read its snapshot, then stops while the service grows.
 	w, err = client.Watch(ctx, &heraldpb.WatchRequest{Services: []string{"small"}})
 	if err != nil {
@@ -73,7 +94,7 @@ func TestWatchSendTimeout(t *testing.T) {
 		first = recv(t, w)
 	}
 	register("small", 1, 600)
-	wait.Eventually(t, 10*time.Second, "the stalled watcher ended", func() bool { return e.srv.slowClosed.Load() == 2 })
+	wait.Eventually(t, 10*time.Second, "the stalled watcher ended", func() bool { return e.srv.slowClosed.Load() == 3 })
 	var got uint64
 	for {
 		m, err := w.Recv()
