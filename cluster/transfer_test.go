@@ -24,13 +24,15 @@ func forgedChunk(owner string, from, n int) *clusterpb.ReplicateRequest {
 	for i := range n {
 		chunk.Instances = append(chunk.Instances, &clusterpb.Instance{
 			Service: "big", Id: fmt.Sprintf("i%d", from+i), Address: []byte{10, 0, 0, 1}, Port: 80, Owner: owner,
-			Meta: map[string]string{"pad": strings.Repeat("x", 1000)},
+			Meta: map[string]string{"pad1": strings.Repeat("x", 500), "pad2": strings.Repeat("y", 500)},
 		})
 	}
 	return &clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Full{Full: chunk}}
 }
 
-// openReplicate opens a Replicate stream to n as owner and reads the first ack.
+// openReplicate opens a Replicate stream to n as owner and reads the first
+// ack. The node takes state only of live members, so it waits until n knows
+// owner (a member started with liveOwner) as one.
 func openReplicate(t *testing.T, ctx context.Context, n *testNode, owner string) clusterpb.Peer_ReplicateClient {
 	t.Helper()
 	conn, err := grpc.NewClient(n.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -38,17 +40,29 @@ func openReplicate(t *testing.T, ctx context.Context, n *testNode, owner string)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	stream, err := clusterpb.NewPeerClient(conn).Replicate(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Hello{Hello: &clusterpb.Hello{Owner: owner, Epoch: 1}}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stream.Recv(); err != nil {
-		t.Fatalf("first ack: %v", err)
-	}
+	var stream clusterpb.Peer_ReplicateClient
+	var last error
+	wait.Eventually(t, 10*time.Second, fmt.Sprintf("%s takes a transfer of %s", n.name, owner), func() bool {
+		stream, last = clusterpb.NewPeerClient(conn).Replicate(ctx)
+		if last == nil {
+			last = stream.Send(&clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Hello{Hello: &clusterpb.Hello{Owner: owner, Epoch: 1}}})
+		}
+		if last == nil {
+			_, last = stream.Recv()
+		}
+		if last != nil && grpcstatus.Code(last) != codes.FailedPrecondition {
+			t.Fatalf("first ack: %v", last)
+		}
+		return last == nil
+	})
 	return stream
+}
+
+// liveOwner starts a real member named owner that joins n, so that n takes
+// transfers of owner's state, which the test then forges.
+func liveOwner(t *testing.T, n *testNode, owner string) {
+	t.Helper()
+	startNode(t, owner, nodeOpts{join: []string{n.addr()}})
 }
 
 // sendUntilRefused sends chunks until the stream ends; it returns the
@@ -75,6 +89,8 @@ func sendUntilRefused(t *testing.T, stream clusterpb.Peer_ReplicateClient, owner
 func TestTransferLimits(t *testing.T) {
 	lim := cluster.TransferLimits{MaxBytes: 1 << 20, MaxInstances: 5000, Timeout: 2 * time.Second, MaxInProgress: 4}
 	n := startNode(t, "n1", nodeOpts{transfers: lim})
+	liveOwner(t, n, "forger")
+	liveOwner(t, n, "staller")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -91,7 +107,7 @@ func TestTransferLimits(t *testing.T) {
 	t.Run("instances", func(t *testing.T) {
 		lim := lim
 		lim.MaxBytes, lim.MaxInstances = 64<<20, 250
-		n := startNode(t, "n2", nodeOpts{transfers: lim})
+		n := startNode(t, "n2", nodeOpts{transfers: lim, join: []string{n.addr()}})
 		err, _ := sendUntilRefused(t, openReplicate(t, ctx, n, "forger"), "forger", 10)
 		if grpcstatus.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "-max-transfer-instances") {
 			t.Fatalf("got %v, want ResourceExhausted naming -max-transfer-instances", err)
