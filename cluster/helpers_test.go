@@ -183,7 +183,7 @@ func register(t testing.TB, n *testNode, service, id string) {
 func ids(n *testNode, service string) map[string]string {
 	out := map[string]string{}
 	if svc := n.reg.Snapshot().Service(service); svc != nil {
-		for _, in := range svc.Instances {
+		for _, in := range svc.List() {
 			out[in.ID] = in.Owner
 		}
 	}

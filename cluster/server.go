@@ -162,17 +162,13 @@ func (c *Cluster) installState(st registry.OwnerState) bool {
 	return c.reg.ReplaceOwner(st)
 }
 
-// Digest returns the version held for every owner.
+// Digest returns the version held for every owner, in pages of at most
+// about maxMsgBytes.
 func (s *peerServer) Digest(ctx context.Context, req *clusterpb.DigestRequest) (*clusterpb.DigestResponse, error) {
 	if err := s.c.authorize(ctx, "Digest", req.GetFrom(), req.GetAuth()); err != nil {
 		return nil, err
 	}
-	d := s.c.reg.Digest()
-	resp := &clusterpb.DigestResponse{Owners: make(map[string]*clusterpb.Version, len(d))}
-	for owner, v := range d {
-		resp.Owners[owner] = versionToPB(v)
-	}
-	return resp, nil
+	return digestPage(s.c.reg.Digest(), req.GetPageToken(), maxMsgBytes), nil
 }
 
 // PullOwner streams the full state held for one owner.

@@ -143,18 +143,13 @@ func (c *Cluster) syncLoop() {
 func (c *Cluster) antiEntropy(src *peer) error {
 	defer c.metrics.antiEntropy.Inc() // counts finished runs, pulls included
 	ctx, cancel := context.WithTimeout(c.baseCtx, pullTimeout)
-	proof, err := c.proveTo(ctx, src, "Digest")
-	if err != nil {
-		cancel()
-		return err
-	}
-	resp, err := src.client.Digest(ctx, &clusterpb.DigestRequest{From: c.cfg.NodeName, Auth: proof})
+	owners, err := c.fetchDigest(ctx, src)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("cluster: digest from %s: %w", src.name, err)
+		return err
 	}
 	local := c.reg.Digest()
-	for owner, pv := range resp.GetOwners() {
+	for owner, pv := range owners {
 		v := versionFromPB(pv)
 		if owner == c.cfg.NodeName || v.Compare(local[owner]) <= 0 || !c.ownerAlive(owner) {
 			continue

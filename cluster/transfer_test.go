@@ -153,7 +153,7 @@ func TestTransferLimits(t *testing.T) {
 		return metric(t, n, "herald_cluster_transfer_bytes") == 0
 	})
 	if got := n.reg.Snapshot().Service("big"); got != nil {
-		t.Fatalf("a refused transfer was applied: %d instances", len(got.Instances))
+		t.Fatalf("a refused transfer was applied: %d instances", got.Len())
 	}
 	if metric(t, n, "herald_cluster_transfers_refused_total") < 3 {
 		t.Fatalf("herald_cluster_transfers_refused_total = %v, want >= 3", metric(t, n, "herald_cluster_transfers_refused_total"))

@@ -61,7 +61,7 @@ func renderSet(svc *registry.Service, tag string, ttl uint32) *answerSet {
 	}
 	srvOf := make(map[srvKey]int)
 	weights := []uint64{}
-	for _, in := range svc.Instances {
+	for in := range svc.All() {
 		if !in.Serving() || (tag != "" && !in.HasTag(tag)) {
 			continue
 		}
@@ -209,7 +209,7 @@ func (c *renderCache) sweep(snap *registry.Snapshot) {
 
 func (r *serviceRender) addTag(tag string, ttl uint32) *answerSet {
 	known := false
-	for _, in := range r.svc.Instances {
+	for in := range r.svc.All() {
 		if in.HasTag(tag) {
 			known = true
 			break

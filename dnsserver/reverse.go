@@ -97,7 +97,7 @@ func (x *revIndex) rebuild(snap *registry.Snapshot) {
 		if svc == nil {
 			continue
 		}
-		for _, in := range svc.Instances {
+		for in := range svc.All() {
 			x.put(in.Key(), in.Address)
 		}
 	}
@@ -303,7 +303,7 @@ func instanceByLabel(svc *registry.Service, label string) *registry.Instance {
 	if in := svc.Instance(label); in != nil {
 		return in
 	}
-	for _, in := range svc.Instances {
+	for in := range svc.All() {
 		if strings.EqualFold(in.ID, label) {
 			return in
 		}

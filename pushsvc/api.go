@@ -2,8 +2,12 @@ package pushsvc
 
 import (
 	"context"
+	"encoding/base64"
+	"fmt"
 	"slices"
 	"strings"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-sd/herald/cluster/registry"
 	"github.com/herald-sd/herald/pushsvc/acl"
@@ -89,8 +93,10 @@ func (s *service) Heartbeat(ctx context.Context, req *heraldpb.HeartbeatRequest)
 	return &heraldpb.HeartbeatResponse{}, nil
 }
 
-// ListServices summarizes every service in this node's view.
-func (s *service) ListServices(ctx context.Context, _ *heraldpb.ListServicesRequest) (*heraldpb.ListServicesResponse, error) {
+// ListServices summarizes the services in this node's view, in name order,
+// a page at a time when asked (page_size, page_token); one response never
+// exceeds about 1 MiB.
+func (s *service) ListServices(ctx context.Context, req *heraldpb.ListServicesRequest) (*heraldpb.ListServicesResponse, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, toStatus(err)
 	}
@@ -100,8 +106,25 @@ func (s *service) ListServices(ctx context.Context, _ *heraldpb.ListServicesRequ
 	}
 	snap := s.reg.Snapshot()
 	names := snap.ServiceNames()
-	out := &heraldpb.ListServicesResponse{Revision: snap.Revision(), Services: make([]*heraldpb.ServiceSummary, 0, len(names))}
+	if token := req.GetPageToken(); token != "" {
+		after, err := base64.RawURLEncoding.DecodeString(token)
+		if err != nil {
+			return nil, toStatus(invalidField("page_token", "%q is not a token this server gave", token))
+		}
+		i, found := slices.BinarySearch(names, string(after))
+		if found {
+			i++
+		}
+		names = names[i:]
+	}
+	size := int(req.GetPageSize())
+	out := &heraldpb.ListServicesResponse{Revision: snap.Revision()}
+	bytes := 0
 	for _, name := range names {
+		if size > 0 && len(out.Services) == size {
+			out.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(out.Services[len(out.Services)-1].GetName()))
+			break
+		}
 		if canRead != nil && !canRead(name) {
 			continue
 		}
@@ -109,18 +132,33 @@ func (s *service) ListServices(ctx context.Context, _ *heraldpb.ListServicesRequ
 		if svc == nil {
 			continue
 		}
-		sum := &heraldpb.ServiceSummary{Name: name, Instances: uint32(len(svc.Instances))}
-		for _, in := range svc.Instances {
-			if in.Serving() {
-				sum.Serving++
+		sum := summarize(svc)
+		n := proto.Size(sum) + 8
+		if bytes+n > maxMessageBytes-64 && len(out.Services) > 0 {
+			if size == 0 {
+				return nil, toStatus(fmt.Errorf("%w: the services of this node take more than the %d bytes of one response; ask for pages (page_size and page_token; herald services pages by itself)", registry.ErrLimit, maxMessageBytes))
 			}
-			sum.Tags = append(sum.Tags, in.Tags...)
+			out.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(out.Services[len(out.Services)-1].GetName()))
+			break
 		}
-		slices.Sort(sum.Tags)
-		sum.Tags = slices.Compact(sum.Tags)
 		out.Services = append(out.Services, sum)
+		bytes += n
 	}
 	return out, nil
+}
+
+// summarize counts a service's instances and collects its tags.
+func summarize(svc *registry.Service) *heraldpb.ServiceSummary {
+	sum := &heraldpb.ServiceSummary{Name: svc.Name, Instances: uint32(svc.Len())}
+	for in := range svc.All() {
+		if in.Serving() {
+			sum.Serving++
+		}
+		sum.Tags = append(sum.Tags, in.Tags...)
+	}
+	slices.Sort(sum.Tags)
+	sum.Tags = slices.Compact(sum.Tags)
+	return sum
 }
 
 // ListInstances lists a service's instances in every status, optionally

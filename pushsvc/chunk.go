@@ -3,8 +3,6 @@ package pushsvc
 import (
 	"encoding/base64"
 	"fmt"
-	"slices"
-	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -132,21 +130,19 @@ func pageInstances(svc *registry.Service, tag, token string, size int) ([]*heral
 	if svc == nil {
 		return nil, "", nil
 	}
-	start := 0
+	var after []byte
 	if token != "" {
-		after, err := base64.RawURLEncoding.DecodeString(token)
-		if err != nil {
+		var err error
+		if after, err = base64.RawURLEncoding.DecodeString(token); err != nil {
 			return nil, "", invalidField("page_token", "%q is not a token this server gave", token)
-		}
-		start, _ = slices.BinarySearchFunc(svc.Instances, string(after), func(in *registry.Instance, id string) int { return strings.Compare(in.ID, id) })
-		if start < len(svc.Instances) && svc.Instances[start].ID == string(after) {
-			start++
 		}
 	}
 	var out []*heraldpb.Instance
 	bytes := 0
-	for i := start; i < len(svc.Instances); i++ {
-		in := svc.Instances[i]
+	for in := range svc.After(string(after)) {
+		if size > 0 && len(out) == size {
+			return out, base64.RawURLEncoding.EncodeToString([]byte(out[len(out)-1].GetId())), nil
+		}
 		if tag != "" && !in.HasTag(tag) {
 			continue
 		}
@@ -160,12 +156,6 @@ func pageInstances(svc *registry.Service, tag, token string, size int) ([]*heral
 		}
 		out = append(out, p)
 		bytes += n
-		if size > 0 && len(out) == size {
-			if i+1 < len(svc.Instances) {
-				return out, base64.RawURLEncoding.EncodeToString([]byte(p.GetId())), nil
-			}
-			break
-		}
 	}
 	return out, "", nil
 }

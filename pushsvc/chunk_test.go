@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -191,6 +192,61 @@ func TestListInstancesPages(t *testing.T) {
 		}
 	}
 	_, err = e.client.ListInstances(ctxT(t), &heraldpb.ListInstancesRequest{Service: "big", PageSize: 5, PageToken: "!!"})
+	wantCode(t, err, codes.InvalidArgument, "page_token")
+}
+
+// TestListServicesPages: like ListInstances, a ListServices listing larger
+// than one message is refused without paging, with a message that says how
+// to page; pages cover every service once, in name order, each under the
+// limit; a bad token is refused.
+func TestListServicesPages(t *testing.T) {
+	const limit = 64 << 10
+	setLimit(t, limit)
+	e := newEnv(t, envOpts{})
+	for i := range 300 {
+		in := bigInstance(fmt.Sprintf("svc-%03d", i), i)
+		for k := range registry.MaxTags { // ~2 KB of tags in each summary
+			in.Tags = append(in.Tags, fmt.Sprintf("tag-%02d-%s", k, strings.Repeat("t", 50)))
+		}
+		if _, err := e.reg.Register(context.Background(), in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := e.client.ListServices(ctxT(t), &heraldpb.ListServicesRequest{})
+	wantCode(t, err, codes.ResourceExhausted, "page_size", "herald services")
+
+	for _, size := range []uint32{7, 1000} {
+		req := &heraldpb.ListServicesRequest{PageSize: size}
+		var got []string
+		pages := 0
+		for range 1000 {
+			resp, err := e.client.ListServices(ctxT(t), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			if n := proto.Size(resp); n > limit {
+				t.Fatalf("page of %d bytes", n)
+			}
+			if len(resp.GetServices()) > int(size) {
+				t.Fatalf("page of %d services, asked for %d", len(resp.GetServices()), size)
+			}
+			for _, s := range resp.GetServices() {
+				if s.GetInstances() != 1 || len(s.GetTags()) == 0 {
+					t.Fatalf("summary %v", s)
+				}
+				got = append(got, s.GetName())
+			}
+			if resp.GetNextPageToken() == "" {
+				break
+			}
+			req.PageToken = resp.GetNextPageToken()
+		}
+		if len(got) != 300 || got[0] != "svc-000" || got[299] != "svc-299" || !slices.IsSorted(got) || pages < 2 {
+			t.Fatalf("page size %d: %d services in %d pages (%v ... )", size, len(got), pages, got[:min(3, len(got))])
+		}
+	}
+	_, err = e.client.ListServices(ctxT(t), &heraldpb.ListServicesRequest{PageSize: 5, PageToken: "!!"})
 	wantCode(t, err, codes.InvalidArgument, "page_token")
 }
 

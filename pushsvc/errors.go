@@ -34,7 +34,7 @@ func codeOf(err error) codes.Code {
 		return codes.FailedPrecondition
 	case errors.Is(err, registry.ErrClosed), errors.Is(err, errServerClosed), errors.Is(err, registry.ErrNotDurable):
 		return codes.Unavailable
-	case errors.Is(err, registry.ErrLimit), errors.Is(err, errWatchLimit):
+	case errors.Is(err, registry.ErrLimit), errors.Is(err, errWatchLimit), errors.Is(err, errSlowWatcher):
 		return codes.ResourceExhausted
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded

@@ -208,7 +208,7 @@ func (c *serviceCache) entries(svc *registry.Service) []byte {
 		return e.blob
 	}
 	var blob []byte
-	for _, in := range svc.Instances {
+	for in := range svc.All() {
 		blob = append(blob, encodeEventEntry(registry.Event{Op: registry.OpUpsert, Instance: in}, svc.Rev)...)
 	}
 	if c.m == nil {

@@ -45,6 +45,15 @@ type Limits struct {
 	// client that calls every few minutes keeps its connection (agent
 	// -grpc-max-conn-idle).
 	MaxConnectionIdle time.Duration
+	// WatchSendTimeout bounds how long a Watch or MultiWatch stream may keep
+	// one message unsent because its client does not read: past it the
+	// stream ends with RESOURCE_EXHAUSTED, naming the revision to resume
+	// from, and frees its goroutine, its watch slots and the message.
+	// Default 30s: a live client reads within milliseconds, and one that
+	// was paused (a debugger, a stopped process) resumes with the missed
+	// changes. Negative: no deadline (agent -watch-send-timeout; 0 there
+	// turns it off).
+	WatchSendTimeout time.Duration
 }
 
 // DefaultLimits returns the defaults of Limits.
@@ -55,6 +64,7 @@ func DefaultLimits() Limits {
 		MaxConcurrentStreams: 1024,
 		ConnectionTimeout:    5 * time.Second,
 		MaxConnectionIdle:    5 * time.Minute,
+		WatchSendTimeout:     30 * time.Second,
 	}
 }
 
@@ -74,6 +84,9 @@ func (l *Limits) setDefaults() {
 	}
 	if l.MaxConnectionIdle == 0 {
 		l.MaxConnectionIdle = d.MaxConnectionIdle
+	}
+	if l.WatchSendTimeout == 0 {
+		l.WatchSendTimeout = d.WatchSendTimeout
 	}
 }
 

@@ -3,6 +3,7 @@ package pushsvc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 
 	"google.golang.org/grpc/codes"
@@ -58,7 +59,10 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 		}
 		if len(parts) > 0 {
 			for _, msg := range splitMulti(parts, maxMessageBytes) {
-				if err := sendFrame[heraldpb.MultiWatchResponse]((*Server)(s), stream, msg); err != nil {
+				if err := s.sendWithin(func() error { return sendFrame[heraldpb.MultiWatchResponse]((*Server)(s), stream, msg) }); err != nil {
+					if errors.Is(err, errSlowWatcher) {
+						return toStatus(fmt.Errorf("%w; resume each watch from the revision of its last message", err))
+					}
 					return err
 				}
 			}

@@ -45,6 +45,7 @@ type Server struct {
 	watchers   atomic.Int64
 	sessions   atomic.Int64
 	resets     atomic.Uint64
+	slowClosed atomic.Uint64 // watch streams ended by WatchSendTimeout
 
 	acl       atomic.Pointer[acl.Policy] // nil: everything is allowed (auth.go)
 	aclDenied *prometheus.CounterVec
@@ -225,6 +226,8 @@ func (s *Server) registerMetrics(r prometheus.Registerer) error {
 			func() float64 { return float64(s.watchesRefused.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_watch_resets_total", Help: "Snapshots sent because a watcher could not resume or fell behind."},
 			func() float64 { return float64(s.resets.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_watch_slow_closed_total", Help: "Watch and MultiWatch streams ended because their client did not read a message within -watch-send-timeout."},
+			func() float64 { return float64(s.slowClosed.Load()) }),
 	}
 	cs = append(cs, s.aclMetrics()...)
 	for _, c := range cs {

@@ -155,7 +155,7 @@ func TestSessionEnds(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			kill := tc.start(t)
 			svc := e.reg.Snapshot().Service("gone")
-			if svc == nil || len(svc.Instances) != 1 {
+			if svc == nil || svc.Len() != 1 {
 				t.Fatal("the session registration is not in the registry")
 			}
 			start := time.Now()

@@ -35,8 +35,8 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 	defer s.releaseWatches(ctx, 1)
 	w := s.startWatch(req, names)
 	if w.first != nil { // nil: a resume waits for the feed (see startWatch)
-		if err := sendWatch((*Server)(s), stream, w.first, req.GetRevision()); err != nil {
-			return err
+		if err := s.sendWithin(func() error { return sendWatch((*Server)(s), stream, w.first, req.GetRevision()) }); err != nil {
+			return slowWatchStatus(err, req.GetRevision(), w.origin)
 		}
 		w.first = nil
 	}
@@ -54,8 +54,8 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 			parts = s.progressDue(w)
 		}
 		if parts != nil {
-			if err := sendWatch((*Server)(s), stream, parts, prev); err != nil {
-				return err
+			if err := s.sendWithin(func() error { return sendWatch((*Server)(s), stream, parts, prev) }); err != nil {
+				return slowWatchStatus(err, prev, w.origin)
 			}
 		}
 		select {

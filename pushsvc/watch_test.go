@@ -76,7 +76,7 @@ func registryKeys(reg *registry.Registry, services ...string) string {
 	snap := reg.Snapshot()
 	for _, name := range services {
 		if svc := snap.Service(name); svc != nil {
-			for _, in := range svc.Instances {
+			for _, in := range svc.List() {
 				ks = append(ks, fmt.Sprintf("%s/%s:%s", name, in.ID, strings.ToUpper(in.Status.String())))
 			}
 		}

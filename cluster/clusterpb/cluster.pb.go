@@ -738,9 +738,12 @@ func (x *ReplicateAck) GetHave() *Version {
 }
 
 type DigestRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	From          string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
-	Auth          *AuthProof             `protobuf:"bytes,40,opt,name=auth,proto3" json:"auth,omitempty"` // gossip-key clusters without TLS
+	state protoimpl.MessageState `protogen:"open.v1"`
+	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	// page_token asks for the owners after the previous page; empty for the
+	// first. A server that predates paging ignores it and answers all owners.
+	PageToken     string     `protobuf:"bytes,21,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Auth          *AuthProof `protobuf:"bytes,40,opt,name=auth,proto3" json:"auth,omitempty"` // gossip-key clusters without TLS
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -782,6 +785,13 @@ func (x *DigestRequest) GetFrom() string {
 	return ""
 }
 
+func (x *DigestRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 func (x *DigestRequest) GetAuth() *AuthProof {
 	if x != nil {
 		return x.Auth
@@ -790,8 +800,11 @@ func (x *DigestRequest) GetAuth() *AuthProof {
 }
 
 type DigestResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Owners        map[string]*Version    `protobuf:"bytes,1,rep,name=owners,proto3" json:"owners,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// owners holds one page of owners: a response stays under about 1 MiB.
+	Owners map[string]*Version `protobuf:"bytes,1,rep,name=owners,proto3" json:"owners,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// next_page_token is set when more owners follow: ask again with it.
+	NextPageToken string `protobuf:"bytes,21,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -831,6 +844,13 @@ func (x *DigestResponse) GetOwners() map[string]*Version {
 		return x.Owners
 	}
 	return nil
+}
+
+func (x *DigestResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type PullOwnerRequest struct {
@@ -1132,12 +1152,15 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x04full\x18\x03 \x01(\v2\".herald.cluster.v1.OwnerStateChunkH\x00R\x04fullB\x05\n" +
 	"\x03msg\">\n" +
 	"\fReplicateAck\x12.\n" +
-	"\x04have\x18\x01 \x01(\v2\x1a.herald.cluster.v1.VersionR\x04have\"U\n" +
+	"\x04have\x18\x01 \x01(\v2\x1a.herald.cluster.v1.VersionR\x04have\"t\n" +
 	"\rDigestRequest\x12\x12\n" +
-	"\x04from\x18\x01 \x01(\tR\x04from\x120\n" +
-	"\x04auth\x18( \x01(\v2\x1c.herald.cluster.v1.AuthProofR\x04auth\"\xae\x01\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x15 \x01(\tR\tpageToken\x120\n" +
+	"\x04auth\x18( \x01(\v2\x1c.herald.cluster.v1.AuthProofR\x04auth\"\xd6\x01\n" +
 	"\x0eDigestResponse\x12E\n" +
-	"\x06owners\x18\x01 \x03(\v2-.herald.cluster.v1.DigestResponse.OwnersEntryR\x06owners\x1aU\n" +
+	"\x06owners\x18\x01 \x03(\v2-.herald.cluster.v1.DigestResponse.OwnersEntryR\x06owners\x12&\n" +
+	"\x0fnext_page_token\x18\x15 \x01(\tR\rnextPageToken\x1aU\n" +
 	"\vOwnersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
 	"\x05value\x18\x02 \x01(\v2\x1a.herald.cluster.v1.VersionR\x05value:\x028\x01\"Z\n" +

@@ -81,7 +81,7 @@ func (r *Registry) commit(tx *txn) *flushResult {
 			next.setService(name, nil)
 			continue
 		}
-		next.setService(name, &Service{Name: name, Rev: next.rev, Instances: serviceInstances(old.Service(name), svc, ids)})
+		next.setService(name, serviceAfter(old.Service(name), name, next.rev, svc, ids))
 	}
 	if len(tx.deltas) > 0 {
 		r.publishLocal(tx.deltas, gen)
@@ -159,33 +159,4 @@ func (r *Registry) waitDurable(ctx context.Context, gen *flushResult) error {
 		return nil
 	}
 	return r.persist.wait(ctx, gen)
-}
-
-// serviceInstances returns the sorted instance list of a service whose view
-// is svc, given its previous state and the ids that changed. A few changes to
-// a large service patch a copy of the previous list, so that a burst of
-// registrations into one service costs O(n) each rather than O(n log n).
-func serviceInstances(prev *Service, svc map[string]*Instance, ids []string) []*Instance {
-	if prev == nil || len(ids) > len(prev.Instances)/4+1 {
-		insts := make([]*Instance, 0, len(svc))
-		for _, in := range svc {
-			insts = append(insts, in)
-		}
-		slices.SortFunc(insts, func(a, b *Instance) int { return strings.Compare(a.ID, b.ID) })
-		return insts
-	}
-	insts := make([]*Instance, len(prev.Instances), len(prev.Instances)+len(ids))
-	copy(insts, prev.Instances)
-	for _, id := range ids {
-		i, found := slices.BinarySearchFunc(insts, id, func(in *Instance, id string) int { return strings.Compare(in.ID, id) })
-		switch in := svc[id]; {
-		case in == nil && found:
-			insts = slices.Delete(insts, i, i+1)
-		case in != nil && found:
-			insts[i] = in
-		case in != nil:
-			insts = slices.Insert(insts, i, in)
-		}
-	}
-	return insts
 }

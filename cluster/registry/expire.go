@@ -28,11 +28,7 @@ func (r *Registry) expireTTLs() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.cfg.Now()
-	for k, until := range r.drained {
-		if !now.Before(until) {
-			delete(r.drained, k)
-		}
-	}
+	r.drained.expire(now)
 	set := r.owners[r.cfg.Node]
 	tx := r.begin()
 	for key, li := range r.local {

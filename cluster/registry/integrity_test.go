@@ -40,10 +40,10 @@ func TestShutdownDrainDoesNotOutrankConcurrentWrites(t *testing.T) {
 	a2.ReplaceOwner(bst)
 	for _, r := range []*Registry{a2, b} {
 		svc := r.Snapshot().Service("api")
-		if svc == nil || len(svc.Instances) != 1 {
+		if svc == nil || svc.Len() != 1 {
 			t.Fatalf("%s: %+v", r.NodeName(), svc)
 		}
-		if got := svc.Instances[0]; got.Address.String() != "10.0.0.2" || got.Stamp != second.Stamp {
+		if got := svc.List()[0]; got.Address.String() != "10.0.0.2" || got.Stamp != second.Stamp {
 			t.Errorf("%s serves %s stamp %v owned by %s; the acknowledged write through b (stamp %v, after a's %v) is lost",
 				r.NodeName(), got.Address, got.Stamp, got.Owner, second.Stamp, first.Stamp)
 		}
@@ -87,7 +87,7 @@ func TestTombstoneOutlivesANewerSessionRegistration(t *testing.T) {
 	a.ReplaceOwner(cst)
 	for _, r := range []*Registry{a, b, c} {
 		if svc := r.Snapshot().Service("api"); svc != nil {
-			t.Errorf("%s serves %s owned by %s (stamp %v): the deregistered copy came back", r.NodeName(), svc.Instances[0].Address, svc.Instances[0].Owner, svc.Instances[0].Stamp)
+			t.Errorf("%s serves %s owned by %s (stamp %v): the deregistered copy came back", r.NodeName(), svc.List()[0].Address, svc.List()[0].Owner, svc.List()[0].Stamp)
 		}
 	}
 }
@@ -213,13 +213,13 @@ func TestReapOfATombstonesOwnerDoesNotBringBackTheKey(t *testing.T) {
 	replicate(t, b, c, 0)
 	c.RemoveOwner("b")
 	if svc := c.Snapshot().Service("api"); svc != nil {
-		t.Fatalf("c serves the deregistered x again (owner %s) once b's set is reaped", svc.Instances[0].Owner)
+		t.Fatalf("c serves the deregistered x again (owner %s) once b's set is reaped", svc.List()[0].Owner)
 	}
 	// c adopted b's tombstone: when a heals, c's deltas reach it, and a
 	// drops its old copy too, so that both converge on "absent".
 	replicate(t, c, a, 0)
 	if svc := a.Snapshot().Service("api"); svc != nil {
-		t.Fatalf("a still serves x after healing with c: %+v", svc.Instances[0])
+		t.Fatalf("a still serves x after healing with c: %+v", svc.List()[0])
 	}
 	if st, _ := a.OwnerState("a"); len(st.Instances) != 0 {
 		t.Fatalf("a kept its old copy: %+v", st.Instances)
@@ -253,7 +253,7 @@ func TestPeersGetOnlyDurableChanges(t *testing.T) {
 		t.Fatalf("peers would get %d deltas, %d instances, version %s while y is not on disk", len(ds), len(own.Instances), r.LocalVersion())
 	}
 	// The local view serves them all the same.
-	if svc := r.Snapshot().Service("api"); svc == nil || len(svc.Instances) != 3 {
+	if svc := r.Snapshot().Service("api"); svc == nil || svc.Len() != 3 {
 		t.Fatalf("local view %+v", svc)
 	}
 	st.mu.Lock()

@@ -36,7 +36,7 @@ func TestMaxInstances(t *testing.T) {
 			}
 		})
 	}
-	if n := len(r.Snapshot().Service("api").Instances); n != 3 {
+	if n := r.Snapshot().Service("api").Len(); n != 3 {
 		t.Fatalf("api holds %d instances after refusals, want 3", n)
 	}
 	mustDeregister(t, r, Key{Service: "api", ID: "0"})

@@ -50,10 +50,10 @@ func (r *Registry) keepDrain(in *Instance) {
 	k := in.Key()
 	if cur := r.owners[r.cfg.Node].inst[k]; cur != nil && cur.Check.Kind == CheckSession && cur.Status == StatusDraining {
 		in.Status = StatusDraining
-	} else if until, ok := r.drained[k]; ok && r.cfg.Now().Before(until) {
+	} else if r.drained.take(k, r.cfg.Now()) {
 		in.Status = StatusDraining
 	}
-	delete(r.drained, k)
+	r.drained.forget(k)
 }
 
 // Deregister removes an instance. The key is replaced by a tombstone with
@@ -80,7 +80,7 @@ func (r *Registry) Deregister(ctx context.Context, key Key) (Stamp, error) {
 		r.mu.Unlock()
 		return 0, &NotFoundError{Key: key}
 	}
-	delete(r.drained, key)
+	r.drained.forget(key)
 	tx := r.begin()
 	stamp := r.removeLocal(tx, key)
 	gen := r.commit(tx)
@@ -210,13 +210,14 @@ func (r *Registry) RemoveSession(session string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	tx := r.begin()
-	now := r.cfg.Now()
+	var draining []*Instance
 	for k := range r.sessions[session] {
-		if in := r.owners[r.cfg.Node].inst[k]; in.Status == StatusDraining && len(r.drained) < maxDrained {
-			r.drained[k] = now.Add(r.cfg.DrainMemory)
+		if in := r.owners[r.cfg.Node].inst[k]; in.Status == StatusDraining {
+			draining = append(draining, in)
 		}
 		r.dropLocal(tx, k, false)
 	}
+	r.drained.rememberSession(draining, r.cfg.Now().Add(r.cfg.DrainMemory))
 	delete(r.lost, session)
 	r.commit(tx)
 	return len(tx.deltas)

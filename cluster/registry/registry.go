@@ -139,9 +139,6 @@ type localInfo struct {
 	expired  bool      // turned critical by its TTL
 }
 
-// maxDrained bounds the remembered drains.
-const maxDrained = 10000
-
 // Registry is the in-memory registry of one node. Its methods are safe for
 // concurrent use. Reads (Snapshot, EventsSince) never wait for writes.
 type Registry struct {
@@ -156,7 +153,7 @@ type Registry struct {
 	sessions map[string]map[Key]struct{}
 	// drained remembers, until the given time, the session instances that
 	// were draining when their session ended (see keepDrain).
-	drained map[Key]time.Time
+	drained *drainMemory
 	// lost holds, per session, the keys it lost to newer writes elsewhere.
 	lost map[string]*lostQueue
 	// tombBorn holds when each of this node's tombstones was made, by this
@@ -208,7 +205,7 @@ func New(cfg Config) (*Registry, error) {
 		view:     map[string]map[string]*Instance{},
 		local:    map[Key]*localInfo{},
 		sessions: map[string]map[Key]struct{}{},
-		drained:  map[Key]time.Time{},
+		drained:  newDrainMemory(maxDrained),
 		lost:     map[string]*lostQueue{},
 		tombBorn: map[Key]time.Time{},
 		events:   newHistory[Event](cfg.History).withBytes(cfg.HistoryBytes, func(e Event) int { return e.Instance.approxSize() }),

@@ -77,7 +77,7 @@ func ids(s *Service) []string {
 		return nil
 	}
 	var out []string
-	for _, in := range s.Instances {
+	for _, in := range s.List() {
 		out = append(out, in.ID+"="+in.Status.String())
 	}
 	return out
@@ -115,10 +115,10 @@ func TestRegisterUpdateDeregister(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2 := r.Snapshot()
-	if n := len(s2.Service("api").Instances); n != 1 || s2.Service("api").Instances[0].Address.String() != "10.0.0.2" {
+	if n := len(s2.Service("api").List()); n != 1 || s2.Service("api").List()[0].Address.String() != "10.0.0.2" {
 		t.Fatalf("update: %d instances", n)
 	}
-	if s1.Service("api").Instances[0].Address.String() != "10.0.0.1" {
+	if s1.Service("api").List()[0].Address.String() != "10.0.0.1" {
 		t.Fatal("old snapshot was mutated")
 	}
 	if _, err := r.Deregister(ctx, Key{"api", "a1"}); err != nil {
@@ -283,7 +283,7 @@ func TestApplyDeltasGapsAndEpochs(t *testing.T) {
 		mustRegister(t, a, inst("api", fmt.Sprint("a", i), "10.0.0.1"))
 	}
 	replicate(t, a, b, 0)
-	if got := len(b.Snapshot().Service("api").Instances); got != 5 {
+	if got := b.Snapshot().Service("api").Len(); got != 5 {
 		t.Fatalf("b holds %d", got)
 	}
 	// Duplicates are dropped.
@@ -376,7 +376,7 @@ func TestOneLiveRegistrationPerKey(t *testing.T) {
 	}
 	replicate(t, b, a, 0)
 	for _, r := range []*Registry{a, b} {
-		got := r.Snapshot().Service("api").Instances
+		got := r.Snapshot().Service("api").List()
 		if len(got) != 1 || got[0].Owner != "b" || got[0].Address.String() != "10.0.0.2" {
 			t.Fatalf("%s: winner %+v", r.NodeName(), got[0])
 		}
@@ -401,7 +401,7 @@ func TestOneLiveRegistrationPerKey(t *testing.T) {
 	replicate(t, b, c, 0)
 	for _, r := range []*Registry{a, b, c} {
 		if svc := r.Snapshot().Service("api"); svc != nil {
-			t.Fatalf("%s still serves %+v after the deregistration", r.NodeName(), svc.Instances[0])
+			t.Fatalf("%s still serves %+v after the deregistration", r.NodeName(), svc.List()[0])
 		}
 	}
 	// A deregistration through a node that does not own the key takes it
@@ -414,7 +414,7 @@ func TestOneLiveRegistrationPerKey(t *testing.T) {
 	}
 	replicate(t, a, b, 1)
 	if svc := b.Snapshot().Service("api"); svc != nil {
-		t.Fatalf("b still serves y: %+v", svc.Instances)
+		t.Fatalf("b still serves y: %+v", svc.List())
 	}
 	if _, err := a.Deregister(ctx, Key{"api", "nope"}); !errors.Is(err, ErrNotFound) {
 		t.Fatal(err)
@@ -438,7 +438,7 @@ func TestConcurrentWritesConvergeOnTheHighestStamp(t *testing.T) {
 	replicate(t, b, a, 0)
 	for _, r := range []*Registry{a, b} {
 		if svc := r.Snapshot().Service("api"); svc != nil {
-			t.Fatalf("%s serves %+v", r.NodeName(), svc.Instances[0])
+			t.Fatalf("%s serves %+v", r.NodeName(), svc.List()[0])
 		}
 	}
 	if st, _ := b.OwnerState("b"); len(st.Instances) != 0 {
@@ -490,11 +490,11 @@ func TestLargeServicePatching(t *testing.T) {
 		mustDeregister(t, r, Key{"big", fmt.Sprintf("i%04d", i)})
 	}
 	svc := r.Snapshot().Service("big")
-	if len(svc.Instances) != 666 {
-		t.Fatalf("%d instances", len(svc.Instances))
+	if svc.Len() != 666 {
+		t.Fatalf("%d instances", svc.Len())
 	}
-	for i := 1; i < len(svc.Instances); i++ {
-		if svc.Instances[i-1].ID >= svc.Instances[i].ID {
+	for i := 1; i < svc.Len(); i++ {
+		if svc.List()[i-1].ID >= svc.List()[i].ID {
 			t.Fatal("not sorted at", i)
 		}
 	}

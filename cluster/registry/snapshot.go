@@ -3,7 +3,6 @@ package registry
 import (
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 )
 
@@ -12,26 +11,6 @@ import (
 type Node struct {
 	Name string
 	Addr netip.Addr
-}
-
-// Service is the immutable merged state of one service at some revision. A
-// new *Service replaces it whenever any of its instances changes, so its
-// pointer identity is a version that readers can key caches on.
-type Service struct {
-	Name string
-	// Rev is the registry revision at which the service last changed.
-	Rev uint64
-	// Instances holds every instance, in any status, sorted by ID.
-	Instances []*Instance
-}
-
-// Instance returns the instance with id, or nil.
-func (s *Service) Instance(id string) *Instance {
-	i, ok := slices.BinarySearchFunc(s.Instances, id, func(in *Instance, id string) int { return strings.Compare(in.ID, id) })
-	if !ok {
-		return nil
-	}
-	return s.Instances[i]
 }
 
 // serviceShards splits the services of a snapshot so that a commit copies
@@ -134,13 +113,13 @@ func (s *Snapshot) setService(name string, svc *Service) {
 	}
 	if old := s.shards[i][name]; old != nil {
 		s.services--
-		s.instances -= len(old.Instances)
+		s.instances -= old.Len()
 		delete(s.shards[i], name)
 	}
 	if svc != nil {
 		s.shards[i][name] = svc
 		s.services++
-		s.instances += len(svc.Instances)
+		s.instances += svc.Len()
 	}
 }
 

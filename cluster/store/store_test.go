@@ -47,10 +47,10 @@ func TestRoundTripThroughRegistry(t *testing.T) {
 	}
 	defer r2.Close()
 	svc := r2.Snapshot().Service("api")
-	if svc == nil || len(svc.Instances) != 1 {
+	if svc == nil || svc.Len() != 1 {
 		t.Fatalf("reloaded %+v", svc)
 	}
-	got := svc.Instances[0]
+	got := svc.List()[0]
 	if got.ID != "a1" || got.Address != in.Address || got.Port != 9000 || got.Weight != 7 || got.Meta["zone"] != "a" || !got.HasTag("v1") || got.Owner != "n1" {
 		t.Fatalf("reloaded %+v", got)
 	}

@@ -404,7 +404,7 @@ func runServices(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return cf.do(func(ctx context.Context, c pb.HeraldClient) error {
-		resp, err := c.ListServices(ctx, &pb.ListServicesRequest{})
+		resp, err := listAllServices(ctx, c)
 		if err != nil {
 			return err
 		}
@@ -481,6 +481,26 @@ func printMembers(stdout io.Writer, resp *pb.MembersResponse) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cell(m.GetName()), cell(m.GetAddress()), memberStatus(m, time.Now()), cell(strings.Join(tags, ",")))
 	}
 	return tw.Flush()
+}
+
+// listAllServices reads every page of a ListServices listing, into one
+// response.
+func listAllServices(ctx context.Context, c pb.HeraldClient) (*pb.ListServicesResponse, error) {
+	out := &pb.ListServicesResponse{}
+	req := &pb.ListServicesRequest{PageSize: 5000}
+	for range 1 << 20 {
+		resp, err := c.ListServices(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		out.Services = append(out.Services, resp.GetServices()...)
+		out.Revision = resp.GetRevision()
+		if resp.GetNextPageToken() == "" {
+			break
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+	return out, nil
 }
 
 // listAllInstances reads every page of a ListInstances listing.

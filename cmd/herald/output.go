@@ -40,7 +40,7 @@ func (w *weightFlag) Set(s string) error {
 // a message naming the service otherwise.
 func serviceExists(ctx context.Context, c pb.HeraldClient, service, tag string) error {
 	if tag != "" {
-		resp, err := c.ListInstances(ctx, &pb.ListInstancesRequest{Service: service})
+		resp, err := c.ListInstances(ctx, &pb.ListInstancesRequest{Service: service, PageSize: 1})
 		if err != nil {
 			return err
 		}

@@ -1150,7 +1150,14 @@ func (x *SessionResponse) GetLost() *InstanceKey {
 }
 
 type ListServicesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Paging, as in ListInstancesRequest: page_size bounds the services of one
+	// response (the server also cuts a page at about 1 MiB); 0 asks for every
+	// service in one response, which the server refuses with
+	// RESOURCE_EXHAUSTED when they take more than about 1 MiB. page_token is
+	// a response's next_page_token. Services come in name order.
+	PageSize      uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1183,6 +1190,20 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
 	return file_pushsvc_heraldpb_herald_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListServicesRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListServicesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
 }
 
 type ServiceSummary struct {
@@ -1254,9 +1275,11 @@ func (x *ServiceSummary) GetTags() []string {
 }
 
 type ListServicesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Services      []*ServiceSummary      `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Services []*ServiceSummary      `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	Revision uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Set when more services follow: pass it as page_token.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1303,6 +1326,13 @@ func (x *ListServicesResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ListServicesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type ListInstancesRequest struct {
@@ -2256,16 +2286,20 @@ const file_pushsvc_heraldpb_herald_proto_rawDesc = "" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12/\n" +
 	"\binstance\x18\x04 \x01(\v2\x13.herald.v1.InstanceR\binstance\x12*\n" +
-	"\x04lost\x18\x05 \x01(\v2\x16.herald.v1.InstanceKeyR\x04lost\"\x15\n" +
-	"\x13ListServicesRequest\"p\n" +
+	"\x04lost\x18\x05 \x01(\v2\x16.herald.v1.InstanceKeyR\x04lost\"Q\n" +
+	"\x13ListServicesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"p\n" +
 	"\x0eServiceSummary\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tinstances\x18\x02 \x01(\rR\tinstances\x12\x18\n" +
 	"\aserving\x18\x03 \x01(\rR\aserving\x12\x12\n" +
-	"\x04tags\x18\x04 \x03(\tR\x04tags\"i\n" +
+	"\x04tags\x18\x04 \x03(\tR\x04tags\"\x91\x01\n" +
 	"\x14ListServicesResponse\x125\n" +
 	"\bservices\x18\x01 \x03(\v2\x19.herald.v1.ServiceSummaryR\bservices\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"~\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"~\n" +
 	"\x14ListInstancesRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x1b\n" +

@@ -64,6 +64,11 @@ type Limits struct {
 	// watchers and catching peers up (-history-bytes). Default: the
 	// registry's (32 MiB).
 	HistoryBytes int
+	// WatchSendTimeout ends a Watch or MultiWatch stream whose client has
+	// not read a message for this long, with RESOURCE_EXHAUSTED and the
+	// revision to resume from (-watch-send-timeout). Default: pushsvc's
+	// (30s). Negative: no deadline.
+	WatchSendTimeout time.Duration
 }
 
 // DefaultLimits returns the defaults of Limits.
@@ -83,6 +88,7 @@ func DefaultLimits() Limits {
 		MaxTransferBytes:     t.MaxBytes,
 		MaxTransferInstances: t.MaxInstances,
 		HistoryBytes:         registry.DefaultConfig().HistoryBytes,
+		WatchSendTimeout:     p.WatchSendTimeout,
 	}
 }
 
@@ -99,6 +105,7 @@ func (l *Limits) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&l.HTTPIdleTimeout, "http-idle-timeout", l.HTTPIdleTimeout, "an idle HTTP keep-alive connection is closed after this long")
 	fs.Int64Var(&l.MaxTransferBytes, "max-transfer-bytes", l.MaxTransferBytes, "most bytes of peers' full-state transfers held at once")
 	fs.IntVar(&l.HistoryBytes, "history-bytes", l.HistoryBytes, "most bytes of each history of changes kept for watchers and peers to catch up from (oldest dropped first)")
+	fs.DurationVar(&l.WatchSendTimeout, "watch-send-timeout", l.WatchSendTimeout, "a watch stream whose client has not read a message for this long is ended with RESOURCE_EXHAUSTED and the revision to resume from; negative: never")
 	fs.IntVar(&l.MaxTransferInstances, "max-transfer-instances", l.MaxTransferInstances, "most instances and tombstones of one full-state transfer from a peer")
 }
 
@@ -123,6 +130,7 @@ func (l *Limits) setDefaults() {
 		{&l.GRPCHandshakeTimeout, &d.GRPCHandshakeTimeout},
 		{&l.GRPCMaxConnIdle, &d.GRPCMaxConnIdle},
 		{&l.HTTPIdleTimeout, &d.HTTPIdleTimeout},
+		{&l.WatchSendTimeout, &d.WatchSendTimeout},
 	} {
 		if *f.v == 0 {
 			*f.v = *f.def
@@ -171,6 +179,7 @@ func (l Limits) applyPush(p *pushsvc.Limits) {
 	p.MaxConcurrentStreams = uint32(l.GRPCMaxStreams)
 	p.ConnectionTimeout = l.GRPCHandshakeTimeout
 	p.MaxConnectionIdle = l.GRPCMaxConnIdle
+	p.WatchSendTimeout = l.WatchSendTimeout
 }
 
 // limitHTTP sets the HTTP server's timeouts and header bound.
