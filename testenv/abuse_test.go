@@ -329,7 +329,7 @@ func attackPeerChunks(t *testing.T, c *Cluster, total int64) {
 	chunk := &clusterpb.OwnerStateChunk{Owner: owner, Version: &clusterpb.Version{Epoch: 1, Seq: 1}}
 	for i := range 1000 {
 		chunk.Instances = append(chunk.Instances, &clusterpb.Instance{Service: "forged", Id: fmt.Sprintf("f%04d", i),
-			Address: []byte{10, 0, 0, 1}, Port: 80, Owner: owner, Meta: map[string]string{"pad": strings.Repeat("x", 1000)}})
+			Address: []byte{10, 0, 0, 1}, Port: 80, Owner: owner, Meta: map[string]string{"pad0": strings.Repeat("x", 500), "pad1": strings.Repeat("x", 500)}}) // valid: meta values are at most 512 bytes
 	}
 	msg := &clusterpb.ReplicateRequest{Msg: &clusterpb.ReplicateRequest_Full{Full: chunk}}
 	size := int64(len(chunk.Instances) * 1040)
