@@ -28,6 +28,7 @@ run: build
 	@echo "  $(BIN)/herald register -service api -id api-1 -address 10.0.0.5 -port 9000"
 	@echo "  dig @127.0.0.1 -p 8600 api.service.herald SRV"
 	@echo "  $(BIN)/herald watch api"
+	@echo "  curl 127.0.0.1:8800/v1/services/api    # the JSON API; web console: http://127.0.0.1:8800/ui/"
 	$(BIN)/herald agent -dev
 
 # The race detector needs cgo and a C compiler; without them, test without it.
