@@ -15,22 +15,32 @@ func BenchmarkPropagation(b *testing.B) {
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		svc := fmt.Sprintf("b%06d", i)
-		snap := dst.reg.Snapshot()
-		start := time.Now()
-		register(b, src, svc, "i")
-		deadline := time.After(5 * time.Second)
-		for snap.Service(svc) == nil {
-			select {
-			case <-snap.Changed():
-				snap = dst.reg.Snapshot()
-			case <-deadline:
-				b.Fatalf("%s did not reach node 5", svc)
-			}
-		}
-		lat = append(lat, time.Since(start))
+		lat = append(lat, propagate(b, src, dst, fmt.Sprintf("b%06d", i)))
 	}
 	b.StopTimer()
+	reportLatency(b, lat)
+}
+
+// propagate registers service on src and returns how long it took to
+// reach dst's snapshot (at most 5s, or the benchmark fails).
+func propagate(b *testing.B, src, dst *testNode, service string) time.Duration {
+	snap := dst.reg.Snapshot()
+	start := time.Now()
+	register(b, src, service, "i")
+	deadline := time.After(5 * time.Second)
+	for snap.Service(service) == nil {
+		select {
+		case <-snap.Changed():
+			snap = dst.reg.Snapshot()
+		case <-deadline:
+			b.Fatalf("%s did not reach %s", service, dst.name)
+		}
+	}
+	return time.Since(start)
+}
+
+// reportLatency sorts lat and reports its p50 and p99 in microseconds.
+func reportLatency(b *testing.B, lat []time.Duration) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -72,31 +71,16 @@ func benchChecks(b *testing.B, withChecks bool) {
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		svc := fmt.Sprintf("p%06d", i)
-		snap := dst.reg.Snapshot()
-		start := time.Now()
-		register(b, src, svc, "i")
-		deadline := time.After(5 * time.Second)
-		for snap.Service(svc) == nil {
-			select {
-			case <-snap.Changed():
-				snap = dst.reg.Snapshot()
-			case <-deadline:
-				b.Fatalf("%s did not reach node 5", svc)
-			}
-		}
-		lat = append(lat, time.Since(start))
+		lat = append(lat, propagate(b, src, dst, fmt.Sprintf("p%06d", i)))
 		time.Sleep(10 * time.Millisecond) // a steady trickle of writes, so the window spans the probing
 	}
 	b.StopTimer()
 	wall := time.Since(wall0)
 	probes, writes := r.Stats()
-	slices.Sort(lat)
 	b.ReportMetric(float64(probes-probes0)/wall.Seconds(), "probes/s")
 	b.ReportMetric(float64(writes), "status-writes")
 	b.ReportMetric((cpuTime()-cpu0).Seconds()/wall.Seconds(), "cpu-cores")
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	reportLatency(b, lat)
 }
 
 // cpuTime is the process's user and system CPU time so far.
