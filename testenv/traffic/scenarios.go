@@ -200,38 +200,17 @@ func StaleClient(ctx context.Context, env Env) (StaleResult, error) {
 		return res, err
 	}
 	defer proxy.Close()
-	var callers []*Caller
-	defer func() {
-		for _, c := range callers {
-			c.Close()
-		}
-	}()
-	for i := range clients {
-		target := env.Agents[i%2]
-		if i == 0 {
-			target = proxy.Addr
-		}
-		c, err := NewCaller(target)
-		if err != nil {
-			return res, err
-		}
-		callers = append(callers, c)
-		if err := c.Ready(ctx, len(bs)); err != nil {
-			return res, fmt.Errorf("traffic: client %d: not every backend answers: %w", i, err)
-		}
+	targets := make([]string, clients)
+	for i := range targets {
+		targets[i] = env.Agents[i%2]
 	}
-	start := time.Now()
-	var stops []func()
-	for _, c := range callers {
-		stops = append(stops, c.Paced(ctx, rate/clients, 2))
+	targets[0] = proxy.Addr
+	l, err := startLoad(ctx, targets, len(bs), rate)
+	if err != nil {
+		return res, err
 	}
-	stopAll := func() {
-		for _, s := range stops {
-			s()
-		}
-		stops = nil
-	}
-	defer func() { stopAll() }()
+	defer l.close()
+	callers, start := l.callers, time.Now()
 	step := func(d time.Duration) error {
 		select {
 		case <-time.After(d):
@@ -273,7 +252,7 @@ func StaleClient(ctx context.Context, env Env) (StaleResult, error) {
 	if err := step(time.Second); err != nil {
 		return res, err
 	}
-	stopAll()
+	l.stop()
 	res.Duration = time.Since(start)
 	res.Total = newCounts()
 	for i, c := range callers {
@@ -321,34 +300,16 @@ func RollingRestart(ctx context.Context, env Env) (RollingResult, error) {
 		return res, err
 	}
 	defer cleanup()
-	var callers []*Caller
-	defer func() {
-		for _, c := range callers {
-			c.Close()
-		}
-	}()
-	for i := range clients {
-		c, err := NewCaller(env.Agents[i%len(env.Agents)])
-		if err != nil {
-			return res, err
-		}
-		callers = append(callers, c)
-		if err := c.Ready(ctx, n); err != nil {
-			return res, fmt.Errorf("traffic: client %d: not every backend answers: %w", i, err)
-		}
+	targets := make([]string, clients)
+	for i := range targets {
+		targets[i] = env.Agents[i%len(env.Agents)]
 	}
-	start := time.Now()
-	var stops []func()
-	for _, c := range callers {
-		stops = append(stops, c.Paced(ctx, rate/clients, 2))
+	l, err := startLoad(ctx, targets, n, rate)
+	if err != nil {
+		return res, err
 	}
-	stopAll := func() {
-		for _, s := range stops {
-			s()
-		}
-		stops = nil
-	}
-	defer func() { stopAll() }()
+	defer l.close()
+	callers, start := l.callers, time.Now()
 	served := func(id string) int {
 		t := 0
 		for _, c := range callers {
@@ -370,11 +331,57 @@ func RollingRestart(ctx context.Context, env Env) (RollingResult, error) {
 			return res, fmt.Errorf("traffic: %s gets no traffic after its restart: %w", b.ID, err)
 		}
 	}
-	stopAll()
+	l.stop()
 	res.Duration = time.Since(start)
 	res.Total = newCounts()
 	for _, c := range callers {
 		merge(&res.Total, c.Counts())
 	}
 	return res, nil
+}
+
+// load is one caller per target, each ready to reach every backend, that
+// together send rate RPCs per second until stop.
+type load struct {
+	callers []*Caller
+	stops   []func()
+}
+
+// startLoad starts the callers of targets, waits until each reaches all
+// backends, then paces them at an even share of rate. On error it closes
+// what it opened.
+func startLoad(ctx context.Context, targets []string, backends, rate int) (*load, error) {
+	l := &load{}
+	for i, target := range targets {
+		c, err := NewCaller(target)
+		if err != nil {
+			l.close()
+			return nil, err
+		}
+		l.callers = append(l.callers, c)
+		if err := c.Ready(ctx, backends); err != nil {
+			l.close()
+			return nil, fmt.Errorf("traffic: client %d: not every backend answers: %w", i, err)
+		}
+	}
+	for _, c := range l.callers {
+		l.stops = append(l.stops, c.Paced(ctx, rate/len(targets), 2))
+	}
+	return l, nil
+}
+
+// stop ends the pacing; the callers' counts are final once it returns.
+func (l *load) stop() {
+	for _, s := range l.stops {
+		s()
+	}
+	l.stops = nil
+}
+
+// close stops the load and closes the callers.
+func (l *load) close() {
+	l.stop()
+	for _, c := range l.callers {
+		c.Close()
+	}
 }
