@@ -29,6 +29,13 @@ const (
 // does not read stalls all of its watches; when it reads again, each watch
 // that fell behind gets a reset snapshot.
 func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
+	return s.guarded(stream, func(gs *guardedSend) error { return s.multiWatchLoop(stream, gs) },
+		func(uint64) error {
+			return toStatus(fmt.Errorf("%w; resume each watch from the revision of its last message", s.guard.err))
+		})
+}
+
+func (s *service) multiWatchLoop(stream heraldpb.Herald_MultiWatchServer, gs *guardedSend) error {
 	ctx := stream.Context()
 	reqs, recvErr, stop := recvLoop(stream.Recv)
 	defer stop()
@@ -59,10 +66,7 @@ func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
 		}
 		if len(parts) > 0 {
 			for _, msg := range splitMulti(parts, maxMessageBytes) {
-				if err := s.sendWithin(func() error { return sendFrame[heraldpb.MultiWatchResponse]((*Server)(s), stream, msg) }); err != nil {
-					if errors.Is(err, errSlowWatcher) {
-						return toStatus(fmt.Errorf("%w; resume each watch from the revision of its last message", err))
-					}
+				if err := gs.send(0, func() error { return sendFrame[heraldpb.MultiWatchResponse]((*Server)(s), stream, msg) }); err != nil {
 					return err
 				}
 			}

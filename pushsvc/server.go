@@ -46,6 +46,7 @@ type Server struct {
 	sessions   atomic.Int64
 	resets     atomic.Uint64
 	slowClosed atomic.Uint64 // watch streams ended by WatchSendTimeout
+	guard      *sendGuard    // nil: no WatchSendTimeout
 
 	acl       atomic.Pointer[acl.Policy] // nil: everything is allowed (auth.go)
 	aclDenied *prometheus.CounterVec
@@ -87,6 +88,11 @@ func New(cfg Config) (*Server, error) {
 	s.wg.Add(2)
 	go s.encodeLoop()
 	go s.progressLoop()
+	if cfg.Limits.WatchSendTimeout > 0 {
+		s.guard = newSendGuard(cfg.Limits.WatchSendTimeout, &s.slowClosed)
+		s.wg.Add(1)
+		go s.guardLoop()
+	}
 	return s, nil
 }
 

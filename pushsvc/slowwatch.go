@@ -3,6 +3,8 @@ package pushsvc
 import (
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -10,28 +12,176 @@ import (
 // within WatchSendTimeout (ResourceExhausted).
 var errSlowWatcher = errors.New("pushsvc: watcher did not read")
 
-// sendWithin runs send, a stream's Send of one message, and waits for it at
-// most WatchSendTimeout. gRPC's Send blocks while the client's flow-control
-// window is full, and nothing but the end of the call can stop it, so the
-// send runs on a goroutine of its own: when the time is up the handler
-// returns errSlowWatcher, gRPC ends the call, and the blocked send fails and
-// exits. A send that completes in time costs one short-lived goroutine.
-func (s *service) sendWithin(send func() error) error {
-	limit := s.cfg.Limits.WatchSendTimeout
-	if limit < 0 {
-		return send()
+// SendAborter is implemented by a watch stream that can end a blocked send
+// itself, such as the HTTP API's Server-Sent Events stream: AbortSend makes
+// the send in progress fail at once. It is called from another goroutine,
+// only while a send is in progress, and before that send returns. Watch
+// then runs on the caller's goroutine alone.
+type SendAborter interface {
+	AbortSend()
+}
+
+// guardTicks is how many guard periods a send may take: the guard checks
+// every WatchSendTimeout/guardTicks, so a blocked send ends between the
+// timeout and 1+1/guardTicks of it.
+const guardTicks = 4
+
+// sendGuard ends the watch sends that a client keeps blocked for longer than
+// WatchSendTimeout: gRPC's Send blocks while the client's flow-control
+// window is full, and so does an SSE write. Instead of a timer per send, a
+// send costs two atomic operations, and one goroutine per server
+// (guardLoop) looks at the sends in progress a few times per timeout.
+type sendGuard struct {
+	limit time.Duration
+	err   error // what a stream ended by the guard returns
+	epoch atomic.Uint64
+	ended *atomic.Uint64 // Server.slowClosed
+
+	mu    sync.Mutex
+	sends map[*guardedSend]struct{}
+}
+
+func newSendGuard(limit time.Duration, ended *atomic.Uint64) *sendGuard {
+	return &sendGuard{
+		limit: limit,
+		err:   fmt.Errorf("%w for %s (agent -watch-send-timeout)", errSlowWatcher, limit),
+		ended: ended,
+		sends: map[*guardedSend]struct{}{},
 	}
-	done := make(chan error, 1)
-	go func() { done <- send() }()
-	t := time.NewTimer(limit)
+}
+
+// The low bits of guardedSend.word; the rest is the guard's epoch when the
+// send in progress began.
+const (
+	sendIdle    = 0
+	sendBusy    = 1
+	sendAborted = 2
+	sendBits    = 2
+)
+
+// guardedSend is one stream's view of the guard.
+type guardedSend struct {
+	g       *sendGuard
+	word    atomic.Uint64 // epoch<<sendBits | state
+	resume  atomic.Uint64 // the revision the client has every change up to (Watch)
+	abort   func()        // ends the blocked send; nil: the handler returns instead
+	aborted chan struct{} // closed once the guard has ended a send, after abort
+}
+
+// add starts guarding a stream's sends. abort, when not nil, makes a
+// blocked send fail; remove must be deferred.
+func (g *sendGuard) add(abort func()) *guardedSend {
+	gs := &guardedSend{g: g, abort: abort, aborted: make(chan struct{})}
+	g.mu.Lock()
+	g.sends[gs] = struct{}{}
+	g.mu.Unlock()
+	return gs
+}
+
+func (g *sendGuard) remove(gs *guardedSend) {
+	g.mu.Lock()
+	delete(g.sends, gs)
+	g.mu.Unlock()
+}
+
+// check advances the epoch and ends every send that began more than
+// guardTicks epochs ago.
+func (g *sendGuard) check() {
+	e := g.epoch.Add(1)
+	var late []*guardedSend
+	g.mu.Lock()
+	for gs := range g.sends {
+		w := gs.word.Load()
+		// The compare-and-swap fails if the send finished meanwhile, even
+		// if another began: the word holds its epoch.
+		if w&(1<<sendBits-1) == sendBusy && e-w>>sendBits > guardTicks && gs.word.CompareAndSwap(w, sendAborted) {
+			late = append(late, gs)
+		}
+	}
+	g.mu.Unlock()
+	for _, gs := range late {
+		if gs.abort != nil {
+			gs.abort()
+		}
+		g.ended.Add(1)
+		close(gs.aborted)
+	}
+}
+
+// send runs f, one send of the stream, under the guard; resume is the
+// revision that a stream ended during f tells its client to resume from. A
+// nil guardedSend (no WatchSendTimeout) runs f alone.
+func (gs *guardedSend) send(resume uint64, f func() error) error {
+	if gs == nil {
+		return f()
+	}
+	gs.resume.Store(resume)
+	busy := gs.g.epoch.Load()<<sendBits | sendBusy
+	if !gs.word.CompareAndSwap(sendIdle, busy) {
+		<-gs.aborted
+		return gs.g.err
+	}
+	var err error
+	if gs.abort == nil {
+		// gRPC: the send runs on a goroutine of its own, so that the
+		// handler can return when the guard ends it.
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err = <-done:
+		case <-gs.aborted:
+			return gs.g.err
+		}
+	} else {
+		err = f()
+	}
+	if !gs.word.CompareAndSwap(busy, sendIdle) {
+		// The guard ended this send: wait until its abort has returned, so
+		// that the stream outlives it.
+		<-gs.aborted
+		return gs.g.err
+	}
+	return err
+}
+
+// guardLoop runs the guard's checks until Close.
+func (s *Server) guardLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(max(s.guard.limit/guardTicks, time.Millisecond))
 	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		s.slowClosed.Add(1)
-		return fmt.Errorf("%w for %s (agent -watch-send-timeout)", errSlowWatcher, limit)
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+			s.guard.check()
+		}
 	}
+}
+
+// guarded runs a stream's loop, on this goroutine, with its sends under the
+// send guard. A stream that can abort its own sends (SendAborter) has a
+// blocked send fail. A gRPC stream cannot: each of its sends runs on a
+// goroutine of its own, and when the guard ends one the loop returns at
+// once; the handler's return ends the call, and then the blocked Send fails
+// and its goroutine exits. (A goroutine per send costs the fan-out less
+// than a second goroutine per stream costs its memory.) ended builds the
+// status of a stream ended by the guard from the revision its client has.
+func (s *service) guarded(stream any, loop func(gs *guardedSend) error, ended func(resume uint64) error) error {
+	if s.guard == nil {
+		return loop(nil)
+	}
+	var abort func()
+	if a, ok := stream.(SendAborter); ok {
+		abort = a.AbortSend
+	}
+	gs := s.guard.add(abort)
+	defer s.guard.remove(gs)
+	err := loop(gs)
+	if errors.Is(err, errSlowWatcher) {
+		return ended(gs.resume.Load())
+	}
+	return err
 }
 
 // slowWatchStatus is the status that ends a Watch whose send failed: for a

@@ -2,8 +2,10 @@ package pushsvc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,5 +138,49 @@ func TestWatchSendTimeout(t *testing.T) {
 	}
 	if total == 0 {
 		t.Fatal("the resumed watch got no missed changes")
+	}
+}
+
+// TestSendGuardEpochs drives the guard's checks by hand: a send ends only
+// after it has been blocked for more than guardTicks checks, a finished
+// send is never ended, even by a check that raced with it, and a stream's
+// abort runs before its send returns.
+func TestSendGuardEpochs(t *testing.T) {
+	var ended atomic.Uint64
+	g := newSendGuard(time.Hour, &ended)
+	aborts := 0
+	release := make(chan struct{})
+	gs := g.add(func() { aborts++; close(release) })
+	defer g.remove(gs)
+
+	// Sends that finish between checks are never ended.
+	for range 3 * guardTicks {
+		if err := gs.send(7, func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		g.check()
+	}
+	errc := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		errc <- gs.send(9, func() error { close(started); <-release; return errors.New("write aborted") })
+	}()
+	<-started
+	for i := range guardTicks {
+		g.check()
+		if ended.Load() != 0 || aborts != 0 {
+			t.Fatalf("ended after %d checks; want more than %d", i+1, guardTicks)
+		}
+	}
+	g.check()
+	if err := <-errc; !errors.Is(err, errSlowWatcher) {
+		t.Fatalf("the blocked send returned %v, want errSlowWatcher", err)
+	}
+	if ended.Load() != 1 || aborts != 1 || gs.resume.Load() != 9 {
+		t.Fatalf("ended %d, aborts %d, resume %d; want 1, 1, 9", ended.Load(), aborts, gs.resume.Load())
+	}
+	// An ended stream sends nothing more.
+	if err := gs.send(10, func() error { t.Fatal("sent after the guard ended the stream"); return nil }); !errors.Is(err, errSlowWatcher) {
+		t.Fatalf("a send after the end returned %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package pushsvc
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -34,9 +35,16 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 	}
 	defer s.releaseWatches(ctx, 1)
 	w := s.startWatch(req, names)
+	return s.guarded(stream, func(gs *guardedSend) error { return s.watchLoop(ctx, stream, w, req.GetRevision(), gs) },
+		func(resume uint64) error { return slowWatchStatus(s.guard.err, resume, w.origin) })
+}
+
+// watchLoop sends the watcher's first message (resume is what the client
+// had before it), then its news at every wake-up, until the stream ends.
+func (s *service) watchLoop(ctx context.Context, stream heraldpb.Herald_WatchServer, w *watchState, resume uint64, gs *guardedSend) error {
 	if w.first != nil { // nil: a resume waits for the feed (see startWatch)
-		if err := s.sendWithin(func() error { return sendWatch((*Server)(s), stream, w.first, req.GetRevision()) }); err != nil {
-			return slowWatchStatus(err, req.GetRevision(), w.origin)
+		if err := gs.send(resume, func() error { return sendWatch((*Server)(s), stream, w.first, resume) }); err != nil {
+			return err
 		}
 		w.first = nil
 	}
@@ -54,8 +62,8 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 			parts = s.progressDue(w)
 		}
 		if parts != nil {
-			if err := s.sendWithin(func() error { return sendWatch((*Server)(s), stream, parts, prev) }); err != nil {
-				return slowWatchStatus(err, prev, w.origin)
+			if err := gs.send(prev, func() error { return sendWatch((*Server)(s), stream, parts, prev) }); err != nil {
+				return err
 			}
 		}
 		select {

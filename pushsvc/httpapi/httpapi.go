@@ -43,10 +43,6 @@ type Config struct {
 	// with Retry-After. Default 10000: each costs a goroutine and its
 	// buffers (about 10 KB), so the cap bounds them to about 100 MB.
 	MaxWatches int
-	// WatchWriteTimeout bounds each write to an SSE stream; a reader that
-	// takes longer to accept one event loses its stream (it resumes with
-	// Last-Event-ID). Default 30s: a reader that slow is gone.
-	WatchWriteTimeout time.Duration
 	// RequestTimeout bounds a non-watch request's work. Default 10s.
 	RequestTimeout time.Duration
 }
@@ -54,11 +50,10 @@ type Config struct {
 // DefaultConfig returns the defaults of every field but Server.
 func DefaultConfig() Config {
 	return Config{
-		Logger:            slog.Default(),
-		MaxBodyBytes:      64 << 10,
-		MaxWatches:        10000,
-		WatchWriteTimeout: 30 * time.Second,
-		RequestTimeout:    10 * time.Second,
+		Logger:         slog.Default(),
+		MaxBodyBytes:   64 << 10,
+		MaxWatches:     10000,
+		RequestTimeout: 10 * time.Second,
 	}
 }
 
@@ -73,9 +68,6 @@ func (c *Config) setDefaults() {
 	if c.MaxWatches == 0 {
 		c.MaxWatches = d.MaxWatches
 	}
-	if c.WatchWriteTimeout == 0 {
-		c.WatchWriteTimeout = d.WatchWriteTimeout
-	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = d.RequestTimeout
 	}
@@ -89,8 +81,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("httpapi: config: MaxBodyBytes %d must not be negative", c.MaxBodyBytes)
 	case c.MaxWatches < 0:
 		return fmt.Errorf("httpapi: config: MaxWatches %d must not be negative", c.MaxWatches)
-	case c.WatchWriteTimeout < 0 || c.RequestTimeout < 0:
-		return errors.New("httpapi: config: timeouts must not be negative")
+	case c.RequestTimeout < 0:
+		return errors.New("httpapi: config: RequestTimeout must not be negative")
 	}
 	return nil
 }

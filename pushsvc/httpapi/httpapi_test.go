@@ -32,8 +32,10 @@ type testEnv struct {
 }
 
 type envOpts struct {
-	acl string // an ACL file's JSON; "" for none
-	api func(*Config)
+	acl  string // an ACL file's JSON; "" for none
+	api  func(*Config)
+	push func(*pushsvc.Config)
+	h2c  bool // the server speaks HTTP/1.1 and HTTP/2 over cleartext, as the agent does
 }
 
 func newEnv(t testing.TB, o envOpts) *testEnv {
@@ -53,6 +55,9 @@ func newEnv(t testing.TB, o envOpts) *testEnv {
 			t.Fatal(err)
 		}
 	}
+	if o.push != nil {
+		o.push(&pcfg)
+	}
 	if e.push, err = pushsvc.New(pcfg); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +71,13 @@ func newEnv(t testing.TB, o envOpts) *testEnv {
 	if e.api, err = New(cfg); err != nil {
 		t.Fatal(err)
 	}
-	e.srv = httptest.NewServer(e.api.Handler())
+	e.srv = httptest.NewUnstartedServer(e.api.Handler())
+	if o.h2c {
+		e.srv.Config.Protocols = new(http.Protocols)
+		e.srv.Config.Protocols.SetHTTP1(true)
+		e.srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	}
+	e.srv.Start()
 	t.Cleanup(func() {
 		e.api.Close()
 		e.srv.Close()

@@ -71,7 +71,7 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	stop := context.AfterFunc(a.closing, cancel)
 	defer stop()
-	s := &sseStream{memo: a.memo, w: w, rc: http.NewResponseController(w), ctx: requestContext(ctx, r), timeout: a.cfg.WatchWriteTimeout}
+	s := &sseStream{memo: a.memo, w: w, rc: http.NewResponseController(w), ctx: requestContext(ctx, r)}
 	err := a.api.Watch(req, s)
 	if s.started {
 		return // the stream ended: the client left, the agent closes, or a write failed
@@ -94,17 +94,23 @@ func errMessage(err error) string {
 }
 
 // sseStream is the grpc.ServerStream the Watch handler sends on: each
-// message becomes one SSE event, written and flushed under a deadline. A
-// slow reader blocks Send, as a slow gRPC client does, and the handler
-// collapses it to the latest state when it gets going again.
+// message becomes one SSE event, written and flushed. A slow reader blocks
+// Send, as a slow gRPC client does, and the handler collapses it to the
+// latest state when it gets going again. One that stays blocked for the
+// agent's -watch-send-timeout has its write aborted (AbortSend) and its
+// stream ended; it resumes with Last-Event-ID.
 type sseStream struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	ctx     context.Context
-	timeout time.Duration
 	memo    *pushsvc.FrameMemo
 	started bool
 }
+
+// AbortSend implements pushsvc.SendAborter: a write deadline in the past
+// makes the blocked write fail (HTTP/2 resets the stream, HTTP/1.1 the
+// connection's writes), while the handler still owns the ResponseWriter.
+func (s *sseStream) AbortSend() { _ = s.rc.SetWriteDeadline(time.Now().Add(-time.Second)) }
 
 func (s *sseStream) Context() context.Context     { return s.ctx }
 func (s *sseStream) SetHeader(metadata.MD) error  { return nil }
@@ -129,7 +135,6 @@ func (s *sseStream) SendMsg(m any) error {
 		h.Set("X-Accel-Buffering", "no") // proxies that buffer would hold the events back
 		s.w.WriteHeader(http.StatusOK)
 	}
-	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	if _, err := s.w.Write(out); err != nil {
 		return err
 	}
