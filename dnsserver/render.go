@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -123,28 +124,48 @@ func appendAddrRR(b []byte, a netip.Addr, ttl uint32) []byte {
 // a new pointer, so a stale entry is detected with one comparison, and the
 // answers are rendered once per version, not once per query.
 //
+// Rendering a version costs O(its instances): about 1 µs each, 50 ms for a
+// service of 50,000. So that a client churning a large service while it is
+// queried cannot make the DNS server spend its cores re-rendering it, a
+// service is rendered by one query at a time (the others answer from the
+// version before), and a service whose last render took at least
+// renderSlow is rendered again only after renderBackoff times that: at
+// most a tenth of one core per service, and answers at most that much
+// older than the registry (0.5 s for 50,000 instances). Services that
+// render faster, almost all of them, are always answered from the newest
+// version.
+//
 // Readers never lock: services is a sync.Map (a concurrent hash trie), so
 // adding the first entry of a service costs O(1), not a copy of every
 // entry. Entries of services that are gone are swept after as many adds as
 // there were entries at the last sweep, so sweeping is O(1) per add.
 type renderCache struct {
 	ttl      uint32
-	services sync.Map // string -> *serviceEntry
+	renders  atomic.Uint64 // versions rendered
+	services sync.Map      // string -> *serviceEntry
 
 	mu      sync.Mutex // serialises adds and sweeps
 	size    int        // entries, as of the last add
 	sweepAt int        // sweep when size reaches it
 }
 
+// Rendering backs off for services slower to render than renderSlow.
+const (
+	renderSlow    = time.Millisecond
+	renderBackoff = 10
+)
+
 type serviceEntry struct {
-	cur atomic.Pointer[serviceRender]
+	cur       atomic.Pointer[serviceRender]
+	rendering atomic.Bool // a query is rendering a newer version
 }
 
 // serviceRender is the rendered state of one version of a service.
 type serviceRender struct {
-	svc *registry.Service
-	all *answerSet
-	mu  sync.Mutex // serialises writers of tags
+	svc  *registry.Service
+	all  *answerSet
+	next time.Time  // when a newer version may be rendered; zero: at once
+	mu   sync.Mutex // serialises writers of tags
 	// tags holds the answer sets of the tags that some instance carries;
 	// copy-on-write, filled on first query.
 	tags atomic.Pointer[map[string]*answerSet]
@@ -164,10 +185,18 @@ func (c *renderCache) get(snap *registry.Snapshot, svc *registry.Service, tag st
 		e = c.add(snap, svc.Name)
 	}
 	r := e.cur.Load()
-	if r == nil || r.svc != svc {
-		r = &serviceRender{svc: svc, all: renderSet(svc, "", c.ttl)}
-		e.cur.Store(r) // racing renders of one version are equal
+	switch {
+	case r == nil, r.svc != svc && svc.Rev > r.svc.Rev && r.next.IsZero():
+		r = c.render(svc)
+		e.cur.Store(r) // racing renders are of versions at least as new as what was there
+	case r.svc != svc && svc.Rev > r.svc.Rev && time.Now().After(r.next) && e.rendering.CompareAndSwap(false, true):
+		r = c.render(svc)
+		e.cur.Store(r)
+		e.rendering.Store(false)
 	}
+	// Otherwise this query answers from r: it is this version, or a newer
+	// one (the query's snapshot is older), or that of a large service that
+	// was rendered moments ago or is being rendered by another query.
 	if tag == "" {
 		return r.all
 	}
@@ -177,6 +206,18 @@ func (c *renderCache) get(snap *registry.Snapshot, svc *registry.Service, tag st
 		}
 	}
 	return r.addTag(tag, c.ttl)
+}
+
+// render renders the answer set of every serving instance of svc, and
+// when a newer version may be rendered.
+func (c *renderCache) render(svc *registry.Service) *serviceRender {
+	c.renders.Add(1)
+	start := time.Now()
+	r := &serviceRender{svc: svc, all: renderSet(svc, "", c.ttl)}
+	if took := time.Since(start); took >= renderSlow {
+		r.next = start.Add(renderBackoff * took)
+	}
+	return r
 }
 
 func (c *renderCache) add(snap *registry.Snapshot, name string) *serviceEntry {
