@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"runtime/pprof"
 	"sort"
 	"time"
 )
@@ -41,7 +42,19 @@ func main() {
 	runRe := flag.String("run", ".", "run only benchmarks whose name matches this regexp")
 	bin := flag.String("herald", "bin/herald", "path to the built herald binary")
 	timeout := flag.Duration("timeout", 45*time.Minute, "overall time limit for every benchmark together")
+	cpuprofile := flag.String("cpuprofile", "", "write the benchmark client's CPU profile to this file (the push benchmarks' server: HERALD_BENCH_PUSH_CPUPROFILE)")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchall: -cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	re, err := regexp.Compile(*runRe)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchall: -run:", err)
