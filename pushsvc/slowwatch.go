@@ -66,12 +66,16 @@ type guardedSend struct {
 	resume  atomic.Uint64 // the revision the client has every change up to (Watch)
 	abort   func()        // ends the blocked send; nil: the handler returns instead
 	aborted chan struct{} // closed once the guard has ended a send, after abort
+	done    chan error    // a gRPC send's result (abort == nil)
 }
 
 // add starts guarding a stream's sends. abort, when not nil, makes a
 // blocked send fail; remove must be deferred.
 func (g *sendGuard) add(abort func()) *guardedSend {
 	gs := &guardedSend{g: g, abort: abort, aborted: make(chan struct{})}
+	if abort == nil {
+		gs.done = make(chan error, 1) // one send at a time; one ended by the guard may fill it late
+	}
 	g.mu.Lock()
 	g.sends[gs] = struct{}{}
 	g.mu.Unlock()
@@ -125,10 +129,9 @@ func (gs *guardedSend) send(resume uint64, f func() error) error {
 	if gs.abort == nil {
 		// gRPC: the send runs on a goroutine of its own, so that the
 		// handler can return when the guard ends it.
-		done := make(chan error, 1)
-		go func() { done <- f() }()
+		go func() { gs.done <- f() }()
 		select {
-		case err = <-done:
+		case err = <-gs.done:
 		case <-gs.aborted:
 			return gs.g.err
 		}
