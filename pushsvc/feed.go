@@ -166,6 +166,32 @@ func encodeEventEntry(ev registry.Event, rev uint64) []byte {
 	return protowire.AppendBytes(out, body)
 }
 
+// encodeUpserts encodes every instance of svc as an upsert event entry at
+// the service's revision, into one buffer of exactly their size: a large
+// service's snapshot is held once, not in a buffer grown by doubling.
+func encodeUpserts(svc *registry.Service) []byte {
+	msgs := make([]*heraldpb.Event, 0, svc.Len())
+	sizes := make([]int, 0, svc.Len())
+	total := 0
+	for in := range svc.All() {
+		m := &heraldpb.Event{Op: heraldpb.Event_OP_UPSERT, Instance: instanceToProto(in), Revision: svc.Rev}
+		n := proto.Size(m)
+		msgs, sizes = append(msgs, m), append(sizes, n)
+		total += protowire.SizeTag(fieldEvents) + protowire.SizeBytes(n)
+	}
+	blob := make([]byte, 0, total)
+	opts := proto.MarshalOptions{UseCachedSize: true}
+	for i, m := range msgs {
+		blob = protowire.AppendTag(blob, fieldEvents, protowire.BytesType)
+		blob = protowire.AppendVarint(blob, uint64(sizes[i]))
+		var err error
+		if blob, err = opts.MarshalAppend(blob, m); err != nil { // cannot happen for these plain messages
+			panic("pushsvc: marshal event: " + err.Error())
+		}
+	}
+	return blob
+}
+
 // frameHeader encodes the scalar fields of a WatchResponse.
 func frameHeader(kind heraldpb.WatchResponse_Kind, rev uint64, origin string, reset bool) []byte {
 	b := make([]byte, 0, 16+len(origin))
@@ -207,10 +233,7 @@ func (c *serviceCache) entries(svc *registry.Service) []byte {
 	if e, ok := c.m[svc.Name]; ok && e.svc == svc {
 		return e.blob
 	}
-	var blob []byte
-	for in := range svc.All() {
-		blob = append(blob, encodeEventEntry(registry.Event{Op: registry.OpUpsert, Instance: in}, svc.Rev)...)
-	}
+	blob := encodeUpserts(svc)
 	if c.m == nil {
 		c.m = map[string]cachedService{}
 	}
