@@ -1,11 +1,15 @@
 package pushsvc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 )
 
 // errSlowWatcher: a watch stream whose client did not read its message
@@ -64,22 +68,16 @@ type guardedSend struct {
 	g       *sendGuard
 	word    atomic.Uint64 // epoch<<sendBits | state
 	resume  atomic.Uint64 // the revision the client has every change up to (Watch)
-	abort   func()        // ends the blocked send; nil: the handler returns instead
+	abort   func()        // makes the blocked send fail; nil: send runs f on a goroutine
 	aborted chan struct{} // closed once the guard has ended a send, after abort
-	done    chan error    // a gRPC send's result (abort == nil)
+	done    chan error    // the result of f on its goroutine (abort == nil)
 }
 
-// add starts guarding a stream's sends. abort, when not nil, makes a
-// blocked send fail; remove must be deferred.
-func (g *sendGuard) add(abort func()) *guardedSend {
-	gs := &guardedSend{g: g, abort: abort, aborted: make(chan struct{})}
-	if abort == nil {
-		gs.done = make(chan error, 1) // one send at a time; one ended by the guard may fill it late
-	}
+// add starts guarding a stream's sends; remove must be deferred.
+func (g *sendGuard) add(gs *guardedSend) {
 	g.mu.Lock()
 	g.sends[gs] = struct{}{}
 	g.mu.Unlock()
-	return gs
 }
 
 func (g *sendGuard) remove(gs *guardedSend) {
@@ -127,8 +125,8 @@ func (gs *guardedSend) send(resume uint64, f func() error) error {
 	}
 	var err error
 	if gs.abort == nil {
-		// gRPC: the send runs on a goroutine of its own, so that the
-		// handler can return when the guard ends it.
+		// The send runs on a goroutine of its own, so that the handler can
+		// return when the guard ends it (see guarded).
 		go func() { gs.done <- f() }()
 		select {
 		case err = <-gs.done:
@@ -163,28 +161,45 @@ func (s *Server) guardLoop() {
 }
 
 // guarded runs a stream's loop, on this goroutine, with its sends under the
-// send guard. A stream that can abort its own sends (SendAborter) has a
-// blocked send fail. A gRPC stream cannot: each of its sends runs on a
-// goroutine of its own, and when the guard ends one the loop returns at
-// once; the handler's return ends the call, and then the blocked Send fails
-// and its goroutine exits. (A goroutine per send costs the fan-out less
-// than a second goroutine per stream costs its memory.) ended builds the
-// status of a stream ended by the guard from the revision its client has.
-func (s *service) guarded(stream any, loop func(gs *guardedSend) error, ended func(resume uint64) error) error {
+// send guard. The guard ends a blocked send in the cheapest way the stream
+// allows:
+//   - a stream that can abort its own sends (SendAborter) does;
+//   - a gRPC stream served by grpc-go's own transport is ended by writing
+//     its status (ended's) from the guard: that ends the call and cancels
+//     its context, and the blocked Send, which waits on that context, fails
+//     at once (TestWatchSendTimeout fails if grpc-go ever changes this);
+//   - on any other stream each message is sent on a goroutine of its own,
+//     and when the guard ends a send the loop returns at once: the
+//     handler's return ends the call, and then the blocked Send fails and
+//     its goroutine exits.
+//
+// ended builds the status of a stream ended by the guard from the revision
+// its client has.
+func (s *service) guarded(stream interface{ Context() context.Context }, loop func(gs *guardedSend) error, ended func(resume uint64) error) error {
 	if s.guard == nil {
 		return loop(nil)
 	}
-	var abort func()
+	gs := &guardedSend{g: s.guard, aborted: make(chan struct{})}
 	if a, ok := stream.(SendAborter); ok {
-		abort = a.AbortSend
+		gs.abort = a.AbortSend
+	} else if ts, ok := grpc.ServerTransportStreamFromContext(stream.Context()).(statusWriter); ok {
+		gs.abort = func() { _ = ts.WriteStatus(status.Convert(ended(gs.resume.Load()))) }
+	} else {
+		gs.done = make(chan error, 1) // one send at a time; one ended by the guard may fill it late
 	}
-	gs := s.guard.add(abort)
+	s.guard.add(gs)
 	defer s.guard.remove(gs)
 	err := loop(gs)
 	if errors.Is(err, errSlowWatcher) {
 		return ended(gs.resume.Load())
 	}
 	return err
+}
+
+// statusWriter is grpc-go's transport stream (grpc.ServerTransportStream),
+// which can end the call with a status from any goroutine.
+type statusWriter interface {
+	WriteStatus(*status.Status) error
 }
 
 // slowWatchStatus is the status that ends a Watch whose send failed: for a

@@ -150,7 +150,8 @@ func TestSendGuardEpochs(t *testing.T) {
 	g := newSendGuard(time.Hour, &ended)
 	aborts := 0
 	release := make(chan struct{})
-	gs := g.add(func() { aborts++; close(release) })
+	gs := &guardedSend{g: g, aborted: make(chan struct{}), abort: func() { aborts++; close(release) }}
+	g.add(gs)
 	defer g.remove(gs)
 
 	// Sends that finish between checks are never ended.
@@ -184,3 +185,33 @@ func TestSendGuardEpochs(t *testing.T) {
 		t.Fatalf("a send after the end returned %v", err)
 	}
 }
+
+// TestGuardedWithoutTransport: a stream that is neither an SendAborter nor
+// served by grpc-go's transport sends on a goroutine per message, and the
+// guard's end returns the loop while that send is still blocked.
+func TestGuardedWithoutTransport(t *testing.T) {
+	var ended atomic.Uint64
+	s := &service{guard: newSendGuard(time.Hour, &ended)}
+	blocked, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- s.guarded(plainStream{t.Context()}, func(gs *guardedSend) error {
+			if gs.done == nil {
+				return errors.New("no goroutine per send for a stream without a transport")
+			}
+			return gs.send(5, func() error { close(blocked); <-release; return nil })
+		}, func(resume uint64) error { return fmt.Errorf("ended; resume from %d", resume) })
+	}()
+	<-blocked
+	for range guardTicks + 1 {
+		s.guard.check()
+	}
+	if err := <-errc; err == nil || err.Error() != "ended; resume from 5" {
+		t.Fatalf("guarded returned %v while its send was blocked", err)
+	}
+}
+
+type plainStream struct{ ctx context.Context }
+
+func (p plainStream) Context() context.Context { return p.ctx }
