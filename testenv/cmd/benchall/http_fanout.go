@@ -71,8 +71,9 @@ func benchHTTPFanout(ctx context.Context, _ *benchEnv) error {
 	fmt.Printf("the client finds the instance id in each event's JSON without decoding it, on the same cores as the server\n")
 	fmt.Printf("%-36s %11s %11s %11s %12s\n", "mode", "p50 last", "p99 last", "max last", "B/stream")
 	for _, m := range []sseMode{
-		{"SSE over h2c: 100 conns x 100 streams", 100, true},
-		{"SSE over HTTP/1.1: 10,000 conns", total, false},
+		{"SSE over h2c: 100 conns x 100 streams", 100, true, false},
+		{"  the same, frame-level client", 100, true, true},
+		{"SSE over HTTP/1.1: 10,000 conns", total, false, false},
 	} {
 		if err := sseFanout(ctx, m, total, changes, warmup); err != nil {
 			return fmt.Errorf("%s: %w", m.name, err)
@@ -85,6 +86,7 @@ type sseMode struct {
 	name  string
 	conns int
 	h2c   bool
+	lean  bool // the frame-level client (http_fanout_lean.go) instead of Go's
 }
 
 func sseFanout(ctx context.Context, mode sseMode, total, changes, warmup int) error {
@@ -104,7 +106,9 @@ func sseFanout(ctx context.Context, mode sseMode, total, changes, warmup int) er
 		return err
 	}
 	clients := make([]*http.Client, conns)
-	if mode.h2c {
+	if mode.lean {
+		clients = nil
+	} else if mode.h2c {
 		for i := range clients {
 			tr := &http.Transport{Protocols: new(http.Protocols), MaxConnsPerHost: 1}
 			tr.Protocols.SetUnencryptedHTTP2(true)
@@ -144,7 +148,55 @@ func sseFanout(ctx context.Context, mode sseMode, total, changes, warmup int) er
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	marker := []byte(`"id":"fan-`)
+	// record notes the changes whose instance ids are in an event's data.
+	record := func(w int, b []byte, now int64) {
+		for rest := b; ; {
+			i := bytes.Index(rest, marker)
+			if i < 0 {
+				return
+			}
+			rest = rest[i+len(marker):]
+			j := bytes.IndexByte(rest, '"')
+			k, err := strconv.Atoi(string(rest[:max(j, 0)]))
+			if err == nil && k >= 0 && k < len(arrivals) && arrivals[k][w] == 0 {
+				arrivals[k][w] = now
+				if counts[k].Add(1) == int32(total) {
+					close(done[k])
+				}
+			}
+		}
+	}
+	if mode.lean {
+		per := total / conns
+		var failures sync.Map
+		for c := range conns {
+			seen := make([]bool, per)
+			lc, err := openLeanSSE(line[5:], "/v1/watch?service=fan", per, func(st int, p []byte) {
+				if st < 0 || st >= per {
+					return
+				}
+				switch {
+				case !seen[st] && bytes.Contains(p, []byte("event: snapshot")):
+					seen[st] = true
+					snapshots.Add(1)
+				case bytes.Contains(p, []byte("event: delta")):
+					record(c*per+st, p, time.Now().UnixNano())
+				}
+			}, func(st int, why string) {
+				if _, dup := failures.LoadOrStore(fmt.Sprint(c, st), why); !dup {
+					failed.Add(1)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			defer lc.Close()
+		}
+	}
 	for w := range total {
+		if mode.lean {
+			break
+		}
 		req, err := http.NewRequestWithContext(wctx, "GET", base+"/v1/watch?service=fan", nil)
 		if err != nil {
 			return err
@@ -174,22 +226,7 @@ func sseFanout(ctx context.Context, mode sseMode, total, changes, warmup int) er
 						snapshots.Add(1)
 					}
 				case bytes.HasPrefix(b, []byte("data: ")) && event == "delta":
-					now := time.Now().UnixNano()
-					for rest := b; ; {
-						i := bytes.Index(rest, marker)
-						if i < 0 {
-							break
-						}
-						rest = rest[i+len(marker):]
-						j := bytes.IndexByte(rest, '"')
-						k, err := strconv.Atoi(string(rest[:max(j, 0)]))
-						if err == nil && k >= 0 && k < len(arrivals) {
-							arrivals[k][w] = now
-							if counts[k].Add(1) == int32(total) {
-								close(done[k])
-							}
-						}
-					}
+					record(w, b, time.Now().UnixNano())
 				}
 			}
 		}()
@@ -242,7 +279,7 @@ func sseFanout(ctx context.Context, mode sseMode, total, changes, warmup int) er
 		name string
 		m    pushMemStats
 	}{{"no clients", mem0}, {fmt.Sprintf("%d idle connections", conns), memConns}, {fmt.Sprintf("+ %d idle SSE streams", total), idle}} {
-		if !mode.h2c && m.name != "no clients" && m.name[0] != '+' {
+		if (!mode.h2c || mode.lean) && m.name != "no clients" && m.name[0] != '+' {
 			continue // HTTP/1.1 connections open with their stream
 		}
 		fmt.Printf("    %-34s heap %7d KiB  stacks %7d KiB  goroutines %6d\n", m.name, m.m.heap/1024, m.m.stacks/1024, m.m.goroutines)
