@@ -123,3 +123,34 @@ func BenchmarkServeDNSParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAnswerSetChange is what one registration into a service of n
+// instances costs its DNS answers ("update", alternating between the
+// versions before and after it), against building them from scratch
+// ("rebuild", what every change cost before setBuilder).
+func BenchmarkAnswerSetChange(b *testing.B) {
+	for _, n := range []int{1000, 10000, 50000} {
+		f := newFixture(b)
+		f.many(b, "big", n)
+		before := f.reg.Snapshot().Service("big")
+		f.add(b, "big", "big-new", "10.250.0.1", 9000)
+		after := f.reg.Snapshot().Service("big")
+		b.Run(fmt.Sprintf("update/%d", n), func(b *testing.B) {
+			sb := newSetBuilder("", 5)
+			sb.update(before)
+			for i := 0; b.Loop(); i++ {
+				if i%2 == 0 {
+					sb.update(after)
+				} else {
+					sb.update(before)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("rebuild/%d", n), func(b *testing.B) {
+			sb := newSetBuilder("", 5)
+			for b.Loop() {
+				sb.rebuild(after)
+			}
+		})
+	}
+}

@@ -225,9 +225,9 @@ func (h *Handler) answer(mw *msgWriter, snap *registry.Snapshot, qry query, qtyp
 			mw.hinfo()
 		case qry.kind == kindSRV:
 		case qtype == dns.TypeA:
-			mw.fixedRecords(set.a, aRecLen, set.rotA.Add(1))
+			mw.fixedRecords(&set.a, set.rotA.Add(1))
 		case qtype == dns.TypeAAAA:
-			mw.fixedRecords(set.aaaa, aaaaRecLen, set.rotAAAA.Add(1))
+			mw.fixedRecords(&set.aaaa, set.rotAAAA.Add(1))
 		}
 	case kindNode:
 		n, ok := snap.Node(qry.node)

@@ -28,9 +28,9 @@ const (
 // names compressed to the question name. It is built once per version of
 // the service and is immutable.
 type answerSet struct {
-	a    []byte // A records, aRecLen bytes each, one per distinct IPv4
-	aaaa []byte // AAAA records, aaaaRecLen bytes each
-	srv  []srvRec
+	a    blockList[byte] // A records, aRecLen bytes each, one per distinct IPv4
+	aaaa blockList[byte] // AAAA records, aaaaRecLen bytes each
+	srv  blockList[srvRec]
 	// targets are the distinct SRV target names: one per address.
 	targets []srvTarget
 	// Round-robin positions, one per record type, so that clients asking
@@ -49,54 +49,6 @@ type srvRec struct {
 type srvTarget struct {
 	label []byte // the length-prefixed hex label of <hex>.addr.<domain>
 	rr    []byte // the target's A or AAAA record after its owner name
-}
-
-// renderSet builds the answer set of the serving instances of svc that
-// carry tag (any instance if tag is empty).
-func renderSet(svc *registry.Service, tag string, ttl uint32) *answerSet {
-	s := &answerSet{}
-	targetOf := make(map[netip.Addr]int)
-	type srvKey struct {
-		target int
-		port   uint16
-	}
-	srvOf := make(map[srvKey]int)
-	weights := []uint64{}
-	for in := range svc.All() {
-		if !in.Serving() || (tag != "" && !in.HasTag(tag)) {
-			continue
-		}
-		t, seen := targetOf[in.Address]
-		if !seen {
-			t = len(s.targets)
-			targetOf[in.Address] = t
-			s.targets = append(s.targets, newTarget(in.Address, ttl))
-			rr := s.targets[t].rr
-			if in.Address.Is4() {
-				s.a = append(append(s.a, 0xC0, 12), rr...)
-			} else {
-				s.aaaa = append(append(s.aaaa, 0xC0, 12), rr...)
-			}
-		}
-		// One SRV record per distinct target and port: instances that
-		// share both add their weights to it.
-		k := srvKey{t, in.Port}
-		if i, dup := srvOf[k]; dup {
-			weights[i] += uint64(in.Weight)
-			continue
-		}
-		srvOf[k] = len(s.srv)
-		weights = append(weights, uint64(in.Weight))
-		var r srvRec
-		binary.BigEndian.PutUint16(r.rdata[0:], srvPriority)
-		binary.BigEndian.PutUint16(r.rdata[4:], in.Port)
-		r.target = t
-		s.srv = append(s.srv, r)
-	}
-	for i, w := range weights {
-		binary.BigEndian.PutUint16(s.srv[i].rdata[2:], uint16(min(w, 0xFFFF)))
-	}
-	return s
 }
 
 func newTarget(a netip.Addr, ttl uint32) srvTarget {
@@ -119,20 +71,23 @@ func appendAddrRR(b []byte, a netip.Addr, ttl uint32) []byte {
 	return append(b, ip...)
 }
 
-// renderCache holds the answer sets of each service keyed on the
-// *registry.Service they were rendered from: a new version of a service is
-// a new pointer, so a stale entry is detected with one comparison, and the
-// answers are rendered once per version, not once per query.
+// renderCache holds the answer sets of each service: those of its newest
+// version that a query has asked for, keyed on the *registry.Service they
+// were built from. A new version of a service is a new pointer, so a stale
+// entry is detected with one comparison, and the answers are brought up to
+// date once per version, not once per query.
 //
-// Rendering a version costs O(its instances): about 1 µs each, 50 ms for a
-// service of 50,000. So that a client churning a large service while it is
-// queried cannot make the DNS server spend its cores re-rendering it, a
-// service is rendered by one query at a time (the others answer from the
-// version before), and a service whose last render took at least
-// renderSlow is rendered again only after renderBackoff times that: at
-// most a tenth of one core per service, and answers at most that much
-// older than the registry (0.5 s for 50,000 instances). Services that
-// render faster, almost all of them, are always answered from the newest
+// A new version costs what changed in it (setBuilder): a registration into
+// a service of 50,000 instances updates its answers in well under a
+// millisecond. Building a set from scratch (the first query, or after most
+// of a service changed) costs about 1 µs per instance. So that a client
+// churning a large service while it is queried cannot make the DNS server
+// spend its cores on rebuilding it, a service whose last update looked at
+// renderSlowSteps instances or more is updated by one query at a time (the
+// others answer from the version before), and only after renderBackoff
+// times as long as that update took: at most a tenth of one core per
+// service, and answers that lag the registry by at most that much. Other
+// updates, of a few changes each, are always answered from the newest
 // version.
 //
 // Readers never lock: services is a sync.Map (a concurrent hash trie), so
@@ -141,7 +96,7 @@ func appendAddrRR(b []byte, a netip.Addr, ttl uint32) []byte {
 // there were entries at the last sweep, so sweeping is O(1) per add.
 type renderCache struct {
 	ttl      uint32
-	renders  atomic.Uint64 // versions rendered
+	renders  atomic.Uint64 // versions brought up to date
 	services sync.Map      // string -> *serviceEntry
 
 	mu      sync.Mutex // serialises adds and sweeps
@@ -149,23 +104,30 @@ type renderCache struct {
 	sweepAt int        // sweep when size reaches it
 }
 
-// Rendering backs off for services slower to render than renderSlow.
+// Updates back off for services that took renderSlowSteps or more to
+// update: counted in work, not time, so that a pause of the process never
+// holds back the answers of a small service.
 const (
-	renderSlow    = time.Millisecond
-	renderBackoff = 10
+	renderSlowSteps = 4096
+	renderBackoff   = 10
+	// maxTagSets bounds the tags whose answer sets a service keeps up to
+	// date; others are built from scratch for each version asked for.
+	maxTagSets = 32
 )
 
 type serviceEntry struct {
-	cur       atomic.Pointer[serviceRender]
-	rendering atomic.Bool // a query is rendering a newer version
+	cur atomic.Pointer[serviceRender] // the newest version built
+
+	mu   sync.Mutex // serialises the builders
+	all  *setBuilder
+	tags map[string]*setBuilder
 }
 
 // serviceRender is the rendered state of one version of a service.
 type serviceRender struct {
 	svc  *registry.Service
 	all  *answerSet
-	next time.Time  // when a newer version may be rendered; zero: at once
-	mu   sync.Mutex // serialises writers of tags
+	next time.Time // when a newer version may be built; zero: at once
 	// tags holds the answer sets of the tags that some instance carries;
 	// copy-on-write, filled on first query.
 	tags atomic.Pointer[map[string]*answerSet]
@@ -187,16 +149,16 @@ func (c *renderCache) get(snap *registry.Snapshot, svc *registry.Service, tag st
 	r := e.cur.Load()
 	switch {
 	case r == nil, r.svc != svc && svc.Rev > r.svc.Rev && r.next.IsZero():
-		r = c.render(svc)
-		e.cur.Store(r) // racing renders are of versions at least as new as what was there
-	case r.svc != svc && svc.Rev > r.svc.Rev && time.Now().After(r.next) && e.rendering.CompareAndSwap(false, true):
-		r = c.render(svc)
-		e.cur.Store(r)
-		e.rendering.Store(false)
+		e.mu.Lock()
+		r = c.update(e, svc)
+		e.mu.Unlock()
+	case r.svc != svc && svc.Rev > r.svc.Rev && time.Now().After(r.next) && e.mu.TryLock():
+		r = c.update(e, svc)
+		e.mu.Unlock()
 	}
 	// Otherwise this query answers from r: it is this version, or a newer
 	// one (the query's snapshot is older), or that of a large service that
-	// was rendered moments ago or is being rendered by another query.
+	// was updated moments ago or is being updated by another query.
 	if tag == "" {
 		return r.all
 	}
@@ -205,19 +167,63 @@ func (c *renderCache) get(snap *registry.Snapshot, svc *registry.Service, tag st
 			return s
 		}
 	}
-	return r.addTag(tag, c.ttl)
+	return c.addTag(e, r, tag)
 }
 
-// render renders the answer set of every serving instance of svc, and
-// when a newer version may be rendered.
-func (c *renderCache) render(svc *registry.Service) *serviceRender {
-	c.renders.Add(1)
-	start := time.Now()
-	r := &serviceRender{svc: svc, all: renderSet(svc, "", c.ttl)}
-	if took := time.Since(start); took >= renderSlow {
-		r.next = start.Add(renderBackoff * took)
+// update brings e to svc, unless another query has brought it to svc or
+// later meanwhile, and returns the newest version. e.mu is held.
+func (c *renderCache) update(e *serviceEntry, svc *registry.Service) *serviceRender {
+	if r := e.cur.Load(); r != nil && r.svc.Rev >= svc.Rev {
+		return r
 	}
+	start := time.Now()
+	if e.all == nil {
+		e.all = newSetBuilder("", c.ttl)
+	}
+	steps := e.all.steps
+	r := &serviceRender{svc: svc, all: e.all.update(svc)}
+	if e.all.steps-steps >= renderSlowSteps {
+		r.next = start.Add(renderBackoff * time.Since(start))
+	}
+	c.renders.Add(1)
+	e.cur.Store(r)
 	return r
+}
+
+// addTag builds the answer set of r's version for tag and keeps it in r;
+// nil if no instance of that version has the tag.
+func (c *renderCache) addTag(e *serviceEntry, r *serviceRender, tag string) *answerSet {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var old map[string]*answerSet
+	if p := r.tags.Load(); p != nil {
+		old = *p
+	}
+	if s, ok := old[tag]; ok {
+		return s
+	}
+	b := e.tags[tag]
+	if b == nil {
+		b = newSetBuilder(tag, c.ttl)
+		if len(e.tags) < maxTagSets {
+			if e.tags == nil {
+				e.tags = map[string]*setBuilder{}
+			}
+			e.tags[tag] = b
+		}
+	}
+	s := b.update(r.svc)
+	if b.tagged == 0 {
+		delete(e.tags, tag) // never kept: the tags of a version are bounded, the names asked for are not
+		return nil
+	}
+	m := make(map[string]*answerSet, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[tag] = s
+	r.tags.Store(&m)
+	return s
 }
 
 func (c *renderCache) add(snap *registry.Snapshot, name string) *serviceEntry {
@@ -246,34 +252,4 @@ func (c *renderCache) sweep(snap *registry.Snapshot) {
 		return true
 	})
 	c.size, c.sweepAt = n, max(2*n, 64)
-}
-
-func (r *serviceRender) addTag(tag string, ttl uint32) *answerSet {
-	known := false
-	for in := range r.svc.All() {
-		if in.HasTag(tag) {
-			known = true
-			break
-		}
-	}
-	if !known {
-		return nil // never cached: the tag set of a version is bounded
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var old map[string]*answerSet
-	if p := r.tags.Load(); p != nil {
-		old = *p
-	}
-	if s, ok := old[tag]; ok {
-		return s
-	}
-	s := renderSet(r.svc, tag, ttl)
-	m := make(map[string]*answerSet, len(old)+1)
-	for k, v := range old {
-		m[k] = v
-	}
-	m[tag] = s
-	r.tags.Store(&m)
-	return s
 }

@@ -87,11 +87,11 @@ func (w *msgWriter) rrHeader(typ uint16, ttl uint32, rdlen int) {
 	w.b = binary.BigEndian.AppendUint16(w.b, uint16(rdlen))
 }
 
-// fixedRecords writes the records of recs, each size bytes long and complete
-// with their owner pointer, rotated to begin at record start. Records that
-// do not fit are left out and set TC.
-func (w *msgWriter) fixedRecords(recs []byte, size int, start uint64) {
-	n := len(recs) / size
+// fixedRecords writes the records of recs, each complete with its owner
+// pointer, rotated to begin at record start. Records that do not fit are
+// left out and set TC.
+func (w *msgWriter) fixedRecords(recs *blockList[byte], start uint64) {
+	n, size := recs.n, recs.unit
 	if n == 0 {
 		return
 	}
@@ -100,10 +100,14 @@ func (w *msgWriter) fixedRecords(recs []byte, size int, start uint64) {
 	if fit < n {
 		cnt, w.tc = max(fit, 0), true
 	}
-	first := int(start % uint64(n))
-	head := min(cnt, n-first)
-	w.b = append(w.b, recs[first*size:(first+head)*size]...)
-	w.b = append(w.b, recs[:(cnt-head)*size]...)
+	// Whole runs of records at a time: to the end of a block, or of the
+	// list, where the rotation wraps.
+	for i, k := 0, int(start%uint64(n)); i < cnt; {
+		o := k % blockRecords
+		run := min(cnt-i, blockRecords-o, n-k)
+		w.b = append(w.b, recs.blocks[k/blockRecords][o*size:(o+run)*size]...)
+		i, k = i+run, (k+run)%n
+	}
 	w.an += uint16(cnt)
 }
 
@@ -125,7 +129,7 @@ func (w *msgWriter) appendDomain() {
 // does not fit, TC is set and no additional record is sent; additional
 // records that do not fit are left out without TC (RFC 2181, section 9).
 func (w *msgWriter) srvRecords(s *answerSet, start uint64) {
-	n := len(s.srv)
+	n := s.srv.n
 	if n == 0 {
 		return
 	}
@@ -134,10 +138,14 @@ func (w *msgWriter) srvRecords(s *answerSet, start uint64) {
 	}
 	offs := w.offs[:len(s.targets)]
 	clear(offs)
+	var one []srvRec // the records, when they fit one block: most services
+	if len(s.srv.blocks) == 1 {
+		one = s.srv.blocks[0]
+	}
 	var addrOff uint16 // where the "addr" label of the first target is
 	first := int(start % uint64(n))
 	for i := 0; i < n; i++ {
-		r := &s.srv[(first+i)%n]
+		r := srvAt(one, &s.srv, (first+i)%n)
 		t := &s.targets[r.target]
 		// RFC 2782: the target is never compressed.
 		tlen := len(t.label) + 5 + int(w.domLen)
@@ -160,7 +168,7 @@ func (w *msgWriter) srvRecords(s *answerSet, start uint64) {
 		w.an++
 	}
 	for i := 0; i < n; i++ {
-		r := &s.srv[(first+i)%n]
+		r := srvAt(one, &s.srv, (first+i)%n)
 		off := offs[r.target]
 		if off == 0 {
 			continue
@@ -184,6 +192,14 @@ func (w *msgWriter) srvRecords(s *answerSet, start uint64) {
 		offs[r.target] = 0
 		w.ar++
 	}
+}
+
+// srvAt returns SRV record i: from one when the records fit one block.
+func srvAt(one []srvRec, l *blockList[srvRec], i int) *srvRec {
+	if one != nil {
+		return &one[i]
+	}
+	return l.at(i)
 }
 
 // addrRecord writes one A or AAAA record owned by the name at owner.

@@ -45,6 +45,13 @@ func (s *Service) All() iter.Seq[*Instance] {
 	}
 }
 
+// Chunks returns the instances as the service keeps them: in chunks, sorted
+// by ID. Versions of a service share the chunks that did not change, so a
+// reader can find what changed between two versions by skipping the chunks
+// they share (the same first element and length); see dnsserver's answer
+// sets. The chunks are immutable: callers must not modify them.
+func (s *Service) Chunks() [][]*Instance { return s.chunks }
+
 // After yields the instances whose ID sorts after id, in order.
 func (s *Service) After(id string) iter.Seq[*Instance] {
 	return func(yield func(*Instance) bool) {
