@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -66,7 +67,7 @@ func (s *service) multiWatchLoop(stream heraldpb.Herald_MultiWatchServer, gs *gu
 		}
 		if len(parts) > 0 {
 			for _, msg := range splitMulti(parts, maxMessageBytes) {
-				if err := gs.send(0, func() error { return sendFrame[heraldpb.MultiWatchResponse]((*Server)(s), stream, msg) }); err != nil {
+				if err := gs.send(0, sendMulti, (*Server)(s), stream, msg, 0); err != nil {
 					return err
 				}
 			}
@@ -88,6 +89,11 @@ func (s *service) multiWatchLoop(stream heraldpb.Herald_MultiWatchServer, gs *gu
 			return toStatus(ctx.Err())
 		}
 	}
+}
+
+// sendMulti sends one MultiWatch message (a sendFunc).
+func sendMulti(s *Server, stream grpc.ServerStream, parts [][]byte, _ uint64) error {
+	return sendFrame[heraldpb.MultiWatchResponse](s, stream, parts)
 }
 
 // watchGroups is a stream's scratch space for advanceAll, reused across

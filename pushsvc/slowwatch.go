@@ -110,12 +110,17 @@ func (g *sendGuard) check() {
 	}
 }
 
-// send runs f, one send of the stream, under the guard; resume is the
-// revision that a stream ended during f tells its client to resume from. A
-// nil guardedSend (no WatchSendTimeout) runs f alone.
-func (gs *guardedSend) send(resume uint64, f func() error) error {
+// sendFunc sends one message of a watch stream. Passing it and its
+// arguments apart, not as a closure, keeps a send free of allocations.
+type sendFunc func(s *Server, stream grpc.ServerStream, parts [][]byte, prev uint64) error
+
+// send runs f(s, stream, parts, prev), one send of the stream, under the
+// guard; resume is the revision that a stream ended during it tells its
+// client to resume from. A nil guardedSend (no WatchSendTimeout) runs f
+// alone.
+func (gs *guardedSend) send(resume uint64, f sendFunc, s *Server, stream grpc.ServerStream, parts [][]byte, prev uint64) error {
 	if gs == nil {
-		return f()
+		return f(s, stream, parts, prev)
 	}
 	gs.resume.Store(resume)
 	busy := gs.g.epoch.Load()<<sendBits | sendBusy
@@ -127,14 +132,14 @@ func (gs *guardedSend) send(resume uint64, f func() error) error {
 	if gs.abort == nil {
 		// The send runs on a goroutine of its own, so that the handler can
 		// return when the guard ends it (see guarded).
-		go func() { gs.done <- f() }()
+		go func() { gs.done <- f(s, stream, parts, prev) }()
 		select {
 		case err = <-gs.done:
 		case <-gs.aborted:
 			return gs.g.err
 		}
 	} else {
-		err = f()
+		err = f(s, stream, parts, prev)
 	}
 	if !gs.word.CompareAndSwap(busy, sendIdle) {
 		// The guard ended this send: wait until its abort has returned, so

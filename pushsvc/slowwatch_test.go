@@ -156,7 +156,7 @@ func TestSendGuardEpochs(t *testing.T) {
 
 	// Sends that finish between checks are never ended.
 	for range 3 * guardTicks {
-		if err := gs.send(7, func() error { return nil }); err != nil {
+		if err := gs.send(7, sendNothing, nil, nil, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		g.check()
@@ -164,7 +164,11 @@ func TestSendGuardEpochs(t *testing.T) {
 	errc := make(chan error, 1)
 	started := make(chan struct{})
 	go func() {
-		errc <- gs.send(9, func() error { close(started); <-release; return errors.New("write aborted") })
+		errc <- gs.send(9, func(*Server, grpc.ServerStream, [][]byte, uint64) error {
+			close(started)
+			<-release
+			return errors.New("write aborted")
+		}, nil, nil, nil, 0)
 	}()
 	<-started
 	for i := range guardTicks {
@@ -181,7 +185,11 @@ func TestSendGuardEpochs(t *testing.T) {
 		t.Fatalf("ended %d, aborts %d, resume %d; want 1, 1, 9", ended.Load(), aborts, gs.resume.Load())
 	}
 	// An ended stream sends nothing more.
-	if err := gs.send(10, func() error { t.Fatal("sent after the guard ended the stream"); return nil }); !errors.Is(err, errSlowWatcher) {
+	sent := func(*Server, grpc.ServerStream, [][]byte, uint64) error {
+		t.Error("sent after the guard ended the stream")
+		return nil
+	}
+	if err := gs.send(10, sent, nil, nil, nil, 0); !errors.Is(err, errSlowWatcher) {
 		t.Fatalf("a send after the end returned %v", err)
 	}
 }
@@ -200,7 +208,7 @@ func TestGuardedWithoutTransport(t *testing.T) {
 			if gs.done == nil {
 				return errors.New("no goroutine per send for a stream without a transport")
 			}
-			return gs.send(5, func() error { close(blocked); <-release; return nil })
+			return gs.send(5, func(*Server, grpc.ServerStream, [][]byte, uint64) error { close(blocked); <-release; return nil }, nil, nil, nil, 0)
 		}, func(resume uint64) error { return fmt.Errorf("ended; resume from %d", resume) })
 	}()
 	<-blocked
@@ -215,3 +223,5 @@ func TestGuardedWithoutTransport(t *testing.T) {
 type plainStream struct{ ctx context.Context }
 
 func (p plainStream) Context() context.Context { return p.ctx }
+
+func sendNothing(*Server, grpc.ServerStream, [][]byte, uint64) error { return nil }

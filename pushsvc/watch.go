@@ -43,7 +43,7 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 // had before it), then its news at every wake-up, until the stream ends.
 func (s *service) watchLoop(ctx context.Context, stream heraldpb.Herald_WatchServer, w *watchState, resume uint64, gs *guardedSend) error {
 	if w.first != nil { // nil: a resume waits for the feed (see startWatch)
-		if err := gs.send(resume, func() error { return sendWatch((*Server)(s), stream, w.first, resume) }); err != nil {
+		if err := gs.send(resume, sendWatch, (*Server)(s), stream, w.first, resume); err != nil {
 			return err
 		}
 		w.first = nil
@@ -62,7 +62,7 @@ func (s *service) watchLoop(ctx context.Context, stream heraldpb.Herald_WatchSer
 			parts = s.progressDue(w)
 		}
 		if parts != nil {
-			if err := gs.send(prev, func() error { return sendWatch((*Server)(s), stream, parts, prev) }); err != nil {
+			if err := gs.send(prev, sendWatch, (*Server)(s), stream, parts, prev); err != nil {
 				return err
 			}
 		}
