@@ -70,11 +70,13 @@ func newEnv(t testing.TB, o envOpts) *testEnv {
 		t.Fatal(err)
 	}
 	var gs *grpc.Server
+	// Stop waits for the handlers, so that a test's cleanups run after
+	// every handler has returned.
 	if o.plainGRPC {
-		gs = grpc.NewServer()
+		gs = grpc.NewServer(grpc.WaitForHandlers(true))
 		srv.Register(gs)
 	} else {
-		gs = srv.NewGRPCServer()
+		gs = srv.NewGRPCServer(grpc.WaitForHandlers(true))
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

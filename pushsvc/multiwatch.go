@@ -30,10 +30,12 @@ const (
 // does not read stalls all of its watches; when it reads again, each watch
 // that fell behind gets a reset snapshot.
 func (s *service) MultiWatch(stream heraldpb.Herald_MultiWatchServer) error {
-	return s.guarded(stream, func(gs *guardedSend) error { return s.multiWatchLoop(stream, gs) },
-		func(uint64) error {
-			return toStatus(fmt.Errorf("%w; resume each watch from the revision of its last message", s.guard.err))
-		})
+	ended := func(uint64) error {
+		return toStatus(fmt.Errorf("%w; resume each watch from the revision of its last message", s.guard.err))
+	}
+	gs := s.guardStream(stream, ended)
+	defer s.guard.remove(gs)
+	return guardedEnd(gs, s.multiWatchLoop(stream, gs), ended)
 }
 
 func (s *service) multiWatchLoop(stream heraldpb.Herald_MultiWatchServer, gs *guardedSend) error {

@@ -81,6 +81,9 @@ func (g *sendGuard) add(gs *guardedSend) {
 }
 
 func (g *sendGuard) remove(gs *guardedSend) {
+	if gs == nil {
+		return
+	}
 	g.mu.Lock()
 	delete(g.sends, gs)
 	g.mu.Unlock()
@@ -131,7 +134,7 @@ func (gs *guardedSend) send(resume uint64, f sendFunc, s *Server, stream grpc.Se
 	var err error
 	if gs.abort == nil {
 		// The send runs on a goroutine of its own, so that the handler can
-		// return when the guard ends it (see guarded).
+		// return when the guard ends it (see guardStream).
 		go func() { gs.done <- f(s, stream, parts, prev) }()
 		select {
 		case err = <-gs.done:
@@ -165,9 +168,11 @@ func (s *Server) guardLoop() {
 	}
 }
 
-// guarded runs a stream's loop, on this goroutine, with its sends under the
-// send guard. The guard ends a blocked send in the cheapest way the stream
-// allows:
+// guard starts guarding a stream's sends, in the cheapest way the stream
+// allows, and returns nil when there is no WatchSendTimeout. The caller
+// defers s.guard.remove, runs its loop with the result, and on
+// errSlowWatcher returns ended(gs.resume.Load()). The guard ends a blocked
+// send:
 //   - a stream that can abort its own sends (SendAborter) does;
 //   - a gRPC stream served by grpc-go's own transport is ended by writing
 //     its status (ended's) from the guard: that ends the call and cancels
@@ -178,11 +183,11 @@ func (s *Server) guardLoop() {
 //     handler's return ends the call, and then the blocked Send fails and
 //     its goroutine exits.
 //
-// ended builds the status of a stream ended by the guard from the revision
-// its client has.
-func (s *service) guarded(stream interface{ Context() context.Context }, loop func(gs *guardedSend) error, ended func(resume uint64) error) error {
+// The loop runs on the handler's goroutine, not under a helper's frame:
+// every frame of a parked watcher is scanned at each GC, 10,000 times over.
+func (s *service) guardStream(stream interface{ Context() context.Context }, ended func(resume uint64) error) *guardedSend {
 	if s.guard == nil {
-		return loop(nil)
+		return nil
 	}
 	gs := &guardedSend{g: s.guard, aborted: make(chan struct{})}
 	if a, ok := stream.(SendAborter); ok {
@@ -193,9 +198,13 @@ func (s *service) guarded(stream interface{ Context() context.Context }, loop fu
 		gs.done = make(chan error, 1) // one send at a time; one ended by the guard may fill it late
 	}
 	s.guard.add(gs)
-	defer s.guard.remove(gs)
-	err := loop(gs)
-	if errors.Is(err, errSlowWatcher) {
+	return gs
+}
+
+// guardedEnd is the error a guarded loop ends with: ended's status if the
+// guard ended it.
+func guardedEnd(gs *guardedSend, err error, ended func(resume uint64) error) error {
+	if gs != nil && errors.Is(err, errSlowWatcher) {
 		return ended(gs.resume.Load())
 	}
 	return err

@@ -204,12 +204,15 @@ func TestGuardedWithoutTransport(t *testing.T) {
 	defer close(release)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- s.guarded(plainStream{t.Context()}, func(gs *guardedSend) error {
-			if gs.done == nil {
-				return errors.New("no goroutine per send for a stream without a transport")
-			}
-			return gs.send(5, func(*Server, grpc.ServerStream, [][]byte, uint64) error { close(blocked); <-release; return nil }, nil, nil, nil, 0)
-		}, func(resume uint64) error { return fmt.Errorf("ended; resume from %d", resume) })
+		ended := func(resume uint64) error { return fmt.Errorf("ended; resume from %d", resume) }
+		gs := s.guardStream(plainStream{t.Context()}, ended)
+		defer s.guard.remove(gs)
+		if gs.done == nil {
+			errc <- errors.New("no goroutine per send for a stream without a transport")
+			return
+		}
+		err := gs.send(5, func(*Server, grpc.ServerStream, [][]byte, uint64) error { close(blocked); <-release; return nil }, nil, nil, nil, 0)
+		errc <- guardedEnd(gs, err, ended)
 	}()
 	<-blocked
 	for range guardTicks + 1 {

@@ -35,8 +35,10 @@ func (s *service) Watch(req *heraldpb.WatchRequest, stream heraldpb.Herald_Watch
 	}
 	defer s.releaseWatches(ctx, 1)
 	w := s.startWatch(req, names)
-	return s.guarded(stream, func(gs *guardedSend) error { return s.watchLoop(ctx, stream, w, req.GetRevision(), gs) },
-		func(resume uint64) error { return slowWatchStatus(s.guard.err, resume, w.origin) })
+	ended := func(resume uint64) error { return slowWatchStatus(s.guard.err, resume, w.origin) }
+	gs := s.guardStream(stream, ended)
+	defer s.guard.remove(gs)
+	return guardedEnd(gs, s.watchLoop(ctx, stream, w, req.GetRevision(), gs), ended)
 }
 
 // watchLoop sends the watcher's first message (resume is what the client
