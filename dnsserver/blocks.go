@@ -54,8 +54,11 @@ func (w *blockWriter[T]) own(b int) []T {
 	}
 	w.owned = growTo(w.owned, len(w.l.blocks))
 	if w.owned[b] != w.gen+1 {
-		nb := make([]T, len(w.l.blocks[b]), blockRecords*w.l.unit)
-		copy(nb, w.l.blocks[b])
+		// Room for a few more records, not a whole block: most sets are
+		// a handful of records, and the cache holds one per service.
+		old := w.l.blocks[b]
+		nb := make([]T, len(old), min(blockRecords*w.l.unit, len(old)+len(old)/4+w.l.unit))
+		copy(nb, old)
 		w.l.blocks[b] = nb
 		w.owned[b] = w.gen + 1
 	}
@@ -75,12 +78,12 @@ func (w *blockWriter[T]) push(r []T) {
 			w.l.blocks = slices.Clone(w.l.blocks)
 			w.table = true
 		}
-		w.l.blocks = append(w.l.blocks, make([]T, 0, blockRecords*w.l.unit))
+		w.l.blocks = append(w.l.blocks, make([]T, 0, w.l.unit))
 		w.owned = growTo(w.owned, len(w.l.blocks))
 		w.owned[len(w.l.blocks)-1] = w.gen + 1 // new, so never shared
 	}
 	last := len(w.l.blocks) - 1
-	w.l.blocks[last] = append(w.own(last), r...)
+	w.l.blocks[last] = append(w.own(last), r...) // an owned block may grow in place
 	w.l.n++
 }
 

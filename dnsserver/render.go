@@ -176,6 +176,15 @@ func (c *renderCache) update(e *serviceEntry, svc *registry.Service) *serviceRen
 	if r := e.cur.Load(); r != nil && r.svc.Rev >= svc.Rev {
 		return r
 	}
+	if svc.Len() <= smallService {
+		// Built from scratch, and nothing kept but the answers: most
+		// services are small, and the cache holds one entry per service.
+		e.all, e.tags = nil, nil
+		r := &serviceRender{svc: svc, all: newSetBuilder("", c.ttl).update(svc)}
+		c.renders.Add(1)
+		e.cur.Store(r)
+		return r
+	}
 	start := time.Now()
 	if e.all == nil {
 		e.all = newSetBuilder("", c.ttl)
@@ -205,7 +214,7 @@ func (c *renderCache) addTag(e *serviceEntry, r *serviceRender, tag string) *ans
 	b := e.tags[tag]
 	if b == nil {
 		b = newSetBuilder(tag, c.ttl)
-		if len(e.tags) < maxTagSets {
+		if len(e.tags) < maxTagSets && r.svc.Len() > smallService {
 			if e.tags == nil {
 				e.tags = map[string]*setBuilder{}
 			}
