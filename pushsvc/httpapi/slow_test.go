@@ -131,6 +131,12 @@ func TestWatchSlowReader(t *testing.T) {
 	for i := 2; i <= 20; i++ {
 		put(fmt.Sprintf("a%d", i))
 	}
+	// The watch feed follows the registry a little behind: let it take
+	// all 21 changes, so that the watcher finds itself 19 behind.
+	wait.Eventually(t, 5*time.Second, "the watch feed to hold every change", func() bool {
+		events, _ := push.EncodeStats()
+		return events >= 21
+	})
 	g.release()
 	var got []string
 	for {
