@@ -19,8 +19,7 @@ var errSlowWatcher = errors.New("pushsvc: watcher did not read")
 // SendAborter is implemented by a watch stream that can end a blocked send
 // itself, such as the HTTP API's Server-Sent Events stream: AbortSend makes
 // the send in progress fail at once. It is called from another goroutine,
-// only while a send is in progress, and before that send returns. Watch
-// then runs on the caller's goroutine alone.
+// only while a send is in progress, and before that send returns.
 type SendAborter interface {
 	AbortSend()
 }
@@ -33,7 +32,7 @@ const guardTicks = 4
 // sendGuard ends the watch sends that a client keeps blocked for longer than
 // WatchSendTimeout: gRPC's Send blocks while the client's flow-control
 // window is full, and so does an SSE write. Instead of a timer per send, a
-// send costs two atomic operations, and one goroutine per server
+// send costs a few atomic operations, and one goroutine per server
 // (guardLoop) looks at the sends in progress a few times per timeout.
 type sendGuard struct {
 	limit time.Duration
