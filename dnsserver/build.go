@@ -88,11 +88,11 @@ func (b *setBuilder) update(svc *registry.Service) *answerSet {
 	if b.targetOf == nil || b.dead > len(b.targetOf)+64 {
 		return b.rebuild(svc)
 	}
-	// Most of the service changed: a rebuild costs less than the diff.
+	// When most of the service changed, a rebuild costs less than the diff.
 	limit := svc.Len()/2 + 64
-	changed := 0
+	differ := 0 // instances that differ between the versions
 	b.steps += diffServices(b.svc, svc, func(old, cur *registry.Instance) bool {
-		if changed++; changed > limit {
+		if differ++; differ > limit {
 			return false
 		}
 		if b.tag != "" {
@@ -111,7 +111,7 @@ func (b *setBuilder) update(svc *registry.Service) *answerSet {
 		}
 		return true
 	})
-	if changed > limit {
+	if differ > limit {
 		return b.rebuild(svc)
 	}
 	b.svc = svc

@@ -180,7 +180,7 @@ func (c *renderCache) update(e *serviceEntry, svc *registry.Service) *serviceRen
 		// Built from scratch, and nothing kept but the answers: most
 		// services are small, and the cache holds one entry per service.
 		e.all, e.tags = nil, nil
-		r := &serviceRender{svc: svc, all: newSetBuilder("", c.ttl).update(svc)}
+		r := &serviceRender{svc: svc, all: newSetBuilder("", c.ttl).rebuild(svc)}
 		c.renders.Add(1)
 		e.cur.Store(r)
 		return r

@@ -86,27 +86,9 @@ func (c gatedConn) Write(b []byte) (int, error) {
 // queue; once it can, a watcher that fell further behind than WatchMaxLag
 // gets the latest state as one reset snapshot, not the backlog.
 func TestWatchSlowReader(t *testing.T) {
-	e := newEnv(t, envOpts{})
-	e.push.Close()
-	pcfg := pushsvc.DefaultConfig()
-	pcfg.Registry = e.reg
-	pcfg.Logger = e.api.log
-	pcfg.WatchMaxLag = 5
-	push, err := pushsvc.New(pcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { push.Close() })
-	push.ServerOptions()
-	cfg := e.api.cfg
-	cfg.Server = push
-	api, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(api.Close)
+	e := newEnv(t, envOpts{push: func(c *pushsvc.Config) { c.WatchMaxLag = 5 }})
 	g := newGate()
-	srv := httptest.NewUnstartedServer(api.Handler())
+	srv := httptest.NewUnstartedServer(e.api.Handler())
 	srv.Listener = gatedListener{srv.Listener, g}
 	srv.Start()
 	t.Cleanup(func() { g.release(); srv.Close() })
@@ -134,7 +116,7 @@ func TestWatchSlowReader(t *testing.T) {
 	// The watch feed follows the registry a little behind: let it take
 	// all 21 changes, so that the watcher finds itself 19 behind.
 	wait.Eventually(t, 5*time.Second, "the watch feed to hold every change", func() bool {
-		events, _ := push.EncodeStats()
+		events, _ := e.push.EncodeStats()
 		return events >= 21
 	})
 	g.release()

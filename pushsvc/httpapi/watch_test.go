@@ -167,26 +167,7 @@ func TestWatch(t *testing.T) {
 // WatchMaxLag gets the latest state as one reset snapshot, not the backlog,
 // exactly as a gRPC watcher (the same handler and feed).
 func TestWatchCollapses(t *testing.T) {
-	e := newEnv(t, envOpts{})
-	e.push.Close()
-	// A server with a small lag bound, on the same registry.
-	pcfg := pushsvc.DefaultConfig()
-	pcfg.Registry = e.reg
-	pcfg.Logger = e.api.log
-	pcfg.WatchMaxLag = 5
-	push, err := pushsvc.New(pcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { push.Close() })
-	cfg := e.api.cfg
-	cfg.Server = push
-	api, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(api.Close)
-	e.srv.Config.Handler = api.Handler()
+	e := newEnv(t, envOpts{push: func(c *pushsvc.Config) { c.WatchMaxLag = 5 }})
 
 	e.mustPut(t, "api", "a0")
 	w := openWatch(t, e, "?service=api", "")
